@@ -1,0 +1,144 @@
+"""`cloudshelf`: the local stack, migrations, provisioning, demo data and jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from cloudshelf.devstack.stack import POSTGRES_SERVICES, REPO_ROOT, SERVICES, Stack
+from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.migrations import MigrationError, MigrationRunner, migrations_of
+
+STATE_DIR = REPO_ROOT / ".state"
+# Dependency names the services report health for (see each service's setup).
+DEPENDENCY_NAMES = ("postgres", "redis", "dynamodb", "kinesis", "s3", "cart", "catalog")
+
+
+def _status_line(stack: Stack, service: str) -> str:
+    status = stack.health(service)
+    failing = (
+        [
+            name
+            for name in DEPENDENCY_NAMES
+            if stack.health(service, f"dependency/{name}") == "NOT_SERVING"
+        ]
+        if status != "UNREACHABLE"
+        else []
+    )
+    note = f" (degraded: {', '.join(failing)})" if failing and status == "SERVING" else ""
+    note = f" (failing: {', '.join(failing)})" if failing and status != "SERVING" else note
+    return f"{service:<11} {stack.address(service):<16} {status}{note}"
+
+
+def local_up(state_dir: Path) -> int:
+    started = time.monotonic()
+    stack = Stack.load(state_dir)
+    print("starting PostgreSQL, Redis and the AWS emulator on 127.0.0.1 ...", flush=True)
+    for line in stack.up():
+        print(f"  {line}")
+    print(f"\nCloudShelf is up in {time.monotonic() - started:.1f}s:\n")
+    for service in SERVICES:
+        print("  " + _status_line(stack, service))
+    print(f"\n  postgres    {stack.postgres.dsn('<service>')}")
+    print(f"  redis       {stack.redis.url}")
+    print(f"  aws         {stack.aws.url}  (AWS_ENDPOINT_URL)")
+    print("\nTry (server reflection, no proto files needed):\n")
+    print(
+        "  .venv/bin/buf curl --protocol grpc --http2-prior-knowledge "
+        f'-d \'{{"owner": {{"user_id": "demo-user"}}}}\' '
+        f"http://{stack.address('storefront')}/cloudshelf.storefront.v1.StorefrontService/GetCartView"
+    )
+    print(
+        f"  .venv/bin/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{stack.address('catalog')}"
+    )
+    print(f"\nLogs: make logs ({state_dir / 'logs'})   Stop: make down")
+    return 0
+
+
+def local_down(state_dir: Path) -> int:
+    Stack.load(state_dir).down()
+    print("CloudShelf local stack stopped.")
+    return 0
+
+
+def local_status(state_dir: Path) -> int:
+    stack = Stack.load(state_dir)
+    lines = [_status_line(stack, service) for service in SERVICES]
+    print("\n".join(lines))
+    return 0 if all(" SERVING" in line for line in lines) else 1
+
+
+def migrate(service: str | None, action: str, version: int | None) -> int:
+    targets = [service] if service else list(POSTGRES_SERVICES)
+    for name in targets:
+        runner = MigrationRunner(
+            Settings.from_env(name).postgres_dsn, migrations_of(f"services.{name}")
+        )
+        if action == "status":
+            for state in asyncio.run(runner.status()):
+                applied = state.applied_at.isoformat() if state.applied_at else "pending"
+                m = state.migration
+                print(f"{name:<11} {m.version:<10} {m.description:<40} {applied}")
+            continue
+        if action == "up":
+            done = asyncio.run(runner.up())
+        elif action == "down":
+            done = asyncio.run(runner.down())
+        else:
+            done = asyncio.run(runner.to(version))
+        for line in done or ["nothing to do"]:
+            print(f"{name}: {line}")
+    return 0
+
+
+def provision(service: str | None) -> int:
+    for name in [service] if service else list(SERVICES):
+        module = importlib.import_module(f"services.{name}.provision")
+        for line in asyncio.run(module.provision(Settings.from_env(name))):
+            print(f"{name}: {line}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudshelf", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    local = commands.add_parser("local", help="the local stack on 127.0.0.1")
+    local.add_argument("action", choices=["up", "down", "status"])
+    local.add_argument("--state-dir", type=Path, default=STATE_DIR)
+
+    mig = commands.add_parser("migrate", help="PostgreSQL schema migrations")
+    mig.add_argument("action", choices=["status", "up", "down", "to"])
+    mig.add_argument("version", nargs="?", type=int, help="target version for `to` (0: none)")
+    mig.add_argument("--service", choices=POSTGRES_SERVICES)
+
+    prov = commands.add_parser("provision", help="create schemas, tables, streams, buckets")
+    prov.add_argument("--service", choices=SERVICES)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "local":
+            action = {"up": local_up, "down": local_down, "status": local_status}[args.action]
+            return action(args.state_dir)
+        if args.command == "migrate":
+            if args.action == "to" and args.version is None:
+                print("cloudshelf migrate to VERSION: give a version", file=sys.stderr)
+                return 2
+            return migrate(args.service, args.action, args.version)
+        if args.command == "provision":
+            return provision(args.service)
+    except MigrationError as exc:
+        print(f"migration refused: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

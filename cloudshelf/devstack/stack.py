@@ -1,0 +1,187 @@
+"""The whole local mesh: backing servers, provisioning, the five services, health."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cloudshelf.devstack.components import (
+    LOCALHOST,
+    AwsEmulator,
+    ManagedProcess,
+    Postgres,
+    Redis,
+    free_port,
+    wait_until,
+)
+from cloudshelf.runtime.config import DEFAULT_PORTS, Settings
+
+SERVICES = tuple(DEFAULT_PORTS)
+# Services with a PostgreSQL database of their own (named after the service).
+POSTGRES_SERVICES = ("catalog", "analytics", "governance")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class StackPorts:
+    postgres: int
+    redis: int
+    aws: int
+    services: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def defaults(cls) -> StackPorts:
+        def port(name: str, default: int) -> int:
+            return int(os.environ.get(f"CLOUDSHELF_LOCAL_{name}_PORT", default))
+
+        return cls(
+            postgres=port("POSTGRES", 55432),
+            redis=port("REDIS", 56379),
+            aws=port("AWS", 55000),
+            services={name: port(name.upper(), default) for name, default in DEFAULT_PORTS.items()},
+        )
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        return cls(free_port(), free_port(), free_port(), {name: free_port() for name in SERVICES})
+
+
+class Stack:
+    def __init__(
+        self,
+        state_dir: Path,
+        ports: StackPorts,
+        *,
+        durable: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.ports = ports
+        self.extra_env = extra_env or {}
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.postgres = Postgres(state_dir, ports.postgres, durable=durable)
+        self.redis = Redis(state_dir, ports.redis)
+        self.aws = AwsEmulator(state_dir, ports.aws)
+        self.services = {
+            name: ManagedProcess(
+                name, [sys.executable, "-m", f"services.{name}"], state_dir, self.service_env(name)
+            )
+            for name in SERVICES
+        }
+
+    # --- configuration -------------------------------------------------------------------
+
+    def address(self, service: str) -> str:
+        return f"{LOCALHOST}:{self.ports.services[service]}"
+
+    def service_env(self, service: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment a service process gets: exactly what a pod gets in a cluster,
+        with local endpoints and the emulator's dummy credentials."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "PYTHONPATH": str(REPO_ROOT),
+                "CLOUDSHELF_LISTEN_ADDR": self.address(service),
+                "CLOUDSHELF_POSTGRES_DSN": self.postgres.dsn(service),
+                "CLOUDSHELF_REDIS_URL": self.redis.url,
+                "AWS_ENDPOINT_URL": self.aws.url,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_REGION": "us-east-1",
+                "OTEL_SERVICE_NAME": service,
+            }
+        )
+        env.update({f"CLOUDSHELF_{peer.upper()}_ADDR": self.address(peer) for peer in SERVICES})
+        env.update(self.extra_env)
+        env.update(overrides or {})
+        return env
+
+    def settings(self, service: str) -> Settings:
+        return Settings.from_env(service, self.service_env(service))
+
+    def save(self) -> None:
+        (self.state_dir / "stack.json").write_text(json.dumps(asdict(self.ports), indent=2))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Stack:
+        """The stack as `up` recorded it (its ports), or one with the default ports."""
+        saved = state_dir / "stack.json"
+        ports = (
+            StackPorts(**json.loads(saved.read_text())) if saved.exists() else StackPorts.defaults()
+        )
+        return cls(state_dir, ports)
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def start_backing_servers(self) -> None:
+        self.postgres.start()
+        self.redis.start()
+        self.aws.start()
+
+    async def provision(self) -> list[str]:
+        """Creates databases, schemas, tables, streams and buckets; safe to repeat."""
+        done = [
+            f"database {name}: created"
+            for name in await self.postgres.create_databases(list(POSTGRES_SERVICES))
+        ]
+        for service in SERVICES:
+            module = importlib.import_module(f"services.{service}.provision")
+            done += [
+                f"{service}: {line}" for line in await module.provision(self.settings(service))
+            ]
+        return done
+
+    def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
+        for name in names:
+            self.services[name].start()
+
+    def wait_until_serving(self, names: tuple[str, ...] = SERVICES, timeout: float = 60.0) -> None:
+        for name in names:
+            process = self.services[name]
+
+            def serving(name: str = name, process: ManagedProcess = process) -> bool:
+                if not process.running():
+                    raise RuntimeError(f"{name} exited; see {process.log_file}")
+                return self.health(name) == "SERVING"
+
+            wait_until(serving, timeout, name)
+
+    def up(self) -> list[str]:
+        self.start_backing_servers()
+        done = asyncio.run(self.provision())
+        self.save()
+        self.start_services()
+        self.wait_until_serving()
+        return done
+
+    def down(self) -> None:
+        for process in self.services.values():
+            process.stop()
+        self.aws.stop()
+        self.redis.stop()
+        self.postgres.stop()
+
+    # --- inspection ----------------------------------------------------------------------
+
+    def health(self, service: str, check: str = "") -> str:
+        return health_status(self.address(service), check)
+
+
+def health_status(address: str, check: str = "") -> str:
+    """A grpc.health.v1 status name (SERVING, NOT_SERVING, ...) or UNREACHABLE."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=check), timeout=1.0
+            )
+        except grpc.RpcError as exc:
+            return "UNREACHABLE" if exc.code() != grpc.StatusCode.NOT_FOUND else "SERVICE_UNKNOWN"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

@@ -1,0 +1,1 @@
+"""The shared service runtime: every CloudShelf service starts through `run_service`."""

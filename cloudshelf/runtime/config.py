@@ -1,0 +1,102 @@
+"""Configuration from environment variables, with defaults that match the local stack.
+
+The local stack and a cluster differ only in these values (endpoints, credentials).
+AWS endpoints and credentials use boto's own variables (AWS_ENDPOINT_URL, AWS_REGION, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Default gRPC ports of the local stack; a cluster sets CLOUDSHELF_LISTEN_ADDR instead.
+DEFAULT_PORTS: dict[str, int] = {
+    "catalog": 50051,
+    "cart": 50052,
+    "analytics": 50053,
+    "governance": 50054,
+    "storefront": 50055,
+}
+
+
+def _env(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    return value or default
+
+
+def _env_float(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    raw = _env(name, "", environ)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def service_address(service: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where a service is reached by its peers: CLOUDSHELF_<SERVICE>_ADDR."""
+    default = f"127.0.0.1:{DEFAULT_PORTS[service]}"
+    return _env(f"CLOUDSHELF_{service.upper()}_ADDR", default, environ)
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    listen_addr: str
+    postgres_dsn: str
+    redis_url: str
+    aws_region: str
+    # Seconds in-flight calls get to finish after SIGTERM.
+    shutdown_grace: float
+    # Seconds between dependency checks that drive grpc.health.v1.
+    health_interval: float
+    # Deadline applied to outgoing calls when the incoming call carries none.
+    default_call_timeout: float
+    cart_table: str = "CloudShelf-ShoppingCart"
+    sessions_table: str = "CloudShelf-UserSessions"
+    analytics_stream: str = "cloudshelf-analytics-stream"
+    data_lake_bucket: str = "cloudshelf-analytics-data"
+    event_bus: str = "cloudshelf-event-bus"
+    timestream_database: str = "CloudShelfAnalytics"
+    # Unset in a cluster: boto then uses the real endpoints and the pod's credentials.
+    aws_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    peers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
+        """Reads the process environment, or `environ` when given (the local stack)."""
+
+        def env(name: str, default: str) -> str:
+            return _env(name, default, environ)
+
+        def env_float(name: str, default: float) -> float:
+            return _env_float(name, default, environ)
+
+        return cls(
+            service=service,
+            listen_addr=env("CLOUDSHELF_LISTEN_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}"),
+            postgres_dsn=env(
+                "CLOUDSHELF_POSTGRES_DSN", f"postgresql://cloudshelf@127.0.0.1:55432/{service}"
+            ),
+            redis_url=env("CLOUDSHELF_REDIS_URL", "redis://127.0.0.1:56379/0"),
+            aws_region=env("AWS_REGION", env("AWS_DEFAULT_REGION", "us-east-1")),
+            shutdown_grace=env_float("CLOUDSHELF_SHUTDOWN_GRACE_SECONDS", 10.0),
+            health_interval=env_float("CLOUDSHELF_HEALTH_INTERVAL_SECONDS", 2.0),
+            default_call_timeout=env_float("CLOUDSHELF_CALL_TIMEOUT_SECONDS", 5.0),
+            cart_table=env("CLOUDSHELF_CART_TABLE", cls.cart_table),
+            sessions_table=env("CLOUDSHELF_SESSIONS_TABLE", cls.sessions_table),
+            analytics_stream=env("CLOUDSHELF_ANALYTICS_STREAM", cls.analytics_stream),
+            data_lake_bucket=env("CLOUDSHELF_DATA_LAKE_BUCKET", cls.data_lake_bucket),
+            event_bus=env("CLOUDSHELF_EVENT_BUS", cls.event_bus),
+            timestream_database=env("CLOUDSHELF_TIMESTREAM_DATABASE", cls.timestream_database),
+            aws_endpoint_url=env("AWS_ENDPOINT_URL", "") or None,
+            aws_access_key_id=env("AWS_ACCESS_KEY_ID", "") or None,
+            aws_secret_access_key=env("AWS_SECRET_ACCESS_KEY", "") or None,
+            peers={
+                name: service_address(name, environ) for name in DEFAULT_PORTS if name != service
+            },
+        )

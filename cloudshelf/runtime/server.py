@@ -1,0 +1,124 @@
+"""One start-up call for every service: `run_service(name, setup)`.
+
+`setup` opens the service's stores (registering their clean-up on the exit stack) and
+returns its servicers, dependency checks and background jobs. The runtime adds the rest:
+JSON logs, tracing, error mapping, health, reflection, and a graceful SIGTERM drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.health import Dependency, DependencyMonitor
+from cloudshelf.runtime.logs import configure_logging
+from cloudshelf.runtime.rpc import ServerErrorInterceptor
+from cloudshelf.runtime.telemetry import NOT_HEALTH_CHECK, configure_telemetry, shutdown_telemetry
+
+log = logging.getLogger("cloudshelf.server")
+
+
+@dataclass(frozen=True)
+class Servicer:
+    """A servicer and the generated function that registers it, e.g.
+    Servicer(CatalogHandlers(...), catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
+    "cloudshelf.catalog.v1.CatalogService")."""
+
+    implementation: Any
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    full_name: str
+
+
+@dataclass
+class ServiceApp:
+    servicers: Sequence[Servicer]
+    dependencies: Sequence[Dependency] = ()
+    # Long-running jobs (outbox relay, consumers) run beside the server, cancelled at stop.
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+
+Setup = Callable[[Settings, AsyncExitStack], Awaitable[ServiceApp]]
+
+
+def run_service(service: str, setup: Setup) -> None:
+    """Entry point of every service process."""
+    configure_logging(service)
+    configure_telemetry(service)
+    try:
+        asyncio.run(serve(Settings.from_env(service), setup))
+    finally:
+        shutdown_telemetry()
+
+
+async def serve(settings: Settings, setup: Setup) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with AsyncExitStack() as stack:
+        app = await setup(settings, stack)
+        server = grpc.aio.server(
+            interceptors=[
+                aio_server_interceptor(filter_=NOT_HEALTH_CHECK),
+                ServerErrorInterceptor(),
+            ]
+        )
+        for servicer in app.servicers:
+            servicer.add_to_server(servicer.implementation, server)
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        service_names = [s.full_name for s in app.servicers]
+        reflection.enable_server_reflection(
+            [
+                *service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        if server.add_insecure_port(settings.listen_addr) == 0:
+            raise RuntimeError(f"cannot listen on {settings.listen_addr}")
+
+        monitor = DependencyMonitor(
+            health, service_names, app.dependencies, settings.health_interval
+        )
+        await monitor.check_once()
+        await server.start()
+        log.info(
+            "%s serving on %s",
+            settings.service,
+            settings.listen_addr,
+            extra={"services": service_names, "degraded": monitor.degraded},
+        )
+        monitor_task = asyncio.create_task(monitor.run(), name="health-monitor")
+        jobs = [asyncio.create_task(job(), name=job.__name__) for job in app.background]
+
+        await stop.wait()
+        log.info("draining: no new calls, %.1fs for in-flight ones", settings.shutdown_grace)
+        await _cancel([monitor_task])
+        await health.enter_graceful_shutdown()
+        await server.stop(settings.shutdown_grace)
+        await _cancel(jobs)
+        log.info("%s stopped", settings.service)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

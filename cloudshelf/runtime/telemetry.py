@@ -1,0 +1,56 @@
+"""OpenTelemetry, set up once per process.
+
+Spans are exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces-specific
+variable) is set; the exporter reads the other standard OTEL_* variables itself. The W3C
+trace-context propagator is the SDK default, so every instrumented client call carries
+`traceparent`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.grpc import filters
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+_provider: TracerProvider | None = None
+
+# Health checks run every few seconds from kubelets and our own monitors: keep them out.
+NOT_HEALTH_CHECK = filters.negate(filters.health_check())
+
+
+def otlp_configured() -> bool:
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def configure_telemetry(service: str) -> TracerProvider:
+    """Installs the global tracer provider (idempotent) and the store instrumentations."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    # OTEL_SERVICE_NAME (set per pod by the chart) wins over the code's name.
+    resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or service})
+    provider = TracerProvider(resource=resource)
+    if otlp_configured():
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    _provider = provider
+    return provider
+
+
+def shutdown_telemetry() -> None:
+    """Flushes buffered spans; called once the server has drained."""
+    if _provider is not None:
+        _provider.shutdown()

@@ -1,0 +1,3 @@
+from services.analytics.server import main
+
+main()

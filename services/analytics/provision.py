@@ -1,0 +1,46 @@
+"""Creates what analytics writes to: the warehouse schema, the Kinesis stream, the S3 data
+lake bucket and the Timestream tables."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from cloudshelf.runtime.aws_resources import (
+    ensure_bucket,
+    ensure_kinesis_stream,
+    ensure_timestream_table,
+)
+from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.migrations import migrate_to_latest
+from cloudshelf.runtime.stores import aws_session, open_aws_client
+
+STREAM_SHARDS = 2
+TIMESTREAM_TABLES = ("CartEvents", "BookInteractions")
+# Hot memory store one day, magnetic store one year (the seed's analytics_raw retention).
+TIMESTREAM_RETENTION = {
+    "MemoryStoreRetentionPeriodInHours": 24,
+    "MagneticStoreRetentionPeriodInDays": 365,
+}
+
+
+def _said(what: str, created: bool) -> str:
+    return f"{what}: {'created' if created else 'exists'}"
+
+
+async def provision(settings: Settings) -> list[str]:
+    done = await migrate_to_latest(settings.postgres_dsn, "services.analytics")
+    session = aws_session(settings)
+    async with AsyncExitStack() as stack:
+        kinesis = await open_aws_client(session, stack, "kinesis", settings)
+        s3 = await open_aws_client(session, stack, "s3", settings)
+        timestream = await open_aws_client(session, stack, "timestream-write", settings)
+        created = await ensure_kinesis_stream(kinesis, settings.analytics_stream, STREAM_SHARDS)
+        done.append(_said(f"kinesis stream {settings.analytics_stream}", created))
+        created = await ensure_bucket(s3, settings.data_lake_bucket, settings.aws_region)
+        done.append(_said(f"s3 bucket {settings.data_lake_bucket}", created))
+        for table in TIMESTREAM_TABLES:
+            created = await ensure_timestream_table(
+                timestream, settings.timestream_database, table, TIMESTREAM_RETENTION
+            )
+            done.append(_said(f"timestream table {settings.timestream_database}.{table}", created))
+    return done

@@ -1,0 +1,47 @@
+"""The analytics service process: Kinesis in, Timestream, the S3 data lake and the
+PostgreSQL warehouse out."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from cloudshelf.analytics.v1 import analytics_pb2, analytics_pb2_grpc
+from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.health import Dependency
+from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
+from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres
+
+
+async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
+    _pool, postgres = await open_postgres(settings, stack)
+    session = aws_session(settings)
+    kinesis = await open_aws_client(session, stack, "kinesis", settings)
+    s3 = await open_aws_client(session, stack, "s3", settings)
+
+    async def stream_active() -> None:
+        summary = await kinesis.describe_stream_summary(StreamName=settings.analytics_stream)
+        status = summary["StreamDescriptionSummary"]["StreamStatus"]
+        if status not in ("ACTIVE", "UPDATING"):
+            raise RuntimeError(f"stream {settings.analytics_stream} is {status}")
+
+    async def bucket_reachable() -> None:
+        await s3.head_bucket(Bucket=settings.data_lake_bucket)
+
+    return ServiceApp(
+        servicers=[
+            Servicer(
+                analytics_pb2_grpc.AnalyticsServiceServicer(),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server,
+                analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name,
+            )
+        ],
+        dependencies=[
+            postgres,
+            Dependency("kinesis", stream_active),
+            Dependency("s3", bucket_reachable),
+        ],
+    )
+
+
+def main() -> None:
+    run_service("analytics", setup)

@@ -1,0 +1,3 @@
+from services.cart.server import main
+
+main()

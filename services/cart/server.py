@@ -1,0 +1,48 @@
+"""The cart service process: carts and sessions on DynamoDB."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
+from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.health import Dependency
+from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
+from cloudshelf.runtime.stores import aws_session, open_aws_client, open_aws_resource
+from services.cart.handlers import CartHandlers
+from services.cart.store import CartStore
+
+SERVICES = cart_pb2.DESCRIPTOR.services_by_name
+
+
+async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
+    session = aws_session(settings)
+    dynamodb = await open_aws_resource(session, stack, "dynamodb", settings)
+    dynamodb_client = await open_aws_client(session, stack, "dynamodb", settings)
+    carts = CartStore(await dynamodb.Table(settings.cart_table))
+
+    async def tables_ready() -> None:
+        for table in (settings.cart_table, settings.sessions_table):
+            description = await dynamodb_client.describe_table(TableName=table)
+            if description["Table"]["TableStatus"] not in ("ACTIVE", "UPDATING"):
+                raise RuntimeError(f"table {table} is {description['Table']['TableStatus']}")
+
+    return ServiceApp(
+        servicers=[
+            Servicer(
+                CartHandlers(carts),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                cart_pb2_grpc.add_CartServiceServicer_to_server,
+                SERVICES["CartService"].full_name,
+            ),
+            Servicer(
+                cart_pb2_grpc.SessionServiceServicer(),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                cart_pb2_grpc.add_SessionServiceServicer_to_server,
+                SERVICES["SessionService"].full_name,
+            ),
+        ],
+        dependencies=[Dependency("dynamodb", tables_ready)],
+    )
+
+
+def main() -> None:
+    run_service("cart", setup)

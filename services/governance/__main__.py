@@ -1,0 +1,3 @@
+from services.governance.server import main
+
+main()

@@ -1,0 +1,3 @@
+from services.storefront.server import main
+
+main()
