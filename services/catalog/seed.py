@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import math
 import random
 import re
 import sys
@@ -79,6 +80,28 @@ def isbn_pair(body: int) -> tuple[str, str]:
     digits = f"{body:09d}"
     first12 = "978" + digits
     return first12 + isbn13_check_digit(first12), digits + isbn10_check_digit(digits)
+
+
+def isbn_pairs(first_body: int) -> Iterator[tuple[str, str]]:
+    """`isbn_pair` of first_body, first_body + 1, ... (fast: weighted sums from tables)."""
+    low_digits = [f"{low:04d}" for low in range(10_000)]
+    # Weights of the last four body digits: ISBN-13 positions 8..11, ISBN-10 positions 5..8.
+    low13 = [sum(int(c) * w for c, w in zip(d, (1, 3, 1, 3), strict=True)) for d in low_digits]
+    low10 = [sum(int(c) * w for c, w in zip(d, (5, 4, 3, 2), strict=True)) for d in low_digits]
+    high, start = divmod(first_body, 10_000)
+    while True:
+        head = f"{high:05d}"
+        head13 = sum(int(c) * (3 if i % 2 else 1) for i, c in enumerate("978" + head))
+        head10 = sum(int(c) * (10 - i) for i, c in enumerate(head))
+        for low in range(start, 10_000):
+            digits = head + low_digits[low]
+            check10 = (11 - (head10 + low10[low]) % 11) % 11
+            yield (
+                f"978{digits}{(10 - (head13 + low13[low]) % 10) % 10}",
+                digits + ("X" if check10 == 10 else str(check10)),
+            )
+        high += 1
+        start = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,17 +511,8 @@ def _prices() -> dict[int, Decimal]:
     return {c: Decimal(c).scaleb(-2) for c in range(0, MAX_PRICE_CENTS + 1)}
 
 
-def _title_words(rng: random.Random) -> dict[str, str]:
-    choice = rng.choice
-    return {
-        "adj": choice(ADJECTIVES),
-        "noun": choice(NOUNS),
-        "noun2": choice(NOUNS),
-        "noun3": choice(NOUNS),
-        "place": choice(PLACES),
-        "topic": choice(TOPICS),
-        "topic2": choice(TOPICS),
-    }
+def _lower(words: Sequence[str]) -> list[str]:
+    return [w.lower() for w in words]
 
 
 def generate_batches(
@@ -511,77 +525,124 @@ def generate_batches(
     first_review_id: int,
     batch_rows: int = BATCH_ROWS,
 ) -> Iterator[_Batch]:
-    """The rows of `books` new books, in batches of at most `batch_rows` books."""
+    """The rows of `books` new books, in batches of at most `batch_rows` books.
+
+    The hot loop: random choices index the lists with `rand()` (several times faster than
+    `choice`), words and their lower-case forms come from parallel lists.
+    """
     rand = rng.random
-    choice = rng.choice
-    randint = rng.randint
-    sample = rng.sample
     prices = _prices()
     start_date = dt.date(1950, 1, 1).toordinal()
     days = dt.date(2026, 12, 31).toordinal() - start_date + 1
     dates = [dt.date.fromordinal(start_date + d) for d in range(days)]
     fiction_cats = list(world.fiction_categories)
     nonfiction_cats = list(world.nonfiction_categories)
+    n_fiction_cats, n_nonfiction_cats = len(fiction_cats), len(nonfiction_cats)
     publishers = list(world.publisher_ids)
+    n_publishers = len(publishers)
     authors = list(world.author_ids)
     n_authors = len(authors)
     user_ids = [f"user-{i:06d}" for i in range(REVIEW_USERS)]
-    user_range = range(REVIEW_USERS)
+    user_stride = REVIEW_USERS // 5
     # Picture books and middle grade (the last fiction genre) are short.
     short_cats = set(fiction_cats[-4:])
-    fiction_share = len(fiction_cats) / max(len(fiction_cats) + len(nonfiction_cats), 1)
+    fiction_share = n_fiction_cats / max(n_fiction_cats + n_nonfiction_cats, 1)
+
+    adjectives, n_adjectives = ADJECTIVES, len(ADJECTIVES)
+    nouns, nouns_l, n_nouns = NOUNS, _lower(NOUNS), len(NOUNS)
+    topics, topics_l, n_topics = TOPICS, _lower(TOPICS), len(TOPICS)
+    places, n_places = PLACES, len(PLACES)
+    description_adjectives, n_description_adjectives = (
+        DESCRIPTION_ADJECTIVES,
+        len(DESCRIPTION_ADJECTIVES),
+    )
+    persons, n_persons = PERSONS, len(PERSONS)
+    fiction_titles, n_fiction_titles = FICTION_TITLES, len(FICTION_TITLES)
+    nonfiction_titles, n_nonfiction_titles = NONFICTION_TITLES, len(NONFICTION_TITLES)
+    subtitles, n_subtitles = SUBTITLES, len(SUBTITLES)
+    languages, n_languages = LANGUAGES, len(LANGUAGES)
+    formats, n_formats = FORMATS, len(FORMATS)
+    statuses, n_statuses = BOOK_STATUSES, len(BOOK_STATUSES)
+    ratings, n_ratings = RATINGS, len(RATINGS)
+    review_statuses, n_review_statuses = REVIEW_STATUSES, len(REVIEW_STATUSES)
+    price_endings, n_price_endings = PRICE_ENDINGS, len(PRICE_ENDINGS)
+    # Distinct sentences: a start and a step coprime with the number of templates.
+    n_sentences = len(FICTION_SENTENCES)
+    assert n_sentences == len(NONFICTION_SENTENCES)
+    steps = [k for k in range(1, n_sentences) if math.gcd(k, n_sentences) == 1]
+    n_steps = len(steps)
+    slugs: dict[str, str] = {}
+    isbns = isbn_pairs(first_isbn_body)
 
     review_id = first_review_id
     batch = _Batch([], [], [])
-    for offset in range(books):
-        book_id = first_book_id + offset
-        isbn13, isbn10 = isbn_pair(first_isbn_body + offset)
-        fiction = rand() < fiction_share
-        words = _title_words(rng)
-        if fiction:
-            title = choice(FICTION_TITLES).format_map(words)
-            category = choice(fiction_cats)
+    for book_id in range(first_book_id, first_book_id + books):
+        isbn13, isbn10 = next(isbns)
+        noun = int(rand() * n_nouns)
+        noun2 = int(rand() * n_nouns)
+        topic = int(rand() * n_topics)
+        topic2 = int(rand() * n_topics)
+        place = places[int(rand() * n_places)]
+        words = {
+            "adj": adjectives[int(rand() * n_adjectives)],
+            "noun": nouns[noun],
+            "noun2": nouns[noun2],
+            "noun3": nouns[int(rand() * n_nouns)],
+            "place": place,
+            "topic": topics[topic],
+            "topic2": topics[topic2],
+        }
+        if rand() < fiction_share:
+            title = fiction_titles[int(rand() * n_fiction_titles)].format_map(words)
+            category = fiction_cats[int(rand() * n_fiction_cats)]
             sentences = FICTION_SENTENCES
         else:
-            title = choice(NONFICTION_TITLES).format_map(words)
-            category = choice(nonfiction_cats)
+            title = nonfiction_titles[int(rand() * n_nonfiction_titles)].format_map(words)
+            category = nonfiction_cats[int(rand() * n_nonfiction_cats)]
             sentences = NONFICTION_SENTENCES
         subtitle = None
         if rand() < 0.3:
-            words["n"] = str(randint(1, 3))
-            subtitle = choice(SUBTITLES).format_map(words)
+            words["n"] = "123"[int(rand() * 3)]
+            subtitle = subtitles[int(rand() * n_subtitles)].format_map(words)
         # The description reuses the title's words (narrow terms) and common ones (broad).
         fill = {
-            "adj2": choice(DESCRIPTION_ADJECTIVES),
-            "noun_l": words["noun"].lower(),
-            "noun2_l": words["noun2"].lower(),
-            "topic_l": words["topic"].lower(),
-            "topic2_l": words["topic2"].lower(),
-            "place": words["place"],
-            "person": choice(PERSONS),
+            "adj2": description_adjectives[int(rand() * n_description_adjectives)],
+            "noun_l": nouns_l[noun],
+            "noun2_l": nouns_l[noun2],
+            "topic_l": topics_l[topic],
+            "topic2_l": topics_l[topic2],
+            "place": place,
+            "person": persons[int(rand() * n_persons)],
         }
-        count = 1 + (rand() < 0.6) + (rand() < 0.3)
-        description = " ".join(s.format_map(fill) for s in sample(sentences, count))
+        first = int(rand() * n_sentences)
+        description = sentences[first].format_map(fill)
+        if rand() < 0.6:
+            step = steps[int(rand() * n_steps)]
+            description += " " + sentences[(first + step) % n_sentences].format_map(fill)
+            if rand() < 0.3:
+                description += " " + sentences[(first + 2 * step) % n_sentences].format_map(fill)
 
-        cents = randint(2, 89) * 100 + choice(PRICE_ENDINGS)
+        cents = (2 + int(rand() * 88)) * 100 + price_endings[int(rand() * n_price_endings)]
         cents = min(max(cents, MIN_PRICE_CENTS), MAX_PRICE_CENTS)
         list_cents = cents
         if rand() < 0.4:
-            list_cents = min(cents + randint(1, 20) * 100, MAX_PRICE_CENTS)
-        fmt = choice(FORMATS)
-        pages = randint(24, 64) if category in short_cats and rand() < 0.5 else 0
-        if not pages:
+            list_cents = min(cents + (1 + int(rand() * 20)) * 100, MAX_PRICE_CENTS)
+        if category in short_cats and rand() < 0.5:
+            pages = 24 + int(rand() * 41)
+        else:
             pages = int(120 + 480 * rand() ** 2)
-        published = dates[int(days * (1.0 - rand() ** 2.5))]
         skew = rand()
         if skew < 0.9:
-            purchases = randint(0, 50)
+            purchases = int(rand() * 51)
         elif skew < 0.99:
-            purchases = randint(51, 800)
+            purchases = 51 + int(rand() * 750)
         else:
-            purchases = randint(1000, 9999)
-        stock = 0 if rand() < 0.08 else randint(1, 500)
-        slug = f"{slugify(title)}-{isbn13}"
+            purchases = 1000 + int(rand() * 9000)
+        slug = slugs.get(title)
+        if slug is None:
+            if len(slugs) > 100_000:
+                slugs.clear()
+            slug = slugs[title] = slugify(title)
         batch.books.append(
             (
                 book_id,
@@ -593,52 +654,58 @@ def generate_batches(
                 prices[cents],
                 prices[list_cents],
                 pages,
-                published,
-                choice(LANGUAGES),
-                fmt,
+                dates[int(days * (1.0 - rand() ** 2.5))],
+                languages[int(rand() * n_languages)],
+                formats[int(rand() * n_formats)],
                 category,
-                choice(publishers),
-                stock,
-                choice(BOOK_STATUSES),
-                slug,
+                publishers[int(rand() * n_publishers)],
+                0 if rand() < 0.08 else 1 + int(rand() * 500),
+                statuses[int(rand() * n_statuses)],
+                f"{slug}-{isbn13}",
                 f"{COVER_BASE}/{isbn13}.jpg",
                 f"{COVER_BASE}/{isbn13}-thumb.jpg",
-                purchases * randint(5, 40) + randint(0, 200),
+                purchases * (5 + int(rand() * 36)) + int(rand() * 201),
                 purchases,
             )
         )
 
         # Authors: a few prolific ones, many with one or two books.
-        n_book_authors = 1 + (rand() < 0.2) + (rand() < 0.05)
-        chosen: list[int] = []
-        while len(chosen) < n_book_authors:
-            author = authors[int(n_authors * rand() ** 1.6)]
-            if author not in chosen:
-                chosen.append(author)
-        for index, author in enumerate(chosen, start=1):
-            batch.book_authors.append(
-                (book_id, author, "author" if index == 1 else "co-author", index)
-            )
+        author = authors[int(n_authors * rand() ** 1.6)]
+        batch.book_authors.append((book_id, author, "author", 1))
+        if rand() < 0.2:
+            chosen = [author]
+            extra = 1 + (rand() < 0.25)
+            while len(chosen) <= extra:
+                author = authors[int(n_authors * rand() ** 1.6)]
+                if author not in chosen:
+                    chosen.append(author)
+                    batch.book_authors.append((book_id, author, "co-author", len(chosen)))
 
         if rand() < 0.3:
-            for user in sample(user_range, randint(1, 5)):
-                rating = choice(RATINGS)
+            # Up to 5 distinct users: a start and a stride that cannot wrap onto itself.
+            user = int(rand() * REVIEW_USERS)
+            stride = 1 + int(rand() * (user_stride - 1))
+            for _ in range(1 + int(rand() * 5)):
+                rating = ratings[int(rand() * n_ratings)]
                 total = int(30 * rand() ** 3)
+                titles = REVIEW_TITLES[rating]
+                contents = REVIEW_CONTENT[rating]
                 batch.reviews.append(
                     (
                         review_id,
                         book_id,
                         user_ids[user],
                         rating,
-                        choice(REVIEW_TITLES[rating]),
-                        choice(REVIEW_CONTENT[rating]),
+                        titles[int(rand() * len(titles))],
+                        contents[int(rand() * len(contents))],
                         rand() < 0.6,
-                        randint(0, total),
+                        int(rand() * (total + 1)),
                         total,
-                        choice(REVIEW_STATUSES),
+                        review_statuses[int(rand() * n_review_statuses)],
                     )
                 )
                 review_id += 1
+                user = (user + stride) % REVIEW_USERS
 
         if len(batch.books) >= batch_rows:
             yield batch
@@ -873,30 +940,40 @@ async def seed_catalog(
             first_review = await _next_id(conn, "reviews")
             bar = Progress("books", books, enabled=progress)
             n_links = n_reviews = 0
-            for batch in generate_batches(
+            batches = generate_batches(
                 rng,
                 world,
                 books=books,
                 first_book_id=first_book,
                 first_isbn_body=await _first_isbn_body(conn),
                 first_review_id=first_review,
-            ):
-                await conn.copy_records_to_table(
-                    "books", schema_name=SCHEMA, columns=BOOK_COLUMNS, records=batch.books
-                )
-                await conn.copy_records_to_table(
-                    "book_authors",
-                    schema_name=SCHEMA,
-                    columns=BOOK_AUTHOR_COLUMNS,
-                    records=batch.book_authors,
-                )
-                if batch.reviews:
+            )
+            # The next batch is generated in a thread while PostgreSQL ingests this one.
+            upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            try:
+                while (batch := await upcoming) is not None:
+                    upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
                     await conn.copy_records_to_table(
-                        "reviews", schema_name=SCHEMA, columns=REVIEW_COLUMNS, records=batch.reviews
+                        "books", schema_name=SCHEMA, columns=BOOK_COLUMNS, records=batch.books
                     )
-                n_links += len(batch.book_authors)
-                n_reviews += len(batch.reviews)
-                bar.advance(len(batch.books))
+                    await conn.copy_records_to_table(
+                        "book_authors",
+                        schema_name=SCHEMA,
+                        columns=BOOK_AUTHOR_COLUMNS,
+                        records=batch.book_authors,
+                    )
+                    if batch.reviews:
+                        await conn.copy_records_to_table(
+                            "reviews",
+                            schema_name=SCHEMA,
+                            columns=REVIEW_COLUMNS,
+                            records=batch.reviews,
+                        )
+                    n_links += len(batch.book_authors)
+                    n_reviews += len(batch.reviews)
+                    bar.advance(len(batch.books))
+            finally:
+                upcoming.cancel()
             await _set_sequence(conn, "books")
             await _set_sequence(conn, "reviews")
 
