@@ -1,0 +1,334 @@
+"""The Helm chart, rendered for real and validated, with no helm binary and no cluster.
+
+helm-python-sdk runs Helm's own Go engine (render and lint); kubernetes-validate checks
+every rendered object against the Kubernetes 1.30 OpenAPI schemas (strict: unknown
+fields fail too).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from cloudshelf.runtime.config import DEFAULT_PORTS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "cloudshelf"
+# Not the chart's name, so names built from the chart instead of the release would show.
+RELEASE = "shop"
+NAMESPACE = "bookstore"
+KUBE_VERSION = "1.30.0"
+# Services that own a store, so get a provisioning hook Job.
+WITH_STORE = {"catalog", "cart", "analytics", "governance"}
+WITH_POSTGRES = {"catalog", "analytics", "governance"}
+HOOK_ANNOTATIONS = {
+    "helm.sh/hook": "pre-install,pre-upgrade",
+    "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
+}
+
+Manifest = dict[str, Any]
+
+
+def render(values: dict[str, Any] | None = None) -> list[Manifest]:
+    with helm_python.Chart.load(CHART) as chart:
+        rendered = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE)
+    manifests: list[Manifest] = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        manifests.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return manifests
+
+
+def chart_values() -> dict[str, Any]:
+    with helm_python.Chart.load(CHART) as chart:
+        return chart.values
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+def workloads(manifests: list[Manifest]) -> Iterator[Manifest]:
+    return (m for m in manifests if m["kind"] in ("Deployment", "Job"))
+
+
+def env_of(container: Manifest) -> dict[str, Manifest]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def otel_service_name(workload: Manifest) -> str:
+    """OTEL_SERVICE_NAME as the pod will see it (a literal, or a label of the pod)."""
+    template = workload["spec"]["template"]
+    entry = env_of(template["spec"]["containers"][0])["OTEL_SERVICE_NAME"]
+    if "value" in entry:
+        return str(entry["value"])
+    path = entry["valueFrom"]["fieldRef"]["fieldPath"]
+    label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+    assert label, path
+    return str(template["metadata"]["labels"][label.group(1)])
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[Manifest]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    configured: dict[str, Any] = chart_values()["services"]
+    return configured
+
+
+def test_values_cover_every_service_on_its_default_port(services: dict[str, Any]) -> None:
+    assert {name: entry["port"] for name, entry in services.items()} == DEFAULT_PORTS
+
+
+def test_lint_is_clean() -> None:
+    report = helm_python.lint(CHART, kube_version=f"v{KUBE_VERSION}", strict=True)
+    assert report["errors"] == []
+    # Severity 1 is information ("icon is recommended"); 2 and 3 are warnings and errors.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_every_object_is_valid_for_kubernetes_1_30(manifests: list[Manifest]) -> None:
+    assert manifests
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+
+
+def test_one_deployment_and_service_per_service(
+    manifests: list[Manifest], services: dict[str, Any]
+) -> None:
+    expected = {f"{RELEASE}-{name}" for name in services}
+    deployments = of_kind(manifests, "Deployment")
+    svcs = of_kind(manifests, "Service")
+    assert set(deployments) == expected
+    assert set(svcs) == expected
+    assert set(of_kind(manifests, "ServiceAccount")) >= expected
+    for name, entry in services.items():
+        (port,) = svcs[f"{RELEASE}-{name}"]["spec"]["ports"]
+        assert port == {
+            "name": "grpc",
+            "port": entry["port"],
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        }
+        pod = deployments[f"{RELEASE}-{name}"]["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        assert container["command"] == ["python", "-m", f"services.{name}"]
+        assert container["ports"][0]["containerPort"] == entry["port"]
+        assert pod["spec"]["serviceAccountName"] == f"{RELEASE}-{name}"
+        # The Service selects exactly this Deployment's pods.
+        selector = svcs[f"{RELEASE}-{name}"]["spec"]["selector"]
+        assert selector.items() <= pod["metadata"]["labels"].items()
+
+
+def test_containers_are_hardened(manifests: list[Manifest]) -> None:
+    for workload in workloads(manifests):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes["tmp"]
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert {"requests", "limits"} <= container["resources"].keys()
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_pods_have_grpc_probes_and_outlast_the_drain(
+    manifests: list[Manifest], services: dict[str, Any]
+) -> None:
+    deployments = of_kind(manifests, "Deployment")
+    for name, entry in services.items():
+        pod = deployments[f"{RELEASE}-{name}"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        readiness = container["readinessProbe"]["grpc"]
+        assert readiness == {"port": entry["port"], "service": ""}
+        assert container["livenessProbe"]["grpc"]["port"] == entry["port"]
+        env = env_of(container)
+        grace = float(env["CLOUDSHELF_SHUTDOWN_GRACE_SECONDS"]["value"])
+        assert pod["terminationGracePeriodSeconds"] > grace
+
+    longer = render({"defaults": {"shutdownGraceSeconds": 30}})
+    for deployment in of_kind(longer, "Deployment").values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert env_of(pod["containers"][0])["CLOUDSHELF_SHUTDOWN_GRACE_SECONDS"]["value"] == "30"
+        assert pod["terminationGracePeriodSeconds"] > 30
+
+
+def test_otel_service_name_is_the_service(
+    manifests: list[Manifest], services: dict[str, Any]
+) -> None:
+    deployments = of_kind(manifests, "Deployment")
+    for name in services:
+        assert otel_service_name(deployments[f"{RELEASE}-{name}"]) == name
+
+
+def test_environment_from_values() -> None:
+    endpoint = "http://jaeger-collector.observability:4317"
+    manifests = render(
+        {
+            "otel": {"exporterOtlpEndpoint": endpoint},
+            "aws": {"region": "eu-west-1"},
+            "services": {"catalog": {"redis": {"url": "redis://redis-master.cache:6379/0"}}},
+        }
+    )
+    for workload in workloads(manifests):
+        env = env_of(workload["spec"]["template"]["spec"]["containers"][0])
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == endpoint
+        assert env["AWS_REGION"]["value"] == "eu-west-1"
+    catalog = of_kind(manifests, "Deployment")[f"{RELEASE}-catalog"]
+    env = env_of(catalog["spec"]["template"]["spec"]["containers"][0])
+    assert env["CLOUDSHELF_REDIS_URL"]["value"] == "redis://redis-master.cache:6379/0"
+    # Unset by default: the runtime exports no spans then.
+    for workload in workloads(render()):
+        env = env_of(workload["spec"]["template"]["spec"]["containers"][0])
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
+
+
+def test_peer_addresses_point_at_the_release_services(
+    manifests: list[Manifest], services: dict[str, Any]
+) -> None:
+    deployments = of_kind(manifests, "Deployment")
+    svcs = of_kind(manifests, "Service")
+    for name, entry in services.items():
+        container = deployments[f"{RELEASE}-{name}"]["spec"]["template"]["spec"]["containers"][0]
+        env = env_of(container)
+        assert env["CLOUDSHELF_LISTEN_ADDR"]["value"] == f"0.0.0.0:{entry['port']}"
+        for peer, peer_entry in services.items():
+            if peer == name:
+                continue
+            host, port = env[f"CLOUDSHELF_{peer.upper()}_ADDR"]["value"].split(":")
+            assert host == f"{RELEASE}-{peer}"
+            assert svcs[host]["spec"]["ports"][0]["port"] == int(port) == peer_entry["port"]
+
+
+def test_provisioning_runs_as_a_hook_job_per_store(manifests: list[Manifest]) -> None:
+    jobs = of_kind(manifests, "Job")
+    deployments = of_kind(manifests, "Deployment")
+    assert set(jobs) == {f"{RELEASE}-{name}-provision" for name in WITH_STORE}
+    for name in WITH_STORE:
+        job = jobs[f"{RELEASE}-{name}-provision"]
+        assert HOOK_ANNOTATIONS.items() <= job["metadata"]["annotations"].items()
+        pod = job["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        assert container["command"] == [
+            "python",
+            "-m",
+            "cloudshelf.cli",
+            "provision",
+            "--service",
+            name,
+        ]
+        assert pod["spec"]["restartPolicy"] == "Never"
+        # Same image and environment as the service it provisions.
+        served = deployments[f"{RELEASE}-{name}"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == served["image"]
+        assert container["env"] == served["env"]
+        # A hook pod is never selected by the service's Service.
+        selector = of_kind(manifests, "Service")[f"{RELEASE}-{name}"]["spec"]["selector"]
+        assert not selector.items() <= pod["metadata"]["labels"].items()
+    # Its ServiceAccount exists before the Jobs run: a hook too, with a lower weight.
+    account = of_kind(manifests, "ServiceAccount")[f"{RELEASE}-provision"]
+    annotations = account["metadata"]["annotations"]
+    assert HOOK_ANNOTATIONS.items() <= annotations.items()
+    assert int(annotations["helm.sh/hook-weight"]) < min(
+        int(job["metadata"]["annotations"]["helm.sh/hook-weight"]) for job in jobs.values()
+    )
+
+
+def test_adding_a_service_is_one_values_entry(manifests: list[Manifest]) -> None:
+    grown = render({"services": {"search": {"port": 50056}}})
+    for manifest in grown:
+        kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+    before, after = of_kind(manifests, "Deployment"), of_kind(grown, "Deployment")
+    assert set(after) - set(before) == {f"{RELEASE}-search"}
+    assert f"{RELEASE}-search" in of_kind(grown, "Service")
+    assert otel_service_name(after[f"{RELEASE}-search"]) == "search"
+    # Every other service learns where it is.
+    for name, deployment in after.items():
+        if name != f"{RELEASE}-search":
+            env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+            assert env["CLOUDSHELF_SEARCH_ADDR"]["value"] == f"{RELEASE}-search:50056"
+
+
+def test_disruption_budget_only_with_more_than_one_replica(manifests: list[Manifest]) -> None:
+    assert of_kind(manifests, "PodDisruptionBudget") == {}
+    scaled = render({"services": {"cart": {"replicas": 3}}})
+    budgets = of_kind(scaled, "PodDisruptionBudget")
+    assert set(budgets) == {f"{RELEASE}-cart"}
+    kubernetes_validate.validate(budgets[f"{RELEASE}-cart"], KUBE_VERSION, strict=True)
+    assert of_kind(scaled, "Deployment")[f"{RELEASE}-cart"]["spec"]["replicas"] == 3
+
+
+def test_secrets_stay_out_of_the_manifests(manifests: list[Manifest]) -> None:
+    with_redis_secret = render(
+        {"services": {"catalog": {"redis": {"existingSecret": "cache", "key": "url"}}}}
+    )
+    for rendered in (manifests, with_redis_secret):
+        assert of_kind(rendered, "Secret") == {}
+        assert "postgresql://" not in yaml.safe_dump_all(rendered)
+        for workload in workloads(rendered):
+            name = workload["spec"]["template"]["metadata"]["labels"][
+                "app.kubernetes.io/component"
+            ].removesuffix("-provision")
+            env = env_of(workload["spec"]["template"]["spec"]["containers"][0])
+            if name not in WITH_POSTGRES:
+                assert "CLOUDSHELF_POSTGRES_DSN" not in env
+                continue
+            dsn = env["CLOUDSHELF_POSTGRES_DSN"]
+            assert "value" not in dsn
+            assert dsn["valueFrom"]["secretKeyRef"] == {
+                "name": "cloudshelf-postgres",
+                "key": f"{name}-dsn",
+            }
+    catalog = of_kind(with_redis_secret, "Deployment")[f"{RELEASE}-catalog"]
+    redis = env_of(catalog["spec"]["template"]["spec"]["containers"][0])["CLOUDSHELF_REDIS_URL"]
+    assert redis == {
+        "name": "CLOUDSHELF_REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "cache", "key": "url"}},
+    }
+
+
+def test_service_accounts_take_annotations() -> None:
+    role = "arn:aws:iam::123456789012:role/cloudshelf-cart"
+    manifests = render(
+        {
+            "services": {
+                "cart": {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": role}}}
+            }
+        }
+    )
+    account = of_kind(manifests, "ServiceAccount")[f"{RELEASE}-cart"]
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
+
+
+def test_skaffold_deploys_this_chart_and_patches_by_name() -> None:
+    config = yaml.safe_load((REPO_ROOT / "skaffold.yaml").read_text())
+    assert config["apiVersion"] == "skaffold/v4beta11"
+    (artifact,) = config["build"]["artifacts"]
+    (release,) = config["deploy"]["helm"]["releases"]
+    assert (REPO_ROOT / release["chartPath"]).resolve() == CHART
+    image = artifact["image"]
+    templates = release["setValueTemplates"]
+    assert templates["image.repository"] == f"{{{{.IMAGE_REPO_{image}}}}}"
+    assert templates["image.tag"] == f"{{{{.IMAGE_TAG_{image}}}}}"
+    for profile in config.get("profiles", []):
+        for patch in profile.get("patches", []):
+            assert not re.search(r"/\d+(/|$)", patch["path"]), patch
