@@ -10,13 +10,14 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 import pytest_asyncio
 
+from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.devstack.components import ManagedProcess, free_port, wait_until
 from cloudshelf.devstack.stack import Stack, StackPorts, health_status
 from tests.otlp_receiver import OtlpReceiver
@@ -138,3 +139,23 @@ def wait_for_health(address: str, expected: str, check: str = "", timeout: float
         wait_until(reached, timeout, f"{check or 'overall'} health {expected}")
     except TimeoutError as exc:
         raise AssertionError(f"{address} {check!r}: still {last[0]}, expected {expected}") from exc
+
+
+@pytest_asyncio.fixture
+async def catalog(
+    channel_to: Callable[[str], grpc.aio.Channel],
+) -> catalog_pb2_grpc.CatalogServiceAsyncStub:
+    return catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))  # type: ignore[return-value]
+
+
+async def expect_error(call: Awaitable[object], code: grpc.StatusCode, *words: str) -> str:
+    """Awaits a call that must fail with `code`; returns its details, which must name `words`."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        details = exc.details() or ""
+        assert exc.code() == code, f"expected {code.name}, got {exc.code().name}: {details}"
+        for word in words:
+            assert word in details, f"{word!r} not in {details!r}"
+        return details
+    raise AssertionError(f"expected {code.name}, the call succeeded")

@@ -1,4 +1,5 @@
-"""The catalog service process: books on PostgreSQL with a Redis cache."""
+"""The catalog service process: books on PostgreSQL with a Redis cache; events through a
+transactional outbox to EventBridge."""
 
 from __future__ import annotations
 
@@ -6,23 +7,44 @@ from contextlib import AsyncExitStack
 
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.events import EventBridgePublisher, OutboxRelay
+from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
-from cloudshelf.runtime.stores import open_postgres, open_redis
+from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres, open_redis
+from services.catalog.books import OUTBOX
+from services.catalog.cache import CatalogCache
+from services.catalog.handlers import CatalogHandlers
+
+EVENT_SOURCE = "cloudshelf.catalog"
 
 
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
-    _pool, postgres = await open_postgres(settings, stack)
+    pool, postgres = await open_postgres(settings, stack)
     # Without Redis the catalog answers from PostgreSQL: degraded, not down.
-    _cache, redis = await open_redis(settings, stack, required=False)
+    redis_client, redis = await open_redis(settings, stack, required=False)
+    events = await open_aws_client(aws_session(settings), stack, "events", settings)
+    relay = OutboxRelay(
+        pool, OUTBOX, EventBridgePublisher(events, settings.event_bus, EVENT_SOURCE)
+    )
+
+    async def event_bus_reachable() -> None:
+        await events.describe_event_bus(Name=settings.event_bus)
+
     return ServiceApp(
         servicers=[
             Servicer(
-                catalog_pb2_grpc.CatalogServiceServicer(),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                CatalogHandlers(pool, CatalogCache(redis_client), relay),
                 catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
                 catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
             )
         ],
-        dependencies=[postgres, redis],
+        # Events wait in the outbox while the bus is down: degraded, not down.
+        dependencies=[
+            postgres,
+            redis,
+            Dependency("eventbridge", event_bus_reachable, required=False),
+        ],
+        background=[relay.run],
     )
 
 

@@ -47,7 +47,7 @@ CREATE TABLE book_catalog.books (
     subtitle         VARCHAR(500),
     description      TEXT,
     price            NUMERIC(10,2) NOT NULL CHECK (price >= 0 AND price < 10000),
-    list_price       NUMERIC(10,2) CHECK (list_price >= price),
+    list_price       NUMERIC(10,2) CONSTRAINT books_list_price_check CHECK (list_price >= price),
     page_count       INTEGER CHECK (page_count > 0),
     publication_date DATE,
     language_code    VARCHAR(10) NOT NULL DEFAULT 'en',
@@ -202,7 +202,8 @@ CREATE TRIGGER author_renamed AFTER UPDATE ON book_catalog.authors
     FOR EACH STATEMENT EXECUTE FUNCTION book_catalog.author_renamed();
 
 -- rating_average and rating_count: exact after every review insert, edit, delete or
--- moderation. The book row is locked first so concurrent reviews of one book serialize
+-- moderation. The book row is locked first (NO KEY UPDATE: compatible with the FK check
+-- of the review insert, so no deadlock) so concurrent reviews of one book serialize
 -- and each recount sees the others' committed rows.
 CREATE FUNCTION book_catalog.reviews_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -215,7 +216,7 @@ BEGIN
             SELECT OLD.book_id WHERE TG_OP <> 'INSERT'
         ) AS x(book_id) ORDER BY 1
     LOOP
-        PERFORM 1 FROM book_catalog.books WHERE id = affected FOR UPDATE;
+        PERFORM 1 FROM book_catalog.books WHERE id = affected FOR NO KEY UPDATE;
         UPDATE book_catalog.books b
            SET rating_count = s.n,
                rating_average = coalesce(round(s.avg_rating, 2), 0)

@@ -1,0 +1,456 @@
+"""CatalogService handlers: validation, cache and stores put together per RPC."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+
+import asyncpg
+
+from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from cloudshelf.runtime.errors import InvalidArgument
+from cloudshelf.runtime.events import OutboxRelay
+from cloudshelf.runtime.paging import decode_page_token, encode_page_token
+from cloudshelf.runtime.rpc import ServicerContext
+from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
+from services.catalog.cache import CatalogCache
+from services.catalog.popular import popular_books
+from services.catalog.reviews import ReviewStore
+from services.catalog.search import (
+    SORTS,
+    SearchFilters,
+    has_search_terms,
+    search_count,
+    search_page,
+)
+from services.catalog.taxonomy import TaxonomyStore
+from services.catalog.validation import (
+    FORMATS,
+    MAX_PAGE_SIZE,
+    check_enum,
+    check_id,
+    check_isbn10,
+    check_isbn13,
+    check_language,
+    check_slug,
+    money_to_decimal,
+    page_size,
+)
+
+MAX_BATCH = 1000
+# Deeper pages are refused: a query that needs them should be narrowed instead.
+MAX_SEARCH_OFFSET = 10_000
+
+
+class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        cache: CatalogCache,
+        relay: OutboxRelay | None = None,
+    ) -> None:
+        self.pool = pool
+        self.books = BookStore(pool)
+        self.taxonomy = TaxonomyStore(pool)
+        self.reviews = ReviewStore(pool)
+        self.cache = cache
+        self.relay = relay
+
+    def _events_written(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def _book(self, book_id: int) -> catalog_pb2.Book:
+        """A book by id through the cache (one database load per key under a stampede)."""
+        cached = await self.cache.get_book(book_id)
+        if cached is not None:
+            return catalog_pb2.Book.FromString(cached)
+
+        async def load() -> catalog_pb2.Book:
+            book = await self.books.get("id", book_id)
+            await self.cache.put_book(book_id, book.SerializeToString())
+            return book
+
+        return await self.cache.single_flight(f"book:{book_id}", load)
+
+    async def _subtree(self, category_id: int) -> list[int]:
+        """A category and all its descendants (cached: 2 h, or until a category changes)."""
+        key = await self.cache.category_key(f"subtree:{category_id}")
+        cached = await self.cache.get_category(key)
+        if cached is not None:
+            return list(json.loads(cached))
+        ids = await self.taxonomy.category_and_descendants(category_id)
+        await self.cache.put_category(key, json.dumps(ids).encode())
+        return ids
+
+    # --- books ---------------------------------------------------------------------------
+
+    async def CreateBook(
+        self, request: catalog_pb2.CreateBookRequest, context: ServicerContext
+    ) -> catalog_pb2.CreateBookResponse:
+        columns = columns_for_create(request.book)
+        book_id = await self.books.create(columns, author_links(request.book))
+        self._events_written()
+        await self.cache.invalidate_books([book_id])
+        return catalog_pb2.CreateBookResponse(book=await self.books.get("id", book_id))
+
+    async def UpdateBook(
+        self, request: catalog_pb2.UpdateBookRequest, context: ServicerContext
+    ) -> catalog_pb2.UpdateBookResponse:
+        book_id = check_id("book.id", request.book.id)
+        paths = list(request.update_mask.paths)
+        columns = columns_for_update(request.book, paths)
+        links = author_links(request.book) if "authors" in paths else None
+        changed = await self.books.update(book_id, columns, links)
+        if changed:
+            self._events_written()
+            await self.cache.invalidate_books([book_id])
+        return catalog_pb2.UpdateBookResponse(book=await self.books.get("id", book_id))
+
+    async def GetBook(
+        self, request: catalog_pb2.GetBookRequest, context: ServicerContext
+    ) -> catalog_pb2.GetBookResponse:
+        match request.WhichOneof("key"):
+            case "id":
+                book = await self._book(check_id("id", request.id))
+            case "isbn_13":
+                book = await self.books.get("isbn_13", check_isbn13("isbn_13", request.isbn_13))
+            case "isbn_10":
+                book = await self.books.get("isbn_10", check_isbn10("isbn_10", request.isbn_10))
+            case "slug":
+                book = await self.books.get("slug", check_slug("slug", request.slug))
+            case _:
+                raise InvalidArgument("key", "set one of id, isbn_13, isbn_10 or slug")
+        return catalog_pb2.GetBookResponse(book=book)
+
+    async def BatchGetBooks(
+        self, request: catalog_pb2.BatchGetBooksRequest, context: ServicerContext
+    ) -> catalog_pb2.BatchGetBooksResponse:
+        if len(request.ids) > MAX_BATCH:
+            raise InvalidArgument("ids", f"at most {MAX_BATCH} ids per call")
+        ids = list(dict.fromkeys(check_id(f"ids[{i}]", v) for i, v in enumerate(request.ids)))
+        found = {
+            i: catalog_pb2.Book.FromString(d) for i, d in (await self.cache.get_books(ids)).items()
+        }
+        misses = [i for i in ids if i not in found]
+        if misses:
+            loaded = await self.books.get_many(misses)
+            await self.cache.put_books({i: b.SerializeToString() for i, b in loaded.items()})
+            found.update(loaded)
+        return catalog_pb2.BatchGetBooksResponse(
+            books=[found[i] for i in ids if i in found],
+            missing_ids=[i for i in ids if i not in found],
+        )
+
+    async def ListBooks(
+        self, request: catalog_pb2.ListBooksRequest, context: ServicerContext
+    ) -> catalog_pb2.ListBooksResponse:
+        size = page_size(request.page_size)
+        query = {"category": request.category_id, "size": size}
+        position = decode_page_token(request.page_token, query) or {"after": 0}
+        categories = None
+        if request.category_id:
+            categories = await self._subtree(check_id("category_id", request.category_id))
+        books = await self.books.list_in_categories(categories, int(position["after"]), size + 1)
+        response = catalog_pb2.ListBooksResponse(books=books[:size])
+        if len(books) > size:
+            response.next_page_token = encode_page_token({"after": books[size - 1].id}, query)
+        return response
+
+    async def SearchBooks(
+        self, request: catalog_pb2.SearchBooksRequest, context: ServicerContext
+    ) -> catalog_pb2.SearchBooksResponse:
+        if len(request.query) > 500:
+            raise InvalidArgument("query", "at most 500 characters")
+        sort = SORTS.get(request.sort)
+        if sort is None:
+            raise InvalidArgument("sort", f"unknown value {request.sort}")
+        min_price = (
+            money_to_decimal("min_price", request.min_price)
+            if request.HasField("min_price")
+            else None
+        )
+        max_price = (
+            money_to_decimal("max_price", request.max_price)
+            if request.HasField("max_price")
+            else None
+        )
+        if min_price is not None and max_price is not None and min_price > max_price:
+            raise InvalidArgument("max_price", "must be >= min_price")
+        filters = SearchFilters(
+            text=request.query.strip(),
+            category_ids=None,
+            min_price=min_price,
+            max_price=max_price,
+            format=check_enum("format", request.format, FORMATS, default=None),
+            language=check_language("language_code", request.language_code)
+            if request.language_code
+            else None,
+        )
+        size = page_size(request.page_size)
+        query = {
+            "filters": filters.cache_key(),
+            "category": request.category_id,
+            "sort": sort,
+            "size": size,
+        }
+        offset = int((decode_page_token(request.page_token, query) or {"offset": 0})["offset"])
+        if offset > MAX_SEARCH_OFFSET:
+            raise InvalidArgument(
+                "page_token", f"results past {MAX_SEARCH_OFFSET} are not served; narrow the query"
+            )
+
+        page_key = await self.cache.search_key(json.dumps({**query, "offset": offset}))
+        cached = await self.cache.get_search(page_key)
+        if cached is not None:
+            return catalog_pb2.SearchBooksResponse.FromString(cached)
+
+        if request.category_id:
+            subtree = await self._subtree(check_id("category_id", request.category_id))
+            filters = replace(filters, category_ids=tuple(subtree))
+        has_terms = await has_search_terms(self.pool, filters.text)
+        books = await search_page(self.pool, filters, has_terms, sort, offset, size)
+        total = await self._search_total(filters, has_terms, offset, books, size)
+        response = catalog_pb2.SearchBooksResponse(books=books, total_count=total)
+        if offset + len(books) < total:
+            response.next_page_token = encode_page_token({"offset": offset + len(books)}, query)
+        await self.cache.put_search(page_key, response.SerializeToString())
+        return response
+
+    async def _search_total(
+        self,
+        filters: SearchFilters,
+        has_terms: bool,
+        offset: int,
+        page: Sequence[object],
+        size: int,
+    ) -> int:
+        """The number of matches: known without counting when the first page is short;
+        otherwise counted once per filter set and cached, whatever the sort or page."""
+        if offset == 0 and len(page) < size:
+            return len(page)
+        key = await self.cache.search_key(json.dumps({"count": filters.cache_key()}))
+        cached = await self.cache.get_search(key)
+        if cached is not None:
+            return int(cached)
+        total = await search_count(self.pool, filters, has_terms)
+        await self.cache.put_search(key, str(total).encode())
+        return total
+
+    async def ListPopularBooks(
+        self, request: catalog_pb2.ListPopularBooksRequest, context: ServicerContext
+    ) -> catalog_pb2.ListPopularBooksResponse:
+        if not 0 <= request.limit <= MAX_PAGE_SIZE:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE_SIZE}")
+        limit = request.limit or 10
+        key = f"popular:{request.category_id}:{limit}"
+        cached = self.cache.get_local(key)
+        if isinstance(cached, catalog_pb2.ListPopularBooksResponse):
+            return cached
+        categories = (
+            await self._subtree(check_id("category_id", request.category_id))
+            if request.category_id
+            else None
+        )
+        books, refreshed = await popular_books(self.pool, categories, limit)
+        response = catalog_pb2.ListPopularBooksResponse(books=books)
+        if refreshed is not None:
+            response.refresh_time.FromDatetime(refreshed)
+        self.cache.put_local(key, response)
+        return response
+
+    # --- inventory and views -------------------------------------------------------------
+
+    async def AdjustInventory(
+        self, request: catalog_pb2.AdjustInventoryRequest, context: ServicerContext
+    ) -> catalog_pb2.AdjustInventoryResponse:
+        if not request.adjustments:
+            raise InvalidArgument("adjustments", "give at least one adjustment")
+        if len(request.adjustments) > MAX_BATCH:
+            raise InvalidArgument("adjustments", f"at most {MAX_BATCH} per call")
+        if len(request.request_id) > 100:
+            raise InvalidArgument("request_id", "at most 100 characters")
+        deltas: dict[int, tuple[int, int]] = {}
+        for i, adjustment in enumerate(request.adjustments):
+            book_id = check_id(f"adjustments[{i}].book_id", adjustment.book_id)
+            if adjustment.delta == 0:
+                raise InvalidArgument(f"adjustments[{i}].delta", "must not be 0")
+            purchased = -adjustment.delta if adjustment.is_purchase and adjustment.delta < 0 else 0
+            if adjustment.is_purchase and adjustment.delta > 0:
+                raise InvalidArgument(
+                    f"adjustments[{i}].delta", "a purchase removes stock (delta < 0)"
+                )
+            delta, bought = deltas.get(book_id, (0, 0))
+            deltas[book_id] = (delta + adjustment.delta, bought + purchased)
+        levels = await self.books.adjust_inventory(deltas, request.request_id or None)
+        self._events_written()
+        # Stock shows on the product page: drop those books; search pages may lag (15 min).
+        await self.cache.invalidate_books([book_id for book_id, _ in levels], search_too=False)
+        return catalog_pb2.AdjustInventoryResponse(
+            stock_levels=[catalog_pb2.StockLevel(book_id=b, stock_quantity=s) for b, s in levels]
+        )
+
+    async def RecordView(
+        self, request: catalog_pb2.RecordViewRequest, context: ServicerContext
+    ) -> catalog_pb2.RecordViewResponse:
+        count = await self.books.record_view(check_id("book_id", request.book_id))
+        return catalog_pb2.RecordViewResponse(view_count=count)
+
+    # --- categories, authors, publishers -------------------------------------------------
+
+    async def CreateCategory(
+        self, request: catalog_pb2.CreateCategoryRequest, context: ServicerContext
+    ) -> catalog_pb2.CreateCategoryResponse:
+        category = await self.taxonomy.create_category(request.category)
+        await self.cache.invalidate_categories()
+        return catalog_pb2.CreateCategoryResponse(category=category)
+
+    async def UpdateCategory(
+        self, request: catalog_pb2.UpdateCategoryRequest, context: ServicerContext
+    ) -> catalog_pb2.UpdateCategoryResponse:
+        category = await self.taxonomy.update_category(
+            request.category, list(request.update_mask.paths)
+        )
+        await self.cache.invalidate_categories()
+        return catalog_pb2.UpdateCategoryResponse(category=category)
+
+    async def ListCategories(
+        self, request: catalog_pb2.ListCategoriesRequest, context: ServicerContext
+    ) -> catalog_pb2.ListCategoriesResponse:
+        size = page_size(request.page_size)
+        query = {
+            "parent": request.parent_category_id,
+            "direct": request.direct_children_only,
+            "size": size,
+        }
+        position = decode_page_token(request.page_token, query) or {"after": 0}
+        key = await self.cache.category_key(f"list:{json.dumps({**query, **position})}")
+        cached = await self.cache.get_category(key)
+        if cached is not None:
+            return catalog_pb2.ListCategoriesResponse.FromString(cached)
+        if request.parent_category_id:
+            await self._subtree(check_id("parent_category_id", request.parent_category_id))
+        categories = await self.taxonomy.list_categories(
+            request.parent_category_id,
+            request.direct_children_only,
+            int(position["after"]),
+            size + 1,
+        )
+        response = catalog_pb2.ListCategoriesResponse(categories=categories[:size])
+        if len(categories) > size:
+            response.next_page_token = encode_page_token({"after": categories[size - 1].id}, query)
+        await self.cache.put_category(key, response.SerializeToString())
+        return response
+
+    async def CreateAuthor(
+        self, request: catalog_pb2.CreateAuthorRequest, context: ServicerContext
+    ) -> catalog_pb2.CreateAuthorResponse:
+        return catalog_pb2.CreateAuthorResponse(
+            author=await self.taxonomy.create_author(request.author)
+        )
+
+    async def UpdateAuthor(
+        self, request: catalog_pb2.UpdateAuthorRequest, context: ServicerContext
+    ) -> catalog_pb2.UpdateAuthorResponse:
+        author = await self.taxonomy.update_author(request.author, list(request.update_mask.paths))
+        # The author's books show the name and are found by it: refresh them.
+        book_ids = [
+            row["book_id"]
+            for row in await self.pool.fetch(
+                "SELECT DISTINCT book_id FROM book_catalog.book_authors WHERE author_id = $1",
+                author.id,
+            )
+        ]
+        await self.cache.invalidate_books(book_ids)
+        return catalog_pb2.UpdateAuthorResponse(author=author)
+
+    async def ListAuthors(
+        self, request: catalog_pb2.ListAuthorsRequest, context: ServicerContext
+    ) -> catalog_pb2.ListAuthorsResponse:
+        size = page_size(request.page_size)
+        query = {"prefix": request.last_name_prefix, "size": size}
+        position = decode_page_token(request.page_token, query)
+        after = tuple(position["after"]) if position else None
+        authors = await self.taxonomy.list_authors(
+            request.last_name_prefix.strip(), after, size + 1
+        )  # type: ignore[arg-type]
+        response = catalog_pb2.ListAuthorsResponse(authors=authors[:size])
+        if len(authors) > size:
+            last = authors[size - 1]
+            response.next_page_token = encode_page_token(
+                {"after": [last.last_name, last.first_name, last.id]}, query
+            )
+        return response
+
+    async def CreatePublisher(
+        self, request: catalog_pb2.CreatePublisherRequest, context: ServicerContext
+    ) -> catalog_pb2.CreatePublisherResponse:
+        return catalog_pb2.CreatePublisherResponse(
+            publisher=await self.taxonomy.create_publisher(request.publisher)
+        )
+
+    async def UpdatePublisher(
+        self, request: catalog_pb2.UpdatePublisherRequest, context: ServicerContext
+    ) -> catalog_pb2.UpdatePublisherResponse:
+        publisher = await self.taxonomy.update_publisher(
+            request.publisher, list(request.update_mask.paths)
+        )
+        return catalog_pb2.UpdatePublisherResponse(publisher=publisher)
+
+    async def ListPublishers(
+        self, request: catalog_pb2.ListPublishersRequest, context: ServicerContext
+    ) -> catalog_pb2.ListPublishersResponse:
+        size = page_size(request.page_size)
+        query = {"size": size}
+        position = decode_page_token(request.page_token, query)
+        after = tuple(position["after"]) if position else None
+        publishers = await self.taxonomy.list_publishers(after, size + 1)  # type: ignore[arg-type]
+        response = catalog_pb2.ListPublishersResponse(publishers=publishers[:size])
+        if len(publishers) > size:
+            last = publishers[size - 1]
+            response.next_page_token = encode_page_token({"after": [last.name, last.id]}, query)
+        return response
+
+    # --- reviews -------------------------------------------------------------------------
+
+    async def AddReview(
+        self, request: catalog_pb2.AddReviewRequest, context: ServicerContext
+    ) -> catalog_pb2.AddReviewResponse:
+        review = await self.reviews.add(request.review)
+        await self.cache.invalidate_books([review.book_id])
+        return catalog_pb2.AddReviewResponse(review=review)
+
+    async def UpdateReview(
+        self, request: catalog_pb2.UpdateReviewRequest, context: ServicerContext
+    ) -> catalog_pb2.UpdateReviewResponse:
+        review = await self.reviews.update(request.review, list(request.update_mask.paths))
+        await self.cache.invalidate_books([review.book_id])
+        return catalog_pb2.UpdateReviewResponse(review=review)
+
+    async def ModerateReview(
+        self, request: catalog_pb2.ModerateReviewRequest, context: ServicerContext
+    ) -> catalog_pb2.ModerateReviewResponse:
+        review = await self.reviews.moderate(request.review_id, request.status)
+        await self.cache.invalidate_books([review.book_id])
+        return catalog_pb2.ModerateReviewResponse(review=review)
+
+    async def DeleteReview(
+        self, request: catalog_pb2.DeleteReviewRequest, context: ServicerContext
+    ) -> catalog_pb2.DeleteReviewResponse:
+        book_id = await self.reviews.delete(request.review_id)
+        await self.cache.invalidate_books([book_id])
+        return catalog_pb2.DeleteReviewResponse()
+
+    async def ListReviews(
+        self, request: catalog_pb2.ListReviewsRequest, context: ServicerContext
+    ) -> catalog_pb2.ListReviewsResponse:
+        size = page_size(request.page_size)
+        query = {"book": request.book_id, "status": request.status, "size": size}
+        position = decode_page_token(request.page_token, query)
+        before = int(position["before"]) if position else None
+        reviews = await self.reviews.list(request.book_id, request.status, before, size + 1)
+        response = catalog_pb2.ListReviewsResponse(reviews=reviews[:size])
+        if len(reviews) > size:
+            response.next_page_token = encode_page_token({"before": reviews[size - 1].id}, query)
+        return response

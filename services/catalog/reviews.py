@@ -1,0 +1,132 @@
+"""Reviews in PostgreSQL. A trigger keeps each book's rating_average and rating_count
+exact after every insert, edit, delete or moderation (see the schema migration)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from cloudshelf.catalog.v1 import catalog_pb2
+from cloudshelf.runtime.errors import InvalidArgument, NotFound
+from services.catalog.constraints import constraint_errors
+from services.catalog.validation import (
+    REVIEW_STATUSES,
+    check_enum,
+    check_id,
+    check_length,
+    check_rating,
+)
+
+_STATUS_ENUM = {name: number for number, name in REVIEW_STATUSES.items()}
+EDITABLE_PATHS = ("rating", "title", "content")
+
+
+def review_from_row(row: asyncpg.Record) -> catalog_pb2.Review:
+    review = catalog_pb2.Review(
+        id=row["id"],
+        book_id=row["book_id"],
+        user_id=row["user_id"],
+        rating=row["rating"],
+        title=row["title"] or "",
+        content=row["content"] or "",
+        is_verified_purchase=row["is_verified_purchase"],
+        helpful_votes=row["helpful_votes"],
+        total_votes=row["total_votes"],
+        status=_STATUS_ENUM[row["status"]],  # type: ignore[arg-type]
+    )
+    review.create_time.FromDatetime(row["created_at"])
+    review.update_time.FromDatetime(row["updated_at"])
+    return review
+
+
+def review_columns(review: catalog_pb2.Review, paths: Sequence[str]) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for path in paths:
+        match path:
+            case "rating":
+                columns["rating"] = check_rating("review.rating", review.rating)
+            case "title":
+                columns["title"] = check_length("review.title", review.title, 200)
+            case "content":
+                columns["content"] = check_length("review.content", review.content, 10_000)
+            case _:
+                raise InvalidArgument("update_mask", f"{path!r} cannot be updated")
+    return columns
+
+
+class ReviewStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def add(self, review: catalog_pb2.Review) -> catalog_pb2.Review:
+        check_id("review.book_id", review.book_id)
+        user_id = check_length("review.user_id", review.user_id, 50)
+        if not user_id:
+            raise InvalidArgument("review.user_id", "must not be empty")
+        columns = review_columns(review, EDITABLE_PATHS)
+        with constraint_errors():
+            row = await self.pool.fetchrow(
+                "INSERT INTO book_catalog.reviews "
+                "(book_id, user_id, rating, title, content, is_verified_purchase) "
+                "VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                review.book_id,
+                user_id,
+                columns["rating"],
+                columns["title"],
+                columns["content"],
+                review.is_verified_purchase,
+            )
+        return review_from_row(row)
+
+    async def _set(self, review_id: int, columns: dict[str, Any]) -> catalog_pb2.Review:
+        check_id("review.id", review_id)
+        if not columns:
+            raise InvalidArgument("update_mask", "list the fields to change")
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, 2))
+        row = await self.pool.fetchrow(
+            f"UPDATE book_catalog.reviews SET {assignments} WHERE id = $1 RETURNING *",
+            review_id,
+            *columns.values(),
+        )
+        if row is None:
+            raise NotFound(f"no review with id {review_id}")
+        return review_from_row(row)
+
+    async def update(self, review: catalog_pb2.Review, paths: Sequence[str]) -> catalog_pb2.Review:
+        return await self._set(review.id, review_columns(review, paths))
+
+    async def moderate(self, review_id: int, status: int) -> catalog_pb2.Review:
+        if status == catalog_pb2.REVIEW_STATUS_UNSPECIFIED:
+            raise InvalidArgument("status", "choose published, pending or rejected")
+        name = check_enum("status", status, REVIEW_STATUSES, default=None)
+        return await self._set(review_id, {"status": name})
+
+    async def delete(self, review_id: int) -> int:
+        """Deletes a review; returns its book's id."""
+        check_id("review_id", review_id)
+        book_id = await self.pool.fetchval(
+            "DELETE FROM book_catalog.reviews WHERE id = $1 RETURNING book_id", review_id
+        )
+        if book_id is None:
+            raise NotFound(f"no review with id {review_id}")
+        return int(book_id)
+
+    async def list(
+        self, book_id: int, status: int, before_id: int | None, limit: int
+    ) -> list[catalog_pb2.Review]:
+        check_id("book_id", book_id)
+        name = check_enum("status", status, REVIEW_STATUSES, default="published")
+        exists = await self.pool.fetchval("SELECT 1 FROM book_catalog.books WHERE id = $1", book_id)
+        if not exists:
+            raise NotFound(f"no book with id {book_id}")
+        rows = await self.pool.fetch(
+            "SELECT * FROM book_catalog.reviews WHERE book_id = $1 AND status = $2 "
+            "AND id < $3 ORDER BY id DESC LIMIT $4",
+            book_id,
+            name,
+            before_id or 2**31 - 1,
+            limit,
+        )
+        return [review_from_row(row) for row in rows]

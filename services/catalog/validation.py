@@ -1,0 +1,174 @@
+"""Request validation for the catalog (the seed's constraints and data-quality rules).
+
+Every failure is an InvalidArgument naming the field, e.g. "book.isbn_13: check digit is 4".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from cloudshelf.catalog.v1 import catalog_pb2
+from cloudshelf.common.v1 import common_pb2
+from cloudshelf.runtime.errors import InvalidArgument
+
+CATALOG_CURRENCY = "USD"
+# The seed's data-quality rule: price < 10,000.
+MAX_PRICE_MINOR = 1_000_000
+MAX_TITLE = 500
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+FORMATS = {
+    catalog_pb2.BOOK_FORMAT_HARDCOVER: "hardcover",
+    catalog_pb2.BOOK_FORMAT_PAPERBACK: "paperback",
+    catalog_pb2.BOOK_FORMAT_EBOOK: "ebook",
+    catalog_pb2.BOOK_FORMAT_AUDIOBOOK: "audiobook",
+}
+STATUSES = {
+    catalog_pb2.BOOK_STATUS_ACTIVE: "active",
+    catalog_pb2.BOOK_STATUS_INACTIVE: "inactive",
+    catalog_pb2.BOOK_STATUS_DISCONTINUED: "discontinued",
+}
+ROLES = {
+    catalog_pb2.AUTHOR_ROLE_AUTHOR: "author",
+    catalog_pb2.AUTHOR_ROLE_CO_AUTHOR: "co-author",
+    catalog_pb2.AUTHOR_ROLE_EDITOR: "editor",
+    catalog_pb2.AUTHOR_ROLE_TRANSLATOR: "translator",
+}
+REVIEW_STATUSES = {
+    catalog_pb2.REVIEW_STATUS_PUBLISHED: "published",
+    catalog_pb2.REVIEW_STATUS_PENDING: "pending",
+    catalog_pb2.REVIEW_STATUS_REJECTED: "rejected",
+}
+
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
+
+
+def normalize_isbn(raw: str) -> str:
+    return raw.replace("-", "").replace(" ", "").upper()
+
+
+def isbn13_problem(isbn: str) -> str | None:
+    """Why `isbn` (normalized) is not a valid ISBN-13, or None."""
+    if not re.fullmatch(r"\d{13}", isbn):
+        return "must be 13 digits"
+    total = sum(int(d) * (1 if i % 2 == 0 else 3) for i, d in enumerate(isbn[:12]))
+    expected = (10 - total % 10) % 10
+    return None if int(isbn[12]) == expected else f"check digit should be {expected}"
+
+
+def isbn10_problem(isbn: str) -> str | None:
+    """Why `isbn` (normalized) is not a valid ISBN-10, or None."""
+    if not re.fullmatch(r"\d{9}[\dX]", isbn):
+        return "must be 9 digits and a digit or X"
+    total = sum(int(d) * (10 - i) for i, d in enumerate(isbn[:9]))
+    expected = (11 - total % 11) % 11
+    actual = 10 if isbn[9] == "X" else int(isbn[9])
+    if actual == expected:
+        return None
+    return f"check digit should be {'X' if expected == 10 else expected}"
+
+
+def check_isbn13(field: str, raw: str) -> str:
+    isbn = normalize_isbn(raw)
+    problem = isbn13_problem(isbn)
+    if problem:
+        raise InvalidArgument(field, problem)
+    return isbn
+
+
+def check_isbn10(field: str, raw: str) -> str:
+    isbn = normalize_isbn(raw)
+    problem = isbn10_problem(isbn)
+    if problem:
+        raise InvalidArgument(field, problem)
+    return isbn
+
+
+def money_to_decimal(field: str, money: common_pb2.Money) -> Decimal:
+    if money.currency_code not in ("", CATALOG_CURRENCY):
+        raise InvalidArgument(f"{field}.currency_code", f"the catalog prices in {CATALOG_CURRENCY}")
+    if money.minor_units < 0:
+        raise InvalidArgument(field, "must be >= 0")
+    if money.minor_units >= MAX_PRICE_MINOR:
+        raise InvalidArgument(field, "must be < 10000.00")
+    return Decimal(money.minor_units).scaleb(-2)
+
+
+def decimal_to_money(amount: Decimal) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=int(amount * 100), currency_code=CATALOG_CURRENCY)
+
+
+def check_title(field: str, title: str) -> str:
+    title = title.strip()
+    if not title:
+        raise InvalidArgument(field, "must not be empty")
+    if len(title) > MAX_TITLE:
+        raise InvalidArgument(field, f"must be at most {MAX_TITLE} characters")
+    return title
+
+
+def check_length(field: str, value: str, limit: int) -> str | None:
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidArgument(field, f"must be at most {limit} characters")
+    return value or None
+
+
+def check_date(field: str, value: common_pb2.Date) -> date | None:
+    if value.year == value.month == value.day == 0:
+        return None
+    try:
+        return date(value.year, value.month, value.day)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"not a calendar date ({exc})") from None
+
+
+def check_enum(
+    field: str, value: int, names: Mapping[Any, str], *, default: str | None
+) -> str | None:
+    if value == 0:
+        return default
+    if value not in names:
+        raise InvalidArgument(field, f"unknown value {value}")
+    return names[value]
+
+
+def check_slug(field: str, slug: str) -> str:
+    if not _SLUG.match(slug) or len(slug) > 500:
+        raise InvalidArgument(field, "lower-case letters, digits and single hyphens only")
+    return slug
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:400] or "book"
+
+
+def check_language(field: str, value: str) -> str:
+    value = value.strip() or "en"
+    if not _LANGUAGE.match(value):
+        raise InvalidArgument(field, "an ISO 639 code such as 'en' or 'pt-BR'")
+    return value
+
+
+def check_rating(field: str, rating: int) -> int:
+    if not 1 <= rating <= 5:
+        raise InvalidArgument(field, "must be between 1 and 5")
+    return rating
+
+
+def check_id(field: str, value: int) -> int:
+    if value <= 0:
+        raise InvalidArgument(field, "must be a positive id")
+    return value
+
+
+def page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("page_size", "must be >= 0")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
