@@ -103,6 +103,22 @@ def provision(service: str | None) -> int:
     return 0
 
 
+def seed(books: int) -> int:
+    from services.catalog.seed import seed_catalog
+
+    report = asyncio.run(seed_catalog(Settings.from_env("catalog").postgres_dsn, books))
+    print(report)
+    return 0
+
+
+def job(name: str) -> int:
+    from services.catalog import jobs
+
+    run = {"refresh-popular": jobs.run_refresh_popular, "warm-cache": jobs.run_warm_cache}[name]
+    print(asyncio.run(run(Settings.from_env("catalog"))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudshelf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     prov = commands.add_parser("provision", help="create schemas, tables, streams, buckets")
     prov.add_argument("--service", choices=SERVICES)
+
+    demo = commands.add_parser("seed", help="add a realistic demo catalog (COPY)")
+    demo.add_argument("--books", type=int, default=1000)
+
+    jobs = commands.add_parser("job", help="run a catalog job once")
+    jobs.add_argument("name", choices=["refresh-popular", "warm-cache"])
     return parser
 
 
@@ -134,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             return migrate(args.service, args.action, args.version)
         if args.command == "provision":
             return provision(args.service)
+        if args.command == "seed":
+            return seed(args.books)
+        if args.command == "job":
+            return job(args.name)
     except MigrationError as exc:
         print(f"migration refused: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -28,6 +29,7 @@ SERVICES = tuple(DEFAULT_PORTS)
 # Services with a PostgreSQL database of their own (named after the service).
 POSTGRES_SERVICES = ("catalog", "analytics", "governance")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_BOOKS = 2000
 
 
 @dataclass
@@ -154,9 +156,35 @@ class Stack:
 
             wait_until(serving, timeout, name)
 
+    async def load_demo_data(self, books: int = DEMO_BOOKS) -> list[str]:
+        """A small realistic catalog, once: skipped when the catalog has books already."""
+        from services.catalog.popular import refresh_popular_books
+        from services.catalog.seed import seed_catalog
+
+        dsn = self.postgres.dsn("catalog")
+        conn = await asyncpg.connect(dsn)
+        try:
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM book_catalog.books)"):
+                return ["demo data: catalog has books, left as is"]
+        finally:
+            await conn.close()
+        report = await seed_catalog(dsn, books, progress=False)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            await refresh_popular_books(pool)
+        finally:
+            await pool.close()
+        return [
+            f"demo data: {report.books} books, {report.authors} authors, {report.reviews} reviews"
+        ]
+
     def up(self) -> list[str]:
         self.start_backing_servers()
-        done = asyncio.run(self.provision())
+
+        async def prepare() -> list[str]:
+            return await self.provision() + await self.load_demo_data()
+
+        done = asyncio.run(prepare())
         self.save()
         self.start_services()
         self.wait_until_serving()

@@ -23,12 +23,15 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from cloudshelf.runtime.config import Settings
-from cloudshelf.runtime.health import Dependency, DependencyMonitor
+from cloudshelf.runtime.health import SERVING, Dependency, DependencyMonitor
 from cloudshelf.runtime.logs import configure_logging
 from cloudshelf.runtime.rpc import ServerErrorInterceptor
 from cloudshelf.runtime.telemetry import NOT_HEALTH_CHECK, configure_telemetry, shutdown_telemetry
 
 log = logging.getLogger("cloudshelf.server")
+
+# The health name a liveness probe asks; "" (readiness) follows the dependencies.
+LIVENESS = "liveness"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ async def serve(settings: Settings, setup: Setup) -> None:
         if server.add_insecure_port(settings.listen_addr) == 0:
             raise RuntimeError(f"cannot listen on {settings.listen_addr}")
 
+        # Liveness answers "the process serves": dependency outages must not restart it.
+        await health.set(LIVENESS, SERVING)
         monitor = DependencyMonitor(
             health, service_names, app.dependencies, settings.health_interval
         )

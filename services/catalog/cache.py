@@ -45,6 +45,10 @@ class CatalogCache:
         self._bypass_until = 0.0
         self._inflight: dict[str, asyncio.Future[object]] = {}
         self._local: dict[str, tuple[float, object]] = {}
+        # Invalidations that failed while Redis was unreachable, replayed once it answers:
+        # if it comes back with its data (a partition, not a restart) nothing stale stays.
+        self._missed_books: set[int] = set()
+        self._missed_search = False
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -59,6 +63,8 @@ class CatalogCache:
     async def _get(self, key: str) -> bytes | None:
         if not self._available():
             return None
+        if self._missed_books or self._missed_search:
+            await self._replay_missed()
         try:
             value = await self.redis.get(key)
         except RedisError as exc:
@@ -159,8 +165,15 @@ class CatalogCache:
                     pipe.incr(f"{self.prefix}:search:gen")
                 await pipe.execute()
         except RedisError as exc:
-            log.error("could not invalidate books %s: %s", book_ids, exc)
+            log.warning("invalidation of books %s deferred until Redis answers: %s", book_ids, exc)
+            self._missed_books.update(book_ids)
+            self._missed_search = self._missed_search or search_too
             self._failed(exc)
+
+    async def _replay_missed(self) -> None:
+        books, search = sorted(self._missed_books), self._missed_search
+        self._missed_books, self._missed_search = set(), False
+        await self.invalidate_books(books, search_too=search)
 
     # --- generation namespaces: search results, category subtrees ------------------------
 

@@ -3,6 +3,7 @@ transactional outbox to EventBridge."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import AsyncExitStack
 
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -14,8 +15,10 @@ from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgre
 from services.catalog.books import OUTBOX
 from services.catalog.cache import CatalogCache
 from services.catalog.handlers import CatalogHandlers
+from services.catalog.jobs import warm_cache
 
 EVENT_SOURCE = "cloudshelf.catalog"
+log = logging.getLogger(__name__)
 
 
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
@@ -30,10 +33,18 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     async def event_bus_reachable() -> None:
         await events.describe_event_bus(Name=settings.event_bus)
 
+    cache = CatalogCache(redis_client)
+
+    async def warm_up() -> None:
+        try:
+            log.info("cache warm-up: %s", await warm_cache(pool, cache))
+        except Exception as exc:  # a cold cache is slower, not broken
+            log.warning("cache warm-up skipped: %s", exc)
+
     return ServiceApp(
         servicers=[
             Servicer(
-                CatalogHandlers(pool, CatalogCache(redis_client), relay),
+                CatalogHandlers(pool, cache, relay),
                 catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
                 catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
             )
@@ -44,7 +55,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
             redis,
             Dependency("eventbridge", event_bus_reachable, required=False),
         ],
-        background=[relay.run],
+        background=[relay.run, warm_up],
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -76,7 +76,7 @@ async def test_unknown_books_are_not_found(catalog: CatalogServiceAsyncStub) -> 
 
 
 async def test_every_validation_error_names_its_field(catalog: CatalogServiceAsyncStub) -> None:
-    cases: list[tuple[dict[str, object], str]] = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"isbn_13": "9780306406158"}, "book.isbn_13"),  # wrong check digit
         ({"isbn_13": "12345"}, "book.isbn_13"),
         ({"isbn_13": "", "isbn_10": "0306406153"}, "book.isbn_10"),

@@ -49,6 +49,7 @@ def test_database_outage_takes_the_service_out_and_recovery_brings_it_back(
         postgres.stop()
         wait_for_health(address, "NOT_SERVING")
         wait_for_health(address, "NOT_SERVING", "cloudshelf.governance.v1.GovernanceService")
+        wait_for_health(address, "SERVING", "liveness")  # down, but not to be restarted
 
         postgres.start()
         wait_for_health(address, "SERVING")
