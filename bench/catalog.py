@@ -1,0 +1,273 @@
+"""Catalog benchmark (issue #3): SearchBooks through gRPC against the seed's own
+search_books on the same data; GetBook on a cache hit against a bare Redis GET;
+BatchGetBooks(20) against one GetBook.
+
+    python -m bench.catalog --books 1000000      # seeds once into .state/bench, then measures
+
+It starts its own PostgreSQL, Redis, AWS emulator and catalog service on ports of its own
+(data kept in .state/bench between runs) and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.harness import Figures, measure, report
+from cloudshelf.catalog.v1 import catalog_pb2 as pb
+from cloudshelf.catalog.v1 import catalog_pb2_grpc
+from cloudshelf.devstack.stack import REPO_ROOT, Stack, StackPorts
+from services.catalog.seed import seed_catalog
+
+STATE = REPO_ROOT / ".state" / "bench"
+SEED_FUNCTION = Path(__file__).with_name("seed_search_books.sql")
+PORTS = StackPorts(
+    postgres=55632,
+    redis=56579,
+    aws=55200,
+    services={
+        "catalog": 50151,
+        "cart": 50152,
+        "analytics": 50153,
+        "governance": 50154,
+        "storefront": 50155,
+    },
+)
+SORTS = {
+    "relevance": pb.SEARCH_SORT_RELEVANCE,
+    "price_asc": pb.SEARCH_SORT_PRICE_ASC,
+    "price_desc": pb.SEARCH_SORT_PRICE_DESC,
+    "rating": pb.SEARCH_SORT_RATING,
+}
+
+
+async def prepare(stack: Stack, books: int) -> None:
+    stack.start_backing_servers()
+    await stack.provision()
+    dsn = stack.postgres.dsn("catalog")
+    conn = await asyncpg.connect(dsn)
+    try:
+        have = await conn.fetchval("SELECT count(*) FROM book_catalog.books")
+        if have < books:
+            print(f"seeding {books - have} books (once; kept in {STATE}) ...", flush=True)
+            await seed_catalog(dsn, books - have)
+            await conn.execute("VACUUM ANALYZE book_catalog.books")
+        await conn.execute(SEED_FUNCTION.read_text())
+        await conn.execute("REFRESH MATERIALIZED VIEW book_catalog.popular_books")
+    finally:
+        await conn.close()
+
+
+async def pick_queries(dsn: str) -> tuple[list[str], list[str], int]:
+    """Broad words (in many books) and narrow ones (in a few), from the data itself."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        total = await conn.fetchval(
+            "SELECT count(*) FROM book_catalog.books WHERE status = 'active'"
+        )
+        stats = await conn.fetch(
+            "SELECT word, ndoc FROM ts_stat($$SELECT search_vector FROM book_catalog.books "
+            "TABLESAMPLE SYSTEM (2) REPEATABLE (7)$$) WHERE length(word) > 3 ORDER BY ndoc DESC"
+        )
+    finally:
+        await conn.close()
+    broad = [r["word"] for r in stats[:40]][::8][:5]
+    narrow = [r["word"] for r in stats if 1 <= r["ndoc"] <= 3][:200]
+    random.Random(3).shuffle(narrow)
+    return broad, narrow[:5], int(total)
+
+
+async def main(books: int, calls: int) -> None:
+    stack = Stack(STATE, PORTS, durable=False)
+    try:
+        await prepare(stack, books)
+        stack.start_services(("catalog",))
+        stack.wait_until_serving(("catalog",), timeout=120)
+        await run(stack, calls)
+    finally:
+        stack.down()
+
+
+async def run(stack: Stack, calls: int) -> None:
+    dsn = stack.postgres.dsn("catalog")
+    broad, narrow, total = await pick_queries(dsn)
+    print(f"broad queries: {broad}\nnarrow queries: {narrow}")
+    channel = grpc.aio.insecure_channel(stack.address("catalog"))
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub = catalog_pb2_grpc.CatalogServiceStub(channel)  # type: ignore[assignment]
+    health = health_pb2_grpc.HealthStub(channel)
+    cache = aioredis.Redis.from_url(stack.redis.url)
+    seed_conn = await asyncpg.connect(dsn)  # the seed function as deployed: default plan cache
+    rows: list[tuple[Figures, Figures | None, str]] = []
+
+    async def cold(_: int) -> None:
+        await cache.incr("catalog:search:gen")  # a new generation: no cached page or count
+
+    mismatches = 0
+    for kind, words in (("broad", broad), ("narrow", narrow)):
+        for sort_name, sort in SORTS.items():
+            ours = await measure(
+                f"SearchBooks {kind} {sort_name} (cold cache)",
+                our_search(catalog, words, sort),
+                calls=calls,
+                warmup=len(words),
+                before_each=cold,
+                max_seconds=90,
+            )
+            seed = await measure(
+                f"seed search_books {kind} {sort_name}",
+                seed_search(seed_conn, words, sort_name),
+                calls=calls,
+                warmup=len(words),
+                max_seconds=90,
+            )
+            rows.append((ours, seed, ""))
+        for word in words:
+            mismatches += await same_relevance_results(catalog, seed_conn, word)
+    rows.append(
+        (
+            await measure(
+                "SearchBooks broad relevance (cached page)",
+                lambda i: catalog.SearchBooks(
+                    pb.SearchBooksRequest(query=broad[i % len(broad)], page_size=20)
+                ),
+                calls=calls * 5,
+            ),
+            None,
+            "",
+        )
+    )
+
+    ids = [
+        r["id"]
+        for r in await seed_conn.fetch(
+            "SELECT id FROM book_catalog.books ORDER BY id LIMIT 200 OFFSET $1", total // 2
+        )
+    ]
+    for book_id in ids[:200]:
+        await catalog.GetBook(pb.GetBookRequest(id=book_id))  # cached now
+    redis_get = await measure(
+        "floor: Redis GET of a cached book",
+        lambda i: cache.get(f"catalog:book:{ids[i % 200]}"),
+        calls=calls * 10,
+    )
+    hop = await measure(
+        "floor: gRPC hop (Health/Check)",
+        lambda i: health.Check(health_pb2.HealthCheckRequest()),
+        calls=calls * 10,
+    )
+    get_book = await measure(
+        "GetBook (cache hit)",
+        lambda i: catalog.GetBook(pb.GetBookRequest(id=ids[i % 200])),
+        calls=calls * 10,
+    )
+    floor = Figures(
+        "floor: gRPC hop + Redis GET",
+        0,
+        hop.p50_ms + redis_get.p50_ms,
+        hop.p95_ms + redis_get.p95_ms,
+        0,
+        0,
+    )
+    batch = await measure(
+        "BatchGetBooks(20) (cache hits)",
+        lambda i: catalog.BatchGetBooks(
+            pb.BatchGetBooksRequest(ids=ids[(i * 20) % 200 : (i * 20) % 200 + 20])
+        ),
+        calls=calls * 10,
+    )
+    rows += [
+        (redis_get, None, ""),
+        (hop, None, ""),
+        (
+            get_book,
+            redis_get,
+            "GetBook vs bare Redis GET (target <= 2x; cannot hold through a gRPC hop)",
+        ),
+        (get_book, floor, "GetBook vs (gRPC hop + Redis GET): the service's own overhead"),
+        (batch, get_book, "BatchGetBooks(20) vs one GetBook (target <= 1.5x)"),
+    ]
+    report(
+        "catalog",
+        rows,
+        {
+            "active_books": total,
+            "relevance_result_mismatches": mismatches,
+            "queries_per_kind": len(broad),
+        },
+    )
+    await seed_conn.close()
+    await cache.aclose()
+    await channel.close()
+
+
+def our_search(
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+    words: list[str],
+    sort: pb.SearchSort.ValueType,
+) -> Callable[[int], Awaitable[object]]:
+    async def call(i: int) -> object:
+        request = pb.SearchBooksRequest(query=words[i % len(words)], sort=sort, page_size=20)
+        return await catalog.SearchBooks(request)
+
+    return call
+
+
+def seed_search(
+    conn: asyncpg.Connection, words: list[str], sort: str
+) -> Callable[[int], Awaitable[object]]:
+    async def call(i: int) -> object:
+        return await conn.fetch(
+            "SELECT * FROM book_catalog.search_books($1, NULL, NULL, NULL, $2, 20, 0)",
+            words[i % len(words)],
+            sort,
+        )
+
+    return call
+
+
+async def same_relevance_results(
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, conn: asyncpg.Connection, word: str
+) -> int:
+    """1 when our relevance page differs from the seed's (ties may be ordered differently)."""
+    seed = await conn.fetch(
+        "SELECT id, relevance_score "
+        "FROM book_catalog.search_books($1, NULL, NULL, NULL, 'relevance', 20, 0)",
+        word,
+    )
+    ours = (await catalog.SearchBooks(pb.SearchBooksRequest(query=word, page_size=20))).books
+    our_scores = await conn.fetch(
+        "SELECT ts_rank(search_vector, plainto_tsquery('english', $1)) AS s "
+        "FROM book_catalog.books WHERE id = ANY($2::int[])",
+        word,
+        [b.id for b in ours],
+    )
+    same_scores = sorted(round(r["s"], 6) for r in our_scores) == sorted(
+        round(r["relevance_score"], 6) for r in seed
+    )
+    if not same_scores:
+        print(
+            f"relevance differs for {word!r}: "
+            f"ours {[b.id for b in ours]}, seed {[r['id'] for r in seed]}"
+        )
+    return 0 if same_scores else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--books", type=int, default=1_000_000)
+    parser.add_argument("--calls", type=int, default=60, help="timed calls per search case")
+    args = parser.parse_args()
+    started = time.monotonic()
+    asyncio.run(main(args.books, args.calls))
+    print(f"total {time.monotonic() - started:.0f}s")
