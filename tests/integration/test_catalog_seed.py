@@ -1,0 +1,207 @@
+"""The demo-data generator against a real catalog database (a fresh one in the test cluster)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from cloudshelf.devstack.stack import Stack
+from cloudshelf.runtime.migrations import migrate_to_latest
+from services.catalog import seed
+from services.catalog.seed import SeedReport, isbn10_check_digit, isbn13_check_digit, seed_catalog
+
+BOOKS = 2000
+
+
+@pytest.fixture
+async def catalog_dsn(stack: Stack) -> AsyncIterator[str]:
+    name = f"seedtest_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(stack.postgres.dsn("postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        dsn = stack.postgres.dsn(name)
+        await migrate_to_latest(dsn, "services.catalog")
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _counts(conn: asyncpg.Connection) -> dict[str, int]:
+    tables = ("categories", "authors", "publishers", "books", "book_authors", "reviews")
+    return {t: await conn.fetchval(f"SELECT count(*) FROM book_catalog.{t}") for t in tables}
+
+
+def _report_counts(report: SeedReport) -> dict[str, int]:
+    return {
+        "categories": report.categories,
+        "authors": report.authors,
+        "publishers": report.publishers,
+        "books": report.books,
+        "book_authors": report.book_authors,
+        "reviews": report.reviews,
+    }
+
+
+async def _check_catalog(conn: asyncpg.Connection) -> None:
+    books = await conn.fetch("SELECT isbn_13, isbn_10, price, list_price FROM book_catalog.books")
+    for book in books:
+        isbn13, isbn10 = book["isbn_13"], book["isbn_10"]
+        assert isbn13_check_digit(isbn13[:12]) == isbn13[12], isbn13
+        assert isbn10_check_digit(isbn10[:9]) == isbn10[9], isbn10
+        assert isbn13[3:12] == isbn10[:9]
+        assert book["list_price"] >= book["price"]
+
+    # Every active book is findable by its first author's last name.
+    missing = await conn.fetch(
+        """
+        SELECT b.id, a.last_name, b.search_vector::text AS vector
+          FROM book_catalog.books b
+          JOIN book_catalog.book_authors ba ON ba.book_id = b.id AND ba.order_index = 1
+          JOIN book_catalog.authors a ON a.id = ba.author_id
+         WHERE b.status = 'active'
+           AND (b.search_vector IS NULL
+                OR NOT b.search_vector @@ plainto_tsquery('english', a.last_name))
+        """
+    )
+    assert missing == []
+    assert (
+        await conn.fetchval(
+            """
+        SELECT count(*) FROM book_catalog.books b
+         WHERE b.status = 'active' AND NOT EXISTS (
+               SELECT 1 FROM book_catalog.book_authors ba
+                WHERE ba.book_id = b.id AND ba.order_index = 1)
+        """
+        )
+        == 0
+    )
+    # Vectors equal what the trigger's function computes.
+    assert (
+        await conn.fetchval(
+            """
+        SELECT count(*) FROM book_catalog.books
+         WHERE search_vector IS DISTINCT FROM
+               book_catalog.book_document(id, title, subtitle, description)
+        """
+        )
+        == 0
+    )
+
+    # Ratings are the aggregate of published reviews.
+    wrong = await conn.fetch(
+        """
+        SELECT b.id, b.rating_average, b.rating_count, s.n, s.avg_rating
+          FROM book_catalog.books b
+          LEFT JOIN (SELECT book_id, count(*) AS n, round(avg(rating), 2) AS avg_rating
+                       FROM book_catalog.reviews WHERE status = 'published'
+                      GROUP BY book_id) s ON s.book_id = b.id
+         WHERE b.rating_count <> coalesce(s.n, 0)
+            OR b.rating_average <> coalesce(s.avg_rating, 0)
+        """
+    )
+    assert wrong == []
+    assert await conn.fetchval("SELECT count(*) FROM book_catalog.books WHERE rating_count > 0")
+
+
+async def _book_indexes(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    rows = await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname = 'book_catalog' AND tablename = 'books' ORDER BY 1"
+    )
+    return [(r["indexname"], r["indexdef"]) for r in rows]
+
+
+async def test_seeding_builds_a_consistent_catalog_and_can_run_again(
+    catalog_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = await asyncpg.connect(catalog_dsn)
+    try:
+        indexes = await _book_indexes(conn)
+        # The first run takes the bulk path (indexes dropped and built again), the second not.
+        monkeypatch.setattr(seed, "BULK_BOOKS", BOOKS // 2)
+        first = await seed_catalog(catalog_dsn, BOOKS, seed=1, progress=False)
+        monkeypatch.setattr(seed, "BULK_BOOKS", 100_000)
+        assert await _book_indexes(conn) == indexes
+        counts = await _counts(conn)
+        assert counts == _report_counts(first)
+        assert first.books == BOOKS
+        assert first.authors == BOOKS // 8
+        assert 60 <= first.categories <= 100
+        assert first.publishers == 200
+        assert BOOKS <= first.book_authors <= 3 * BOOKS
+        assert 0.1 * BOOKS <= first.reviews <= 1.5 * BOOKS
+        assert first.elapsed_seconds > 0
+        await _check_catalog(conn)
+
+        # The tree: top-level genres with 3 to 8 subcategories each, two levels.
+        children = await conn.fetch(
+            """
+            SELECT p.id, count(c.id) AS n
+              FROM book_catalog.categories p
+              LEFT JOIN book_catalog.categories c ON c.parent_category_id = p.id
+             WHERE p.parent_category_id IS NULL GROUP BY p.id
+            """
+        )
+        assert len(children) >= 10
+        assert all(3 <= row["n"] <= 8 for row in children)
+
+        # A second run adds to the catalog without key collisions, reusing the tree.
+        second = await seed_catalog(catalog_dsn, BOOKS, seed=2, progress=False)
+        assert second.categories == 0
+        after = await _counts(conn)
+        for table, added in _report_counts(second).items():
+            assert after[table] == counts[table] + added, table
+        await _check_catalog(conn)
+
+        # The triggers are on again: a plain INSERT gets its vector, a review its rating.
+        book_id = await conn.fetchval(
+            """
+            INSERT INTO book_catalog.books (isbn_13, title, description, price)
+            VALUES ('9780306406157', 'Quixotic Lighthouses', 'A zeppelin odyssey.', 9.99)
+            RETURNING id
+            """
+        )
+        assert book_id == await conn.fetchval("SELECT max(id) FROM book_catalog.books")
+        assert await conn.fetchval(
+            """
+            SELECT search_vector @@ plainto_tsquery('english', 'lighthouse zeppelin')
+              FROM book_catalog.books WHERE id = $1
+            """,
+            book_id,
+        )
+        await conn.execute(
+            "INSERT INTO book_catalog.reviews (book_id, user_id, rating) VALUES ($1, 'u1', 4)",
+            book_id,
+        )
+        rating = await conn.fetchrow(
+            "SELECT rating_average, rating_count FROM book_catalog.books WHERE id = $1", book_id
+        )
+        assert (float(rating["rating_average"]), rating["rating_count"]) == (4.0, 1)
+        # Sequences follow the seeded ids.
+        author_id = await conn.fetchval(
+            "INSERT INTO book_catalog.authors (first_name, last_name) VALUES ('A', 'B') "
+            "RETURNING id"
+        )
+        assert author_id == await conn.fetchval("SELECT max(id) FROM book_catalog.authors")
+    finally:
+        await conn.close()
+
+
+async def test_seeding_is_deterministic(catalog_dsn: str) -> None:
+    await seed_catalog(catalog_dsn, 200, seed=5, progress=False)
+    conn = await asyncpg.connect(catalog_dsn)
+    try:
+        query = "SELECT title, description, price FROM book_catalog.books ORDER BY id"
+        first = [tuple(r) for r in await conn.fetch(query)]
+        await conn.execute(
+            "TRUNCATE book_catalog.books, book_catalog.authors, book_catalog.book_authors, "
+            "book_catalog.reviews RESTART IDENTITY"
+        )
+        await seed_catalog(catalog_dsn, 200, seed=5, progress=False)
+        assert [tuple(r) for r in await conn.fetch(query)] == first
+    finally:
+        await conn.close()
