@@ -76,6 +76,13 @@ def stack(state_dir: Path, otlp: OtlpReceiver) -> Iterator[Stack]:
         yield test_stack
     finally:
         test_stack.down()
+    # `make down` runs the same code: nothing it started may outlive it.
+    left = [
+        p.name
+        for p in (*test_stack.services.values(), test_stack.redis, test_stack.aws)
+        if p.running()
+    ]
+    assert not left and not test_stack.postgres.running(), f"still running after down: {left}"
 
 
 @pytest_asyncio.fixture

@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from cloudshelf.runtime.errors import InvalidArgument
+
+T = TypeVar("T")
 
 
 def _fingerprint(query: Any) -> str:
@@ -37,3 +40,13 @@ def decode_page_token(token: str, query: Any) -> dict[str, Any] | None:
     if fingerprint != _fingerprint(query) or not isinstance(position, dict):
         raise InvalidArgument("page_token", "belongs to a different query; start without it")
     return position
+
+
+def split_page(
+    fetched: Sequence[T], size: int, position_of: Callable[[T], dict[str, Any]], query: Any
+) -> tuple[Sequence[T], str]:
+    """The page and the next page's token from a fetch of up to size + 1 items (one more
+    than the page tells whether another page exists); the token is "" on the last page."""
+    if len(fetched) <= size:
+        return fetched, ""
+    return fetched[:size], encode_page_token(position_of(fetched[size - 1]), query)

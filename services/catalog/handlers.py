@@ -11,7 +11,7 @@ import asyncpg
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.runtime.errors import InvalidArgument
 from cloudshelf.runtime.events import OutboxRelay
-from cloudshelf.runtime.paging import decode_page_token, encode_page_token
+from cloudshelf.runtime.paging import decode_page_token, encode_page_token, split_page
 from cloudshelf.runtime.rpc import ServicerContext
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
 from services.catalog.cache import CatalogCache
@@ -152,11 +152,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         categories = None
         if request.category_id:
             categories = await self._subtree(check_id("category_id", request.category_id))
-        books = await self.books.list_in_categories(categories, int(position["after"]), size + 1)
-        response = catalog_pb2.ListBooksResponse(books=books[:size])
-        if len(books) > size:
-            response.next_page_token = encode_page_token({"after": books[size - 1].id}, query)
-        return response
+        fetched = await self.books.list_in_categories(categories, int(position["after"]), size + 1)
+        books, token = split_page(fetched, size, lambda b: {"after": b.id}, query)
+        return catalog_pb2.ListBooksResponse(books=books, next_page_token=token)
 
     async def SearchBooks(
         self, request: catalog_pb2.SearchBooksRequest, context: ServicerContext
@@ -337,9 +335,8 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             int(position["after"]),
             size + 1,
         )
-        response = catalog_pb2.ListCategoriesResponse(categories=categories[:size])
-        if len(categories) > size:
-            response.next_page_token = encode_page_token({"after": categories[size - 1].id}, query)
+        page, token = split_page(categories, size, lambda c: {"after": c.id}, query)
+        response = catalog_pb2.ListCategoriesResponse(categories=page, next_page_token=token)
         await self.cache.put_category(key, response.SerializeToString())
         return response
 
@@ -374,14 +371,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         after = tuple(position["after"]) if position else None
         authors = await self.taxonomy.list_authors(
             request.last_name_prefix.strip(), after, size + 1
-        )  # type: ignore[arg-type]
-        response = catalog_pb2.ListAuthorsResponse(authors=authors[:size])
-        if len(authors) > size:
-            last = authors[size - 1]
-            response.next_page_token = encode_page_token(
-                {"after": [last.last_name, last.first_name, last.id]}, query
-            )
-        return response
+        )
+        page, token = split_page(
+            authors, size, lambda a: {"after": [a.last_name, a.first_name, a.id]}, query
+        )
+        return catalog_pb2.ListAuthorsResponse(authors=page, next_page_token=token)
 
     async def CreatePublisher(
         self, request: catalog_pb2.CreatePublisherRequest, context: ServicerContext
@@ -405,12 +399,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         query = {"size": size}
         position = decode_page_token(request.page_token, query)
         after = tuple(position["after"]) if position else None
-        publishers = await self.taxonomy.list_publishers(after, size + 1)  # type: ignore[arg-type]
-        response = catalog_pb2.ListPublishersResponse(publishers=publishers[:size])
-        if len(publishers) > size:
-            last = publishers[size - 1]
-            response.next_page_token = encode_page_token({"after": [last.name, last.id]}, query)
-        return response
+        fetched = await self.taxonomy.list_publishers(after, size + 1)
+        page, token = split_page(fetched, size, lambda p: {"after": [p.name, p.id]}, query)
+        return catalog_pb2.ListPublishersResponse(publishers=page, next_page_token=token)
 
     # --- reviews -------------------------------------------------------------------------
 
@@ -450,7 +441,5 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         position = decode_page_token(request.page_token, query)
         before = int(position["before"]) if position else None
         reviews = await self.reviews.list(request.book_id, request.status, before, size + 1)
-        response = catalog_pb2.ListReviewsResponse(reviews=reviews[:size])
-        if len(reviews) > size:
-            response.next_page_token = encode_page_token({"before": reviews[size - 1].id}, query)
-        return response
+        page, token = split_page(reviews, size, lambda r: {"before": r.id}, query)
+        return catalog_pb2.ListReviewsResponse(reviews=page, next_page_token=token)

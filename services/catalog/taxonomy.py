@@ -272,7 +272,7 @@ class TaxonomyStore:
             )
 
     async def list_authors(
-        self, last_name_prefix: str, after: tuple[str, str, int] | None, limit: int
+        self, last_name_prefix: str, after: Sequence[Any] | None, limit: int
     ) -> list[catalog_pb2.Author]:
         escaped = last_name_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         after_key = after or ("", "", 0)
@@ -301,7 +301,7 @@ class TaxonomyStore:
         return publisher_from_row(row)
 
     async def list_publishers(
-        self, after: tuple[str, int] | None, limit: int
+        self, after: Sequence[Any] | None, limit: int
     ) -> list[catalog_pb2.Publisher]:
         after_key = after or ("", 0)
         rows = await self.pool.fetch(
