@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
 from dataclasses import replace
 
 import asyncpg
@@ -208,26 +208,29 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             subtree = await self._subtree(check_id("category_id", request.category_id))
             filters = replace(filters, category_ids=tuple(subtree))
         has_terms = await has_search_terms(self.pool, filters.text)
-        books = await search_page(self.pool, filters, has_terms, sort, offset, size)
-        total = await self._search_total(filters, has_terms, offset, books, size)
+        # The count runs beside the page query (on another connection): on broad queries
+        # both read most of the table, and the caller waits for the slower one, not both.
+        counting = asyncio.create_task(self._search_total(filters, has_terms))
+        counting.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            books = await search_page(self.pool, filters, has_terms, sort, offset, size)
+        except BaseException:
+            counting.cancel()
+            raise
+        if offset == 0 and len(books) < size:  # everything is on this page
+            counting.cancel()
+            total = len(books)
+        else:
+            total = await counting
         response = catalog_pb2.SearchBooksResponse(books=books, total_count=total)
         if offset + len(books) < total:
             response.next_page_token = encode_page_token({"offset": offset + len(books)}, query)
         await self.cache.put_search(page_key, response.SerializeToString())
         return response
 
-    async def _search_total(
-        self,
-        filters: SearchFilters,
-        has_terms: bool,
-        offset: int,
-        page: Sequence[object],
-        size: int,
-    ) -> int:
-        """The number of matches: known without counting when the first page is short;
-        otherwise counted once per filter set and cached, whatever the sort or page."""
-        if offset == 0 and len(page) < size:
-            return len(page)
+    async def _search_total(self, filters: SearchFilters, has_terms: bool) -> int:
+        """The number of matches, counted once per filter set and cached, whatever the
+        sort or the page asked for."""
         key = await self.cache.search_key(json.dumps({"count": filters.cache_key()}))
         cached = await self.cache.get_search(key)
         if cached is not None:
