@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,9 +30,9 @@ from services.catalog.seed import seed_catalog
 STATE = REPO_ROOT / ".state" / "bench"
 SEED_FUNCTION = Path(__file__).with_name("seed_search_books.sql")
 PORTS = StackPorts(
-    postgres=55632,
-    redis=56579,
-    aws=55200,
+    postgres=15632,
+    redis=16579,
+    aws=15200,
     services={
         "catalog": 50151,
         "cart": 50152,
@@ -68,7 +67,8 @@ async def prepare(stack: Stack, books: int) -> None:
 
 
 async def pick_queries(dsn: str) -> tuple[list[str], list[str], int]:
-    """Broad words (in many books) and narrow ones (in a few), from the data itself."""
+    """Broad queries: the words found in most books. Narrow ones: a title word and the
+    author's last name of a few random books (a handful of matches each)."""
     conn = await asyncpg.connect(dsn)
     try:
         total = await conn.fetchval(
@@ -78,12 +78,17 @@ async def pick_queries(dsn: str) -> tuple[list[str], list[str], int]:
             "SELECT word, ndoc FROM ts_stat($$SELECT search_vector FROM book_catalog.books "
             "TABLESAMPLE SYSTEM (2) REPEATABLE (7)$$) WHERE length(word) > 3 ORDER BY ndoc DESC"
         )
+        picks = await conn.fetch(
+            "SELECT b.title, a.last_name FROM book_catalog.books b "
+            "JOIN book_catalog.book_authors ba ON ba.book_id = b.id AND ba.order_index = 1 "
+            "JOIN book_catalog.authors a ON a.id = ba.author_id "
+            "WHERE b.status = 'active' AND b.id % 199999 = 7 ORDER BY b.id LIMIT 5"
+        )
     finally:
         await conn.close()
     broad = [r["word"] for r in stats[:40]][::8][:5]
-    narrow = [r["word"] for r in stats if 1 <= r["ndoc"] <= 3][:200]
-    random.Random(3).shuffle(narrow)
-    return broad, narrow[:5], int(total)
+    narrow = [f"{max(r['title'].split(), key=len)} {r['last_name']}" for r in picks]
+    return broad, narrow, int(total)
 
 
 async def main(books: int, calls: int) -> None:

@@ -41,13 +41,16 @@ class StackPorts:
 
     @classmethod
     def defaults(cls) -> StackPorts:
+        """Below Linux's ephemeral range (32768+), so an outgoing connection's port can
+        never hold a store's port when it restarts."""
+
         def port(name: str, default: int) -> int:
             return int(os.environ.get(f"CLOUDSHELF_LOCAL_{name}_PORT", default))
 
         return cls(
-            postgres=port("POSTGRES", 55432),
-            redis=port("REDIS", 56379),
-            aws=port("AWS", 55000),
+            postgres=port("POSTGRES", 15432),
+            redis=port("REDIS", 16379),
+            aws=port("AWS", 15000),
             services={name: port(name.upper(), default) for name, default in DEFAULT_PORTS.items()},
         )
 

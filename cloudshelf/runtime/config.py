@@ -80,9 +80,9 @@ class Settings:
             service=service,
             listen_addr=env("CLOUDSHELF_LISTEN_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}"),
             postgres_dsn=env(
-                "CLOUDSHELF_POSTGRES_DSN", f"postgresql://cloudshelf@127.0.0.1:55432/{service}"
+                "CLOUDSHELF_POSTGRES_DSN", f"postgresql://cloudshelf@127.0.0.1:15432/{service}"
             ),
-            redis_url=env("CLOUDSHELF_REDIS_URL", "redis://127.0.0.1:56379/0"),
+            redis_url=env("CLOUDSHELF_REDIS_URL", "redis://127.0.0.1:16379/0"),
             aws_region=env("AWS_REGION", env("AWS_DEFAULT_REGION", "us-east-1")),
             shutdown_grace=env_float("CLOUDSHELF_SHUTDOWN_GRACE_SECONDS", 10.0),
             health_interval=env_float("CLOUDSHELF_HEALTH_INTERVAL_SECONDS", 2.0),

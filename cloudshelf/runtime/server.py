@@ -51,6 +51,9 @@ class ServiceApp:
     dependencies: Sequence[Dependency] = ()
     # Long-running jobs (outbox relay, consumers) run beside the server, cancelled at stop.
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Run inside tracing and error mapping, so a DomainError they raise (e.g.
+    # Unauthenticated from an auth interceptor) becomes its status code.
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
 
 Setup = Callable[[Settings, AsyncExitStack], Awaitable[ServiceApp]]
@@ -78,6 +81,7 @@ async def serve(settings: Settings, setup: Setup) -> None:
             interceptors=[
                 aio_server_interceptor(filter_=NOT_HEALTH_CHECK),
                 ServerErrorInterceptor(),
+                *app.interceptors,
             ]
         )
         for servicer in app.servicers:

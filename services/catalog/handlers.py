@@ -61,16 +61,17 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         if self.relay is not None:
             self.relay.wake()
 
-    async def _book(self, book_id: int) -> catalog_pb2.Book:
-        """A book by id through the cache (one database load per key under a stampede)."""
+    async def _book_bytes(self, book_id: int) -> bytes:
+        """A serialized Book by id through the cache (one database load per key under a
+        stampede). Bytes, so a cache hit is parsed once, straight into the response."""
         cached = await self.cache.get_book(book_id)
         if cached is not None:
-            return catalog_pb2.Book.FromString(cached)
+            return cached
 
-        async def load() -> catalog_pb2.Book:
-            book = await self.books.get("id", book_id)
-            await self.cache.put_book(book_id, book.SerializeToString())
-            return book
+        async def load() -> bytes:
+            data = (await self.books.get("id", book_id)).SerializeToString()
+            await self.cache.put_book(book_id, data)
+            return data
 
         return await self.cache.single_flight(f"book:{book_id}", load)
 
@@ -113,7 +114,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.GetBookResponse:
         match request.WhichOneof("key"):
             case "id":
-                book = await self._book(check_id("id", request.id))
+                response = catalog_pb2.GetBookResponse()
+                response.book.MergeFromString(await self._book_bytes(check_id("id", request.id)))
+                return response
             case "isbn_13":
                 book = await self.books.get("isbn_13", check_isbn13("isbn_13", request.isbn_13))
             case "isbn_10":
@@ -130,18 +133,19 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         if len(request.ids) > MAX_BATCH:
             raise InvalidArgument("ids", f"at most {MAX_BATCH} ids per call")
         ids = list(dict.fromkeys(check_id(f"ids[{i}]", v) for i, v in enumerate(request.ids)))
-        found = {
-            i: catalog_pb2.Book.FromString(d) for i, d in (await self.cache.get_books(ids)).items()
-        }
+        found = await self.cache.get_books(ids)
         misses = [i for i in ids if i not in found]
         if misses:
-            loaded = await self.books.get_many(misses)
-            await self.cache.put_books({i: b.SerializeToString() for i, b in loaded.items()})
+            loaded = {
+                i: b.SerializeToString() for i, b in (await self.books.get_many(misses)).items()
+            }
+            await self.cache.put_books(loaded)
             found.update(loaded)
-        return catalog_pb2.BatchGetBooksResponse(
-            books=[found[i] for i in ids if i in found],
-            missing_ids=[i for i in ids if i not in found],
-        )
+        response = catalog_pb2.BatchGetBooksResponse(missing_ids=[i for i in ids if i not in found])
+        for book_id in ids:
+            if book_id in found:
+                response.books.add().MergeFromString(found[book_id])
+        return response
 
     async def ListBooks(
         self, request: catalog_pb2.ListBooksRequest, context: ServicerContext
