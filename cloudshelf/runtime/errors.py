@@ -8,6 +8,7 @@ anything else becomes INTERNAL with the trace id to look up in the logs.
 from __future__ import annotations
 
 import asyncio
+import errno
 
 import asyncpg
 import grpc
@@ -77,9 +78,15 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Socket failures that surface as a bare OSError rather than a ConnectionError.
+_NETWORK_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _UNAVAILABLE_ERRORS) or (
-        isinstance(exc, OSError) and exc.errno is not None
+        isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
     )
 
 

@@ -59,3 +59,9 @@ def test_store_outages_are_unavailable(error: Exception) -> None:
 def test_unexpected_errors_are_left_for_internal() -> None:
     assert status_for(KeyError("x")) is None
     assert status_for(ValueError("x")) is None
+
+
+def test_local_os_errors_are_not_outages() -> None:
+    assert status_for(FileNotFoundError(2, "no such file")) is None
+    mapped = status_for(OSError(104, "Connection reset by peer"))
+    assert mapped is not None and mapped[0] == grpc.StatusCode.UNAVAILABLE
