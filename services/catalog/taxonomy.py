@@ -240,18 +240,22 @@ class TaxonomyStore:
     async def list_categories(
         self, parent_id: int, direct_children_only: bool, after_id: int, limit: int
     ) -> list[catalog_pb2.Category]:
+        # $1 is the last id of the previous page, $2 the page size.
         if direct_children_only:
-            condition, args = "parent_category_id IS NOT DISTINCT FROM $1", [parent_id or None]
+            condition, extra = "parent_category_id IS NOT DISTINCT FROM $3", [parent_id or None]
         elif parent_id:
-            condition, args = f"id IN ({_DESCENDANTS}) AND id <> $1", [parent_id]
+            condition, extra = (
+                f"id IN ({_DESCENDANTS.replace('$1', '$3')}) AND id <> $3",
+                [parent_id],
+            )
         else:
-            condition, args = "$1::int IS NULL", [None]
+            condition, extra = "TRUE", []
         rows = await self.pool.fetch(
-            f"SELECT * FROM book_catalog.categories WHERE {condition} AND id > $2 "
-            "ORDER BY id LIMIT $3",
-            *args,
+            f"SELECT * FROM book_catalog.categories WHERE {condition} AND id > $1 "
+            "ORDER BY id LIMIT $2",
             after_id,
             limit,
+            *extra,
         )
         return [category_from_row(row) for row in rows]
 
