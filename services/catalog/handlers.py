@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import replace
 
@@ -212,20 +211,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             subtree = await self._subtree(check_id("category_id", request.category_id))
             filters = replace(filters, category_ids=tuple(subtree))
         has_terms = await has_search_terms(self.pool, filters.text)
-        # The count runs beside the page query (on another connection): on broad queries
-        # both read most of the table, and the caller waits for the slower one, not both.
-        counting = asyncio.create_task(self._search_total(filters, has_terms))
-        counting.add_done_callback(lambda task: task.cancelled() or task.exception())
-        try:
-            books = await search_page(self.pool, filters, has_terms, sort, offset, size)
-        except BaseException:
-            counting.cancel()
-            raise
+        books = await search_page(self.pool, filters, has_terms, sort, offset, size)
         if offset == 0 and len(books) < size:  # everything is on this page
-            counting.cancel()
             total = len(books)
         else:
-            total = await counting
+            total = await self._search_total(filters, has_terms)
         response = catalog_pb2.SearchBooksResponse(books=books, total_count=total)
         if offset + len(books) < total:
             response.next_page_token = encode_page_token({"offset": offset + len(books)}, query)
