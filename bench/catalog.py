@@ -137,6 +137,7 @@ async def run(stack: Stack, calls: int) -> None:
             rows.append((ours, seed, ""))
         for word in words:
             mismatches += await same_relevance_results(catalog, seed_conn, word)
+            await print_total(catalog, seed_conn, word)
     rows.append(
         (
             await measure(
@@ -237,6 +238,21 @@ def seed_search(
         )
 
     return call
+
+
+async def print_total(
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, conn: asyncpg.Connection, word: str
+) -> None:
+    """SearchBooks' total (estimated for broad queries) beside the exact count."""
+    exact = await conn.fetchval(
+        "SELECT count(*) FROM book_catalog.books "
+        "WHERE status = 'active' AND search_vector @@ websearch_to_tsquery('english', $1)",
+        word,
+    )
+    response = await catalog.SearchBooks(pb.SearchBooksRequest(query=word, page_size=20))
+    kind = "estimate" if response.total_count_is_estimate else "exact"
+    error = (response.total_count - exact) / exact * 100 if exact else 0.0
+    print(f"total for {word!r}: {response.total_count} ({kind}), exact {exact}: {error:+.1f}%")
 
 
 async def same_relevance_results(

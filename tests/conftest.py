@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
@@ -20,6 +21,7 @@ import pytest_asyncio
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.devstack.components import ManagedProcess, free_port, wait_until
 from cloudshelf.devstack.stack import Stack, StackPorts, health_status
+from cloudshelf.runtime.migrations import migrate_to_latest
 from tests.otlp_receiver import OtlpReceiver
 
 
@@ -153,6 +155,21 @@ async def catalog(
     channel_to: Callable[[str], grpc.aio.Channel],
 ) -> catalog_pb2_grpc.CatalogServiceAsyncStub:
     return catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))  # type: ignore[return-value]
+
+
+@pytest_asyncio.fixture
+async def catalog_dsn(stack: Stack) -> AsyncIterator[str]:
+    """A fresh, migrated, empty catalog database of its own (dropped after the test)."""
+    name = f"catalog_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(stack.postgres.dsn("postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        dsn = stack.postgres.dsn(name)
+        await migrate_to_latest(dsn, "services.catalog")
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def expect_error(call: Awaitable[object], code: grpc.StatusCode, *words: str) -> str:

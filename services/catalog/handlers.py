@@ -19,9 +19,10 @@ from services.catalog.reviews import ReviewStore
 from services.catalog.search import (
     SORTS,
     SearchFilters,
+    Total,
     has_search_terms,
-    search_count,
     search_page,
+    search_total,
 )
 from services.catalog.taxonomy import TaxonomyStore
 from services.catalog.validation import (
@@ -211,26 +212,31 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             subtree = await self._subtree(check_id("category_id", request.category_id))
             filters = replace(filters, category_ids=tuple(subtree))
         has_terms = await has_search_terms(self.pool, filters.text)
-        books = await search_page(self.pool, filters, has_terms, sort, offset, size)
-        if offset == 0 and len(books) < size:  # everything is on this page
-            total = len(books)
+        books = await search_page(self.pool, filters, has_terms, sort, offset, size + 1)
+        more = len(books) > size
+        del books[size:]
+        if offset == 0 and not more:  # everything is on this page
+            total = Total(len(books), estimate=False)
         else:
             total = await self._search_total(filters, has_terms)
-        response = catalog_pb2.SearchBooksResponse(books=books, total_count=total)
-        if offset + len(books) < total:
-            response.next_page_token = encode_page_token({"offset": offset + len(books)}, query)
+        response = catalog_pb2.SearchBooksResponse(
+            books=books, total_count=total.count, total_count_is_estimate=total.estimate
+        )
+        if more and offset + size <= MAX_SEARCH_OFFSET:
+            response.next_page_token = encode_page_token({"offset": offset + size}, query)
         await self.cache.put_search(page_key, response.SerializeToString())
         return response
 
-    async def _search_total(self, filters: SearchFilters, has_terms: bool) -> int:
+    async def _search_total(self, filters: SearchFilters, has_terms: bool) -> Total:
         """The number of matches, counted once per filter set and cached, whatever the
         sort or the page asked for."""
-        key = await self.cache.search_key(json.dumps({"count": filters.cache_key()}))
+        key = await self.cache.search_key(json.dumps({"total": filters.cache_key()}))
         cached = await self.cache.get_search(key)
         if cached is not None:
-            return int(cached)
-        total = await search_count(self.pool, filters, has_terms)
-        await self.cache.put_search(key, str(total).encode())
+            count, estimate = json.loads(cached)
+            return Total(count, estimate)
+        total = await search_total(self.pool, filters, has_terms)
+        await self.cache.put_search(key, json.dumps([total.count, total.estimate]).encode())
         return total
 
     async def ListPopularBooks(

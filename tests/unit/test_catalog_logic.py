@@ -12,7 +12,7 @@ from cloudshelf.common.v1 import common_pb2
 from cloudshelf.runtime.errors import InvalidArgument
 from cloudshelf.runtime.paging import decode_page_token, encode_page_token, split_page
 from services.catalog.cache import CatalogCache
-from services.catalog.search import SearchFilters, count_sql, page_sql
+from services.catalog.search import SearchFilters, count_sql, page_sql, round_estimate
 from services.catalog.validation import (
     check_isbn10,
     check_isbn13,
@@ -109,3 +109,11 @@ def test_search_sql_uses_only_the_given_filters() -> None:
     assert "search_vector @@" in sql
     sql, _ = page_sql(bare, False, "relevance", 0, 20)
     assert "search_vector @@" not in sql and "purchase_count DESC" in sql  # no words: best sellers
+
+
+@pytest.mark.parametrize(
+    ("value", "rounded"),
+    [(0, 0), (57.4, 57), (421_150.0, 420_000), (135_150.0, 140_000), (20_049.9, 20_000)],
+)
+def test_estimates_keep_two_significant_digits(value: float, rounded: int) -> None:
+    assert round_estimate(value) == rounded

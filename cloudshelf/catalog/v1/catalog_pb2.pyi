@@ -739,8 +739,15 @@ class SearchBooksResponse(_message.Message):
     BOOKS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_IS_ESTIMATE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page, and past the first 10,000 results (narrow the query instead)."""
     total_count: _builtins.int
+    """All matches of the query and filters. Exact up to about 20,000; larger totals are
+    estimated from a sample of the catalog (two significant digits), as search engines'
+    "about 420,000 results": counting them exactly would cost a scan of every book.
+    """
+    total_count_is_estimate: _builtins.bool
     @_builtins.property
     def books(self) -> _containers.RepeatedCompositeFieldContainer[Global___Book]: ...
     def __init__(
@@ -749,10 +756,11 @@ class SearchBooksResponse(_message.Message):
         books: _abc.Iterable[Global___Book] | None = ...,
         next_page_token: _builtins.str = ...,
         total_count: _builtins.int = ...,
+        total_count_is_estimate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["books", b"books", "next_page_token", b"next_page_token", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["books", b"books", "next_page_token", b"next_page_token", "total_count", b"total_count", "total_count_is_estimate", b"total_count_is_estimate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
