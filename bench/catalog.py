@@ -76,7 +76,10 @@ async def pick_queries(dsn: str) -> tuple[list[str], list[str], int]:
         )
         stats = await conn.fetch(
             "SELECT word, ndoc FROM ts_stat($$SELECT search_vector FROM book_catalog.books "
-            "TABLESAMPLE SYSTEM (2) REPEATABLE (7)$$) WHERE length(word) > 3 ORDER BY ndoc DESC"
+            "TABLESAMPLE SYSTEM (2) REPEATABLE (7)$$) WHERE length(word) > 3 "
+            # A lexeme typed as a query must find itself ('surpris' is no word).
+            "AND plainto_tsquery('english', word)::text = quote_literal(word) "
+            "ORDER BY ndoc DESC"
         )
         picks = await conn.fetch(
             "SELECT b.title, a.last_name FROM book_catalog.books b "
