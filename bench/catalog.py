@@ -46,6 +46,8 @@ SORTS = {
     "price_asc": pb.SEARCH_SORT_PRICE_ASC,
     "price_desc": pb.SEARCH_SORT_PRICE_DESC,
     "rating": pb.SEARCH_SORT_RATING,
+    # The seed has no such order: its CASE falls back to relevance.
+    "newest": pb.SEARCH_SORT_NEWEST,
 }
 
 
