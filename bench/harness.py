@@ -48,7 +48,35 @@ async def measure(
         samples.append(time.perf_counter() - t0)
         if time.perf_counter() - started > max_seconds:
             break
-    samples.sort()
+    return _figures(case, samples)
+
+
+async def measure_in_turns(
+    cases: dict[str, Callable[[int], Awaitable[object]]],
+    *,
+    calls: int,
+    warmup: int = 20,
+    max_seconds: float = 60.0,
+) -> list[Figures]:
+    """Times several cases in turns, one call of each per round, so that the machine's
+    noise falls on all of them alike: their ratios are the figures to trust."""
+    for i in range(warmup):
+        for call in cases.values():
+            await call(i)
+    samples: dict[str, list[float]] = {case: [] for case in cases}
+    started = time.perf_counter()
+    for i in range(calls):
+        for case, call in cases.items():
+            t0 = time.perf_counter()
+            await call(i)
+            samples[case].append(time.perf_counter() - t0)
+        if time.perf_counter() - started > max_seconds:
+            break
+    return [_figures(case, times) for case, times in samples.items()]
+
+
+def _figures(case: str, samples: list[float]) -> Figures:
+    samples = sorted(samples)
 
     def pct(p: float) -> float:
         return samples[min(len(samples) - 1, int(p * len(samples)))] * 1000
