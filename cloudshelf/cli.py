@@ -14,21 +14,11 @@ from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.migrations import MigrationError, MigrationRunner, migrations_of
 
 STATE_DIR = REPO_ROOT / ".state"
-# Dependency names the services report health for (see each service's setup).
-DEPENDENCY_NAMES = ("postgres", "redis", "dynamodb", "kinesis", "s3", "cart", "catalog")
 
 
 def _status_line(stack: Stack, service: str) -> str:
     status = stack.health(service)
-    failing = (
-        [
-            name
-            for name in DEPENDENCY_NAMES
-            if stack.health(service, f"dependency/{name}") == "NOT_SERVING"
-        ]
-        if status != "UNREACHABLE"
-        else []
-    )
+    failing = stack.failing_dependencies(service) if status != "UNREACHABLE" else []
     note = f" (degraded: {', '.join(failing)})" if failing and status == "SERVING" else ""
     note = f" (failing: {', '.join(failing)})" if failing and status != "SERVING" else note
     return f"{service:<11} {stack.address(service):<16} {status}{note}"

@@ -26,6 +26,8 @@ from cloudshelf.devstack.components import (
 from cloudshelf.runtime.config import DEFAULT_PORTS, Settings
 
 SERVICES = tuple(DEFAULT_PORTS)
+# Dependency names the services report health for, as "dependency/<name>".
+DEPENDENCY_NAMES = ("postgres", "redis", "dynamodb", "kinesis", "s3", "cart", "catalog")
 # Services with a PostgreSQL database of their own (named after the service).
 POSTGRES_SERVICES = ("catalog", "analytics", "governance")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -149,15 +151,24 @@ class Stack:
             self.services[name].start()
 
     def wait_until_serving(self, names: tuple[str, ...] = SERVICES, timeout: float = 60.0) -> None:
+        """Until each service is SERVING with none of its dependencies failing: a storefront
+        started before the catalog is SERVING but degraded until its next health check."""
         for name in names:
             process = self.services[name]
 
             def serving(name: str = name, process: ManagedProcess = process) -> bool:
                 if not process.running():
                     raise RuntimeError(f"{name} exited; see {process.log_file}")
-                return self.health(name) == "SERVING"
+                return self.health(name) == "SERVING" and not self.failing_dependencies(name)
 
             wait_until(serving, timeout, name)
+
+    def failing_dependencies(self, service: str) -> list[str]:
+        return [
+            name
+            for name in DEPENDENCY_NAMES
+            if self.health(service, f"dependency/{name}") == "NOT_SERVING"
+        ]
 
     async def load_demo_data(self, books: int = DEMO_BOOKS) -> list[str]:
         """A small realistic catalog, once: skipped when the catalog has books already."""
