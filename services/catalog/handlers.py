@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 
@@ -212,13 +213,14 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             subtree = await self._subtree(check_id("category_id", request.category_id))
             filters = replace(filters, category_ids=tuple(subtree))
         has_terms = await has_search_terms(self.pool, filters.text)
-        books = await search_page(self.pool, filters, has_terms, sort, offset, size + 1)
+        # The total (planner estimate, then a count or a sample) is cheap beside the page
+        # and runs on a second connection meanwhile.
+        books, total = await asyncio.gather(
+            search_page(self.pool, filters, has_terms, sort, offset, size + 1),
+            self._search_total(filters, has_terms),
+        )
         more = len(books) > size
         del books[size:]
-        if offset == 0 and not more:  # everything is on this page
-            total = Total(len(books), estimate=False)
-        else:
-            total = await self._search_total(filters, has_terms)
         response = catalog_pb2.SearchBooksResponse(
             books=books, total_count=total.count, total_count_is_estimate=total.estimate
         )

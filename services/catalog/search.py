@@ -5,6 +5,8 @@ triggers); price_asc really sorts ascending; filters include subcategories, form
 language; author names are aggregated for the returned page only, after LIMIT; the SQL is
 built from the filters actually given, so the planner sees real values (no generic plan
 over `param IS NULL OR ...`). Query text uses web-search syntax: "quoted phrase", OR, -word.
+Beyond the seed: a total of the matches, exact when small and estimated when counting
+would mean scanning the catalog (see search_total).
 """
 
 from __future__ import annotations
