@@ -21,7 +21,7 @@ from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.health import Dependency
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_postgres_connection(conn: asyncpg.Connection) -> None:
     # jsonb/json come back as Python objects, not str (asyncpg#221).
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -38,7 +38,7 @@ async def open_postgres(
         settings.postgres_dsn,
         min_size=0,
         max_size=10,
-        init=_init_connection,
+        init=init_postgres_connection,
         # Full-text queries need plans that see the actual search terms (generic plans
         # after five executions are catastrophically slow for rare words). JIT compiles for
         # 60-80 ms on every large query and saves less than that on ours.

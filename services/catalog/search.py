@@ -11,7 +11,6 @@ would mean scanning the catalog (see search_total).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -175,9 +174,7 @@ async def planned_rows(pool: asyncpg.Pool, filters: SearchFilters, has_terms: bo
     """The planner's estimate of the matches, from the column statistics (no row read)."""
     where, args = _where(filters, has_terms)
     sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM book_catalog.books b, {_QUERY} WHERE {where}"
-    plan = await pool.fetchval(sql, *args)
-    if isinstance(plan, str):  # a pool without open_postgres' json codec
-        plan = json.loads(plan)
+    plan = await pool.fetchval(sql, *args)  # decoded by the pool's json codec
     return float(plan[0]["Plan"]["Plan Rows"])
 
 

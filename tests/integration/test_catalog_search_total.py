@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from cloudshelf.runtime.stores import init_postgres_connection
 from services.catalog.search import SearchFilters, search_total
 from services.catalog.seed import seed_catalog
 
@@ -15,7 +16,9 @@ def text_filter(text: str) -> SearchFilters:
 
 async def test_large_totals_are_estimated_small_ones_counted(catalog_dsn: str) -> None:
     await seed_catalog(catalog_dsn, 2000, seed=3, progress=False)
-    pool = await asyncpg.create_pool(catalog_dsn, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(
+        catalog_dsn, min_size=1, max_size=2, init=init_postgres_connection
+    )
     assert pool is not None
     try:
         await pool.execute("ANALYZE book_catalog.books")
