@@ -48,7 +48,7 @@ b.id, b.isbn_13, b.isbn_10, b.title, b.subtitle, b.description, b.price, b.list_
 b.page_count, b.publication_date, b.language_code, b.format, b.category_id, b.publisher_id,
 b.stock_quantity, b.status, b.slug, b.cover_image_url, b.thumbnail_url, b.series_id,
 b.series_number, b.view_count, b.purchase_count, b.rating_average, b.rating_count,
-b.created_at, b.updated_at, {_AUTHORS_JSON} AS authors"""
+b.created_at, b.updated_at, b.version, {_AUTHORS_JSON} AS authors"""
 
 _FORMAT_ENUM = {name: number for number, name in FORMATS.items()}
 _STATUS_ENUM = {name: number for number, name in STATUSES.items()}

@@ -1,0 +1,11 @@
+DROP TRIGGER reviews_version ON book_catalog.reviews;
+DROP TRIGGER categories_version ON book_catalog.categories;
+DROP TRIGGER publishers_version ON book_catalog.publishers;
+DROP TRIGGER authors_version ON book_catalog.authors;
+DROP TRIGGER books_version ON book_catalog.books;
+DROP FUNCTION book_catalog.bump_version();
+ALTER TABLE book_catalog.reviews    DROP COLUMN version;
+ALTER TABLE book_catalog.categories DROP COLUMN version;
+ALTER TABLE book_catalog.publishers DROP COLUMN version;
+ALTER TABLE book_catalog.authors    DROP COLUMN version;
+ALTER TABLE book_catalog.books      DROP COLUMN version;
