@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import UTC
 from typing import TYPE_CHECKING
 
+import asyncpg
 import grpc
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.devstack.stack import REPO_ROOT, Stack
+from services.catalog.popular import refresh_popular_books
 from tests.conftest import expect_error
 from tests.factories import book, word
 
 if TYPE_CHECKING:
     from cloudshelf.catalog.v1.catalog_pb2_grpc import CatalogServiceAsyncStub
+
+REFRESH_TIME = "SELECT refreshed_at FROM book_catalog.popular_books_refresh"
 
 
 async def test_popular_books_per_category_after_refresh(
@@ -83,3 +88,60 @@ async def test_popular_books_per_category_after_refresh(
         grpc.StatusCode.INVALID_ARGUMENT,
         "limit",
     )
+
+
+async def _view_rows(conn: asyncpg.Connection) -> dict[int, str]:
+    """Each ranked book's row version: xmin changes whenever a refresh rewrites the row."""
+    rows = await conn.fetch("SELECT id, xmin::text AS xmin FROM book_catalog.popular_books")
+    return {row["id"]: row["xmin"] for row in rows}
+
+
+async def test_a_refresh_with_nothing_changed_rewrites_no_row(
+    catalog: CatalogServiceAsyncStub, stack: Stack
+) -> None:
+    category = (
+        await catalog.CreateCategory(
+            pb.CreateCategoryRequest(category=pb.Category(name=f"Still {word()}"))
+        )
+    ).category
+    created = (
+        await catalog.CreateBook(pb.CreateBookRequest(book=book(category_id=category.id)))
+    ).book
+    for delta, purchase in ((10, False), (-4, True)):
+        await catalog.AdjustInventory(
+            pb.AdjustInventoryRequest(
+                adjustments=[
+                    pb.InventoryAdjustment(book_id=created.id, delta=delta, is_purchase=purchase)
+                ]
+            )
+        )
+    pool = await asyncpg.create_pool(stack.postgres.dsn("catalog"), min_size=1, max_size=1)
+    try:
+        await refresh_popular_books(pool)
+        async with pool.acquire() as conn:
+            before = await _view_rows(conn)
+            first_time = await conn.fetchval(REFRESH_TIME)
+        assert created.id in before
+
+        await refresh_popular_books(pool)
+        async with pool.acquire() as conn:
+            assert await _view_rows(conn) == before  # no row deleted, inserted or rewritten
+            refreshed = await conn.fetchval(REFRESH_TIME)
+        assert refreshed > first_time
+
+        # A limit no other test asks for: the catalog keeps answers in memory for minutes.
+        popular = await catalog.ListPopularBooks(pb.ListPopularBooksRequest(limit=97))
+        assert popular.refresh_time.ToDatetime(tzinfo=UTC) == refreshed
+
+        # A sale changes the book's row, and the refresh rewrites it (the check above can fail).
+        await catalog.AdjustInventory(
+            pb.AdjustInventoryRequest(
+                adjustments=[pb.InventoryAdjustment(book_id=created.id, delta=-1, is_purchase=True)]
+            )
+        )
+        await refresh_popular_books(pool)
+        async with pool.acquire() as conn:
+            after = await _view_rows(conn)
+        assert after[created.id] != before[created.id]
+    finally:
+        await pool.close()
