@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cloudshelf.devstack.stack import POSTGRES_SERVICES, REPO_ROOT, SERVICES, Stack
 from cloudshelf.runtime.config import Settings
-from cloudshelf.runtime.migrations import MigrationError, MigrationRunner, migrations_of
+from cloudshelf.runtime.migrations import MigrationError, runner_for
 
 STATE_DIR = REPO_ROOT / ".state"
 
@@ -63,26 +63,44 @@ def local_status(state_dir: Path) -> int:
 
 
 def migrate(service: str | None, action: str, version: int | None) -> int:
-    targets = [service] if service else list(POSTGRES_SERVICES)
-    for name in targets:
-        runner = MigrationRunner(
-            Settings.from_env(name).postgres_dsn, migrations_of(f"services.{name}")
+    """`status` and `up` act on every service with a database unless `--service` names one;
+    `down` and `to` change one service's schema only, so they require `--service`."""
+    if action in ("down", "to") and service is None:
+        print(
+            f"cloudshelf migrate {action} changes one service's schema: name it with --service "
+            f"({', '.join(POSTGRES_SERVICES)})",
+            file=sys.stderr,
         )
-        if action == "status":
-            for state in asyncio.run(runner.status()):
-                applied = state.applied_at.isoformat() if state.applied_at else "pending"
-                m = state.migration
-                print(f"{name:<11} {m.version:<10} {m.description:<40} {applied}")
+        return 2
+    failed = False
+    for name in [service] if service else list(POSTGRES_SERVICES):
+        runner = runner_for(Settings.from_env(name).postgres_dsn, f"services.{name}")
+        try:
+            if action == "status":
+                for state in asyncio.run(runner.status()):
+                    applied = state.applied_at.isoformat() if state.applied_at else "pending"
+                    m = state.migration
+                    print(f"{name:<11} {m.version:<10} {m.description:<40} {applied}")
+                continue
+            if action == "up":
+                done = asyncio.run(runner.up())
+            elif action == "down":
+                done = asyncio.run(runner.down())
+            else:
+                done = asyncio.run(runner.to(version))
+        except OSError as exc:
+            # One unreachable database (e.g. a pod that holds only its own service's
+            # CLOUDSHELF_<SERVICE>_POSTGRES_DSN) must not hide the others' status.
+            print(
+                f"{name}: cannot reach its database ({exc}); "
+                f"set CLOUDSHELF_{name.upper()}_POSTGRES_DSN",
+                file=sys.stderr,
+            )
+            failed = True
             continue
-        if action == "up":
-            done = asyncio.run(runner.up())
-        elif action == "down":
-            done = asyncio.run(runner.down())
-        else:
-            done = asyncio.run(runner.to(version))
         for line in done or ["nothing to do"]:
             print(f"{name}: {line}")
-    return 0
+    return 1 if failed else 0
 
 
 def provision(service: str | None) -> int:
@@ -120,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     mig = commands.add_parser("migrate", help="PostgreSQL schema migrations")
     mig.add_argument("action", choices=["status", "up", "down", "to"])
     mig.add_argument("version", nargs="?", type=int, help="target version for `to` (0: none)")
-    mig.add_argument("--service", choices=POSTGRES_SERVICES)
+    mig.add_argument(
+        "--service",
+        choices=POSTGRES_SERVICES,
+        help="one service (required by down and to; status and up default to all)",
+    )
 
     prov = commands.add_parser("provision", help="create schemas, tables, streams, buckets")
     prov.add_argument("--service", choices=SERVICES)

@@ -79,8 +79,13 @@ class Settings:
         return cls(
             service=service,
             listen_addr=env("CLOUDSHELF_LISTEN_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}"),
+            # Scoped first: a process that acts for several services (the CLI in a pod)
+            # must never aim one service's migrations at another's database.
             postgres_dsn=env(
-                "CLOUDSHELF_POSTGRES_DSN", f"postgresql://cloudshelf@127.0.0.1:15432/{service}"
+                f"CLOUDSHELF_{service.upper()}_POSTGRES_DSN",
+                env(
+                    "CLOUDSHELF_POSTGRES_DSN", f"postgresql://cloudshelf@127.0.0.1:15432/{service}"
+                ),
             ),
             redis_url=env("CLOUDSHELF_REDIS_URL", "redis://127.0.0.1:16379/0"),
             aws_region=env("AWS_REGION", env("AWS_DEFAULT_REGION", "us-east-1")),
