@@ -22,7 +22,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.config import Settings, _env_float
 from cloudshelf.runtime.health import SERVING, Dependency, DependencyMonitor
 from cloudshelf.runtime.logs import configure_logging
 from cloudshelf.runtime.rpc import ServerErrorInterceptor
@@ -32,6 +32,21 @@ log = logging.getLogger("cloudshelf.server")
 
 # The health name a liveness probe asks; "" (readiness) follows the dependencies.
 LIVENESS = "liveness"
+# Seconds a client connection lives before the server asks the client to reconnect
+# (0: forever). A client pins one HTTP/2 connection to one pod behind a ClusterIP Service,
+# so without this, replicas added later never receive the existing clients' calls.
+MAX_CONNECTION_AGE_ENV = "CLOUDSHELF_MAX_CONNECTION_AGE_SECONDS"
+
+
+def server_options(max_connection_age: float, grace: float) -> list[tuple[str, int]]:
+    """gRPC server options: after `max_connection_age` seconds (gRPC adds +-10% jitter)
+    the server sends GOAWAY, and calls in flight get `grace` seconds to finish."""
+    if max_connection_age <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", round(max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", round(grace * 1000)),
+    ]
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,10 @@ async def serve(settings: Settings, setup: Setup) -> None:
                 aio_server_interceptor(filter_=NOT_HEALTH_CHECK),
                 ServerErrorInterceptor(),
                 *app.interceptors,
-            ]
+            ],
+            options=server_options(
+                _env_float(MAX_CONNECTION_AGE_ENV, 0.0), settings.shutdown_grace
+            ),
         )
         for servicer in app.servicers:
             servicer.add_to_server(servicer.implementation, server)
