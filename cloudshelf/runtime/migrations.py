@@ -258,8 +258,9 @@ class MigrationRunner:
         if len(ours) != len(rows):
             strangers = sorted(r["version"] for r in rows if r["version"] not in ours)
             raise MigrationError(
-                f"{LEGACY_TABLE} holds {self.service} migrations and also versions "
-                f"{strangers}, which are unknown or changed; fix that table by hand"
+                f"{LEGACY_TABLE} holds {self.service} migrations, and versions {strangers} "
+                "that this code does not know or whose scripts changed after they were "
+                "applied: restore those scripts (or correct that table) before migrating"
             )
         return list(rows)
 
@@ -361,18 +362,18 @@ class MigrationRunner:
 
     async def _run(self, conn: asyncpg.Connection, migration: Migration, direction: str) -> None:
         sql = migration.up_sql if direction == "up" else migration.down_sql
+        args: tuple[object, ...]
         if direction == "up":
-            record, args = (
-                f"INSERT INTO {TABLE} "
-                "(service, version, description, checksum, down_checksum) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                (
-                    self.service,
-                    migration.version,
-                    migration.description,
-                    migration.checksum,
-                    migration.down_checksum,
-                ),
+            record = (
+                f"INSERT INTO {TABLE} (service, version, description, checksum, down_checksum) "
+                "VALUES ($1, $2, $3, $4, $5)"
+            )
+            args = (
+                self.service,
+                migration.version,
+                migration.description,
+                migration.checksum,
+                migration.down_checksum,
             )
         else:
             record = f"DELETE FROM {TABLE} WHERE service = $1 AND version = $2"

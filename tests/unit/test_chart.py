@@ -32,6 +32,10 @@ HOOK_ANNOTATIONS = {
     "helm.sh/hook": "pre-install,pre-upgrade",
     "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
 }
+INSTALL_TIME_ANNOTATIONS = {
+    "helm.sh/hook": "post-install,post-upgrade",
+    "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
+}
 
 Manifest = dict[str, Any]
 
@@ -57,7 +61,35 @@ def of_kind(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
 
 
 def workloads(manifests: list[Manifest]) -> Iterator[Manifest]:
-    return (m for m in manifests if m["kind"] in ("Deployment", "Job"))
+    return (m for m in manifests if m["kind"] in ("Deployment", "Job", "CronJob"))
+
+
+def pod_template(workload: Manifest) -> Manifest:
+    """The pod template of a Deployment, a Job or a CronJob."""
+    spec = workload["spec"]
+    template: Manifest = (
+        spec["jobTemplate"]["spec"]["template"]
+        if workload["kind"] == "CronJob"
+        else spec["template"]
+    )
+    return template
+
+
+def container_of(workload: Manifest) -> Manifest:
+    containers: list[Manifest] = pod_template(workload)["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def service_of(workload: Manifest) -> str:
+    """The service a workload runs for: whose ServiceAccount it uses, or that it provisions."""
+    pod = pod_template(workload)
+    account = pod["spec"]["serviceAccountName"]
+    if account == f"{RELEASE}-provision":
+        return str(pod["metadata"]["labels"]["app.kubernetes.io/component"]).removesuffix(
+            "-provision"
+        )
+    return str(account).removeprefix(f"{RELEASE}-")
 
 
 def env_of(container: Manifest) -> dict[str, Manifest]:
@@ -66,7 +98,7 @@ def env_of(container: Manifest) -> dict[str, Manifest]:
 
 def otel_service_name(workload: Manifest) -> str:
     """OTEL_SERVICE_NAME as the pod will see it (a literal, or a label of the pod)."""
-    template = workload["spec"]["template"]
+    template = pod_template(workload)
     entry = env_of(template["spec"]["containers"][0])["OTEL_SERVICE_NAME"]
     if "value" in entry:
         return str(entry["value"])
@@ -133,8 +165,10 @@ def test_one_deployment_and_service_per_service(
 
 
 def test_containers_are_hardened(manifests: list[Manifest]) -> None:
+    kinds = set()
     for workload in workloads(manifests):
-        pod = workload["spec"]["template"]["spec"]
+        kinds.add(workload["kind"])
+        pod = pod_template(workload)["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
@@ -149,6 +183,7 @@ def test_containers_are_hardened(manifests: list[Manifest]) -> None:
             assert context["seccompProfile"] == {"type": "RuntimeDefault"}
             assert {"requests", "limits"} <= container["resources"].keys()
             assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert kinds == {"Deployment", "Job", "CronJob"}
 
 
 def test_pods_have_grpc_probes_and_outlast_the_drain(
@@ -163,13 +198,22 @@ def test_pods_have_grpc_probes_and_outlast_the_drain(
         assert container["livenessProbe"]["grpc"]["port"] == entry["port"]
         env = env_of(container)
         grace = float(env["CLOUDSHELF_SHUTDOWN_GRACE_SECONDS"]["value"])
-        assert pod["terminationGracePeriodSeconds"] > grace
+        # The pod keeps serving while endpoints drop it; SIGTERM comes after the sleep.
+        assert container["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "5"]}}
+        assert pod["terminationGracePeriodSeconds"] > 5 + grace
 
-    longer = render({"defaults": {"shutdownGraceSeconds": 30}})
+    longer = render({"defaults": {"shutdownGraceSeconds": 30, "preStopSleepSeconds": 8}})
     for deployment in of_kind(longer, "Deployment").values():
         pod = deployment["spec"]["template"]["spec"]
-        assert env_of(pod["containers"][0])["CLOUDSHELF_SHUTDOWN_GRACE_SECONDS"]["value"] == "30"
-        assert pod["terminationGracePeriodSeconds"] > 30
+        container = pod["containers"][0]
+        assert env_of(container)["CLOUDSHELF_SHUTDOWN_GRACE_SECONDS"]["value"] == "30"
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "8"]
+        assert pod["terminationGracePeriodSeconds"] > 30 + 8
+
+    for deployment in of_kind(
+        render({"defaults": {"preStopSleepSeconds": 0}}), "Deployment"
+    ).values():
+        assert "lifecycle" not in deployment["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_otel_service_name_is_the_service(
@@ -190,7 +234,7 @@ def test_environment_from_values() -> None:
         }
     )
     for workload in workloads(manifests):
-        env = env_of(workload["spec"]["template"]["spec"]["containers"][0])
+        env = env_of(container_of(workload))
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == endpoint
         assert env["AWS_REGION"]["value"] == "eu-west-1"
     catalog = of_kind(manifests, "Deployment")[f"{RELEASE}-catalog"]
@@ -198,7 +242,7 @@ def test_environment_from_values() -> None:
     assert env["CLOUDSHELF_REDIS_URL"]["value"] == "redis://redis-master.cache:6379/0"
     # Unset by default: the runtime exports no spans then.
     for workload in workloads(render()):
-        env = env_of(workload["spec"]["template"]["spec"]["containers"][0])
+        env = env_of(container_of(workload))
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
 
 
@@ -220,7 +264,11 @@ def test_peer_addresses_point_at_the_release_services(
 
 
 def test_provisioning_runs_as_a_hook_job_per_store(manifests: list[Manifest]) -> None:
-    jobs = of_kind(manifests, "Job")
+    jobs = {
+        name: job
+        for name, job in of_kind(manifests, "Job").items()
+        if job["metadata"]["annotations"]["helm.sh/hook"] == HOOK_ANNOTATIONS["helm.sh/hook"]
+    }
     deployments = of_kind(manifests, "Deployment")
     assert set(jobs) == {f"{RELEASE}-{name}-provision" for name in WITH_STORE}
     for name in WITH_STORE:
@@ -285,14 +333,17 @@ def test_secrets_stay_out_of_the_manifests(manifests: list[Manifest]) -> None:
         assert of_kind(rendered, "Secret") == {}
         assert "postgresql://" not in yaml.safe_dump_all(rendered)
         for workload in workloads(rendered):
-            name = workload["spec"]["template"]["metadata"]["labels"][
-                "app.kubernetes.io/component"
-            ].removesuffix("-provision")
-            env = env_of(workload["spec"]["template"]["spec"]["containers"][0])
+            name = service_of(workload)
+            env = env_of(container_of(workload))
+            # Never the unscoped variable: a CLI acting for every service would aim all
+            # of their migrations at this one database.
+            assert "CLOUDSHELF_POSTGRES_DSN" not in env
+            dsns = {key for key in env if key.endswith("_POSTGRES_DSN")}
             if name not in WITH_POSTGRES:
-                assert "CLOUDSHELF_POSTGRES_DSN" not in env
+                assert dsns == set()
                 continue
-            dsn = env["CLOUDSHELF_POSTGRES_DSN"]
+            assert dsns == {f"CLOUDSHELF_{name.upper()}_POSTGRES_DSN"}
+            dsn = env[f"CLOUDSHELF_{name.upper()}_POSTGRES_DSN"]
             assert "value" not in dsn
             assert dsn["valueFrom"]["secretKeyRef"] == {
                 "name": "cloudshelf-postgres",
@@ -332,3 +383,141 @@ def test_skaffold_deploys_this_chart_and_patches_by_name() -> None:
     for profile in config.get("profiles", []):
         for patch in profile.get("patches", []):
             assert not re.search(r"/\d+(/|$)", patch["path"]), patch
+
+
+def assert_hardened_job_pod(workload: Manifest, service: str) -> None:
+    pod = pod_template(workload)
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == f"{RELEASE}-{service}"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = container_of(workload)["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert {"requests", "limits"} <= container_of(workload)["resources"].keys()
+
+
+def test_refresh_popular_runs_daily_in_the_catalogs_pod(manifests: list[Manifest]) -> None:
+    cron_jobs = of_kind(manifests, "CronJob")
+    assert set(cron_jobs) == {f"{RELEASE}-catalog-refresh-popular"}
+    cron = cron_jobs[f"{RELEASE}-catalog-refresh-popular"]
+    kubernetes_validate.validate(cron, KUBE_VERSION, strict=True)
+    spec = cron["spec"]
+    minute, hour, day, month, weekday = spec["schedule"].split()
+    assert minute.isdigit() and hour.isdigit() and (day, month, weekday) == ("*", "*", "*")
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] > 0
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    assert spec["jobTemplate"]["spec"]["backoffLimit"] >= 1
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
+    assert_hardened_job_pod(cron, "catalog")
+    assert container_of(cron)["command"] == [
+        "python",
+        "-m",
+        "cloudshelf.cli",
+        "job",
+        "refresh-popular",
+    ]
+    # The catalog's own image, environment and Secrets.
+    served = container_of(of_kind(manifests, "Deployment")[f"{RELEASE}-catalog"])
+    assert container_of(cron)["image"] == served["image"]
+    assert container_of(cron)["env"] == served["env"]
+    # Its pods are never endpoints of the catalog's Service.
+    selector = of_kind(manifests, "Service")[f"{RELEASE}-catalog"]["spec"]["selector"]
+    assert not selector.items() <= pod_template(cron)["metadata"]["labels"].items()
+
+
+def test_refresh_popular_also_runs_once_at_install(manifests: list[Manifest]) -> None:
+    job = of_kind(manifests, "Job")[f"{RELEASE}-catalog-refresh-popular-install"]
+    kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
+    # After the release's objects (the ServiceAccount it uses) and after provisioning
+    # (a pre-install hook), on every install and upgrade.
+    assert INSTALL_TIME_ANNOTATIONS.items() <= job["metadata"]["annotations"].items()
+    assert_hardened_job_pod(job, "catalog")
+    cron = of_kind(manifests, "CronJob")[f"{RELEASE}-catalog-refresh-popular"]
+    assert container_of(job) == container_of(cron)
+
+
+def test_adding_a_job_is_one_values_entry(manifests: list[Manifest]) -> None:
+    prune = {
+        "schedule": "*/30 * * * *",
+        "command": ["python", "-m", "cloudshelf.cli", "outbox", "prune"],
+        "args": ["--older-than-days", "7"],
+        "activeDeadlineSeconds": 300,
+        "resources": {"limits": {"memory": "256Mi"}},
+        "env": {"CLOUDSHELF_LOG_LEVEL": "DEBUG"},
+    }
+    grown = render({"services": {"catalog": {"jobs": {"prune-outbox": prune}}}})
+    for manifest in grown:
+        kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+    before, after = of_kind(manifests, "CronJob"), of_kind(grown, "CronJob")
+    assert set(after) - set(before) == {f"{RELEASE}-catalog-prune-outbox"}
+    cron = after[f"{RELEASE}-catalog-prune-outbox"]
+    assert cron["spec"]["schedule"] == "*/30 * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 300
+    assert_hardened_job_pod(cron, "catalog")
+    container = container_of(cron)
+    assert container["command"] == prune["command"] and container["args"] == prune["args"]
+    assert container["resources"]["limits"]["memory"] == "256Mi"
+    assert container["resources"]["requests"]  # the service's, merged
+    env = env_of(container)
+    assert env["CLOUDSHELF_LOG_LEVEL"]["value"] == "DEBUG"
+    assert "CLOUDSHELF_CATALOG_POSTGRES_DSN" in env
+    # Not run at install unless asked.
+    assert set(of_kind(grown, "Job")) == set(of_kind(manifests, "Job"))
+
+
+def test_jobs_can_be_disabled_and_must_name_a_schedule() -> None:
+    disabled = render({"services": {"catalog": {"jobs": {"refresh-popular": {"enabled": False}}}}})
+    assert of_kind(disabled, "CronJob") == {}
+    assert not any(name.endswith("-install") for name in of_kind(disabled, "Job"))
+    with pytest.raises(helm_python.errors.HelmRenderError, match="schedule is required"):
+        render({"services": {"cart": {"jobs": {"sweep": {"command": ["true"]}}}}})
+
+
+def test_long_job_names_fit_kubernetes_limits() -> None:
+    name = "prune-idempotency-keys-and-everything-else"
+    grown = render(
+        {
+            "services": {
+                "catalog": {
+                    "jobs": {
+                        name: {"schedule": "0 * * * *", "command": ["true"], "runAtInstall": True}
+                    }
+                }
+            }
+        }
+    )
+    for cron_name in of_kind(grown, "CronJob"):
+        assert len(cron_name) <= 52
+    for job_name in of_kind(grown, "Job"):
+        assert len(job_name) <= 63
+    assert len(of_kind(grown, "CronJob")) == 2
+    assert len([n for n in of_kind(grown, "Job") if n.endswith("-install")]) == 2
+
+
+def test_connections_age_out_by_default(manifests: list[Manifest]) -> None:
+    for deployment in of_kind(manifests, "Deployment").values():
+        env = env_of(container_of(deployment))
+        assert env["CLOUDSHELF_MAX_CONNECTION_AGE_SECONDS"]["value"] == "300"
+    forever = render({"services": {"cart": {"maxConnectionAgeSeconds": 0}}})
+    cart = env_of(container_of(of_kind(forever, "Deployment")[f"{RELEASE}-cart"]))
+    assert cart["CLOUDSHELF_MAX_CONNECTION_AGE_SECONDS"]["value"] == "0"
+
+
+def test_page_token_key_comes_from_a_secret_to_every_service(manifests: list[Manifest]) -> None:
+    for workload in workloads(manifests):
+        assert "CLOUDSHELF_PAGE_TOKEN_KEY" not in env_of(container_of(workload))
+    keyed = render({"pageTokenKey": {"existingSecret": "cloudshelf-page-tokens", "key": "key"}})
+    assert len(list(workloads(keyed))) == len(list(workloads(manifests)))
+    for workload in workloads(keyed):
+        assert env_of(container_of(workload))["CLOUDSHELF_PAGE_TOKEN_KEY"] == {
+            "name": "CLOUDSHELF_PAGE_TOKEN_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "cloudshelf-page-tokens", "key": "key"}},
+        }
+    with pytest.raises(helm_python.errors.HelmRenderError, match=r"pageTokenKey\.key is required"):
+        render({"pageTokenKey": {"existingSecret": "cloudshelf-page-tokens"}})

@@ -69,6 +69,8 @@ cloudshelf/runtime/config.py reads. Secrets only by reference.
 {{- end }}
 - name: CLOUDSHELF_SHUTDOWN_GRACE_SECONDS
   value: {{ $svc.shutdownGraceSeconds | quote }}
+- name: CLOUDSHELF_MAX_CONNECTION_AGE_SECONDS
+  value: {{ $svc.maxConnectionAgeSeconds | default 0 | quote }}
 - name: OTEL_SERVICE_NAME
   valueFrom:
     fieldRef:
@@ -87,7 +89,9 @@ cloudshelf/runtime/config.py reads. Secrets only by reference.
 {{- end }}
 {{- with $svc.postgres }}
 {{- if .existingSecret }}
-- name: CLOUDSHELF_POSTGRES_DSN
+{{- /* Scoped by service: a process that acts for several services (the CLI) can never
+aim one service's migrations at another's database. */}}
+- name: {{ printf "CLOUDSHELF_%s_POSTGRES_DSN" (upper $.name) }}
   valueFrom:
     secretKeyRef:
       name: {{ .existingSecret }}
@@ -104,6 +108,15 @@ cloudshelf/runtime/config.py reads. Secrets only by reference.
 {{- else if .url }}
 - name: CLOUDSHELF_REDIS_URL
   value: {{ .url | quote }}
+{{- end }}
+{{- end }}
+{{- with $root.Values.pageTokenKey }}
+{{- if .existingSecret }}
+- name: CLOUDSHELF_PAGE_TOKEN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ required "pageTokenKey.key is required" .key }}
 {{- end }}
 {{- end }}
 {{- range $key, $value := $svc.env }}
@@ -166,4 +179,33 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+{{- end -}}
+
+
+{{/*
+The spec of a job's Job (a CronJob's jobTemplate, or the install-time hook Job): the
+service's own pod, hardened like the Deployment's. Takes "root", "name" (the service),
+"svc" (its settings with the job's resources and env merged in), "job" (the entry merged
+with jobDefaults), "jobName" and "labelCtx" (for the pod's labels).
+*/}}
+{{- define "cloudshelf.jobSpec" -}}
+backoffLimit: {{ int .job.backoffLimit }}
+activeDeadlineSeconds: {{ int .job.activeDeadlineSeconds }}
+template:
+  metadata:
+    labels:
+      {{- include "cloudshelf.labels" .labelCtx | nindent 6 }}
+  spec:
+    restartPolicy: Never
+    serviceAccountName: {{ include "cloudshelf.componentName" . }}
+    {{- include "cloudshelf.podCommon" . | nindent 4 }}
+    containers:
+      - name: {{ .jobName }}
+        command:
+          {{- toYaml (required (printf "services.%s.jobs.%s.command is required" .name .jobName) .job.command) | nindent 10 }}
+        {{- with .job.args }}
+        args:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+        {{- include "cloudshelf.containerCommon" . | nindent 8 }}
 {{- end -}}
