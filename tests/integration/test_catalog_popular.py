@@ -23,21 +23,16 @@ if TYPE_CHECKING:
 REFRESH_TIME = "SELECT refreshed_at FROM book_catalog.popular_books_refresh"
 
 
+async def new_category(catalog: CatalogServiceAsyncStub, parent_id: int = 0) -> pb.Category:
+    category = pb.Category(name=f"Pop {word()}", parent_category_id=parent_id)
+    return (await catalog.CreateCategory(pb.CreateCategoryRequest(category=category))).category
+
+
 async def test_popular_books_per_category_after_refresh(
     catalog: CatalogServiceAsyncStub, stack: Stack
 ) -> None:
-    parent = (
-        await catalog.CreateCategory(
-            pb.CreateCategoryRequest(category=pb.Category(name=f"Pop {word()}"))
-        )
-    ).category
-    child = (
-        await catalog.CreateCategory(
-            pb.CreateCategoryRequest(
-                category=pb.Category(name=f"Sub {word()}", parent_category_id=parent.id)
-            )
-        )
-    ).category
+    parent = await new_category(catalog)
+    child = await new_category(catalog, parent.id)
     sold = {}
     for category, purchases in ((parent.id, 3), (child.id, 9), (child.id, 5), (parent.id, 0)):
         created = (
@@ -99,11 +94,7 @@ async def _view_rows(conn: asyncpg.Connection) -> dict[int, str]:
 async def test_a_refresh_with_nothing_changed_rewrites_no_row(
     catalog: CatalogServiceAsyncStub, stack: Stack
 ) -> None:
-    category = (
-        await catalog.CreateCategory(
-            pb.CreateCategoryRequest(category=pb.Category(name=f"Still {word()}"))
-        )
-    ).category
+    category = await new_category(catalog)
     created = (
         await catalog.CreateBook(pb.CreateBookRequest(book=book(category_id=category.id)))
     ).book

@@ -42,6 +42,11 @@ def write(directory: Path, name: str, sql: str) -> None:
     (directory / name).write_text(sql)
 
 
+def write_pair(directory: Path, stem: str, up: str, down: str) -> None:
+    write(directory, f"{stem}.up.sql", up)
+    write(directory, f"{stem}.down.sql", down)
+
+
 def runner(dsn: str, directory: Path, service: str = "test", **timeouts: float) -> MigrationRunner:
     return MigrationRunner(dsn, load_migrations(directory), service, MigrationTimeouts(**timeouts))
 
@@ -89,8 +94,7 @@ async def test_concurrent_runners_apply_each_migration_once(scratch_dsn: str) ->
 
 
 async def test_a_changed_migration_is_refused(scratch_dsn: str, tmp_path: Path) -> None:
-    write(tmp_path, "1_first.up.sql", "CREATE TABLE t1 (id int);")
-    write(tmp_path, "1_first.down.sql", "DROP TABLE t1;")
+    write_pair(tmp_path, "1_first", "CREATE TABLE t1 (id int);", "DROP TABLE t1;")
     await runner(scratch_dsn, tmp_path).up()
     write(tmp_path, "1_first.up.sql", "CREATE TABLE t1 (id bigint);")
     with pytest.raises(MigrationError, match="changed after it was applied"):
@@ -98,10 +102,13 @@ async def test_a_changed_migration_is_refused(scratch_dsn: str, tmp_path: Path) 
 
 
 async def test_a_failing_migration_leaves_nothing_behind(scratch_dsn: str, tmp_path: Path) -> None:
-    write(tmp_path, "1_ok.up.sql", "CREATE TABLE ok (id int);")
-    write(tmp_path, "1_ok.down.sql", "DROP TABLE ok;")
-    write(tmp_path, "2_broken.up.sql", "CREATE TABLE half (id int); SELECT no_such_function();")
-    write(tmp_path, "2_broken.down.sql", "DROP TABLE half;")
+    write_pair(tmp_path, "1_ok", "CREATE TABLE ok (id int);", "DROP TABLE ok;")
+    write_pair(
+        tmp_path,
+        "2_broken",
+        "CREATE TABLE half (id int); SELECT no_such_function();",
+        "DROP TABLE half;",
+    )
     broken = runner(scratch_dsn, tmp_path)
     with pytest.raises(asyncpg.exceptions.UndefinedFunctionError):
         await broken.up()
@@ -160,8 +167,12 @@ async def test_services_sharing_one_database_keep_their_own_history(scratch_dsn:
 async def test_checksums_ignore_line_endings_and_trailing_whitespace(
     scratch_dsn: str, tmp_path: Path
 ) -> None:
-    write(tmp_path, "1_first.up.sql", "CREATE TABLE t1 (id int);\nCREATE TABLE t2 (id int);\n")
-    write(tmp_path, "1_first.down.sql", "DROP TABLE t2;\nDROP TABLE t1;\n")
+    write_pair(
+        tmp_path,
+        "1_first",
+        "CREATE TABLE t1 (id int);\nCREATE TABLE t2 (id int);\n",
+        "DROP TABLE t2;\nDROP TABLE t1;\n",
+    )
     await runner(scratch_dsn, tmp_path).up()
 
     # A CRLF checkout, an editor that adds trailing spaces and a final blank line.
@@ -184,8 +195,7 @@ async def test_checksums_ignore_line_endings_and_trailing_whitespace(
 async def test_a_changed_down_script_is_refused_when_it_would_run(
     scratch_dsn: str, tmp_path: Path
 ) -> None:
-    write(tmp_path, "1_first.up.sql", "CREATE TABLE t1 (id int);")
-    write(tmp_path, "1_first.down.sql", "DROP TABLE t1;")
+    write_pair(tmp_path, "1_first", "CREATE TABLE t1 (id int);", "DROP TABLE t1;")
     await runner(scratch_dsn, tmp_path).up()
     write(tmp_path, "1_first.down.sql", "DROP TABLE t1 CASCADE;")
     changed = runner(scratch_dsn, tmp_path)
@@ -204,8 +214,7 @@ INDEX_VALID = (
 async def test_no_transaction_mode_builds_an_index_concurrently(
     scratch_dsn: str, tmp_path: Path
 ) -> None:
-    write(tmp_path, "1_table.up.sql", "CREATE TABLE t (id int, name text);")
-    write(tmp_path, "1_table.down.sql", "DROP TABLE t;")
+    write_pair(tmp_path, "1_table", "CREATE TABLE t (id int, name text);", "DROP TABLE t;")
     concurrent = (
         "-- Builds the index without blocking writes.\n"
         "-- cloudshelf:no-transaction\n"
@@ -238,8 +247,7 @@ async def test_no_transaction_mode_builds_an_index_concurrently(
 async def test_a_failing_no_transaction_script_says_where_and_runs_again(
     scratch_dsn: str, tmp_path: Path
 ) -> None:
-    write(tmp_path, "1_table.up.sql", "CREATE TABLE t (id int);")
-    write(tmp_path, "1_table.down.sql", "DROP TABLE t;")
+    write_pair(tmp_path, "1_table", "CREATE TABLE t (id int);", "DROP TABLE t;")
     write(
         tmp_path,
         "2_index.up.sql",
@@ -263,10 +271,13 @@ async def test_a_failing_no_transaction_script_says_where_and_runs_again(
 
 
 async def test_a_migration_blocked_by_a_lock_fails_fast(scratch_dsn: str, tmp_path: Path) -> None:
-    write(tmp_path, "1_table.up.sql", "CREATE TABLE books (id int);")
-    write(tmp_path, "1_table.down.sql", "DROP TABLE books;")
-    write(tmp_path, "2_alter.up.sql", "ALTER TABLE books ADD COLUMN title text;")
-    write(tmp_path, "2_alter.down.sql", "ALTER TABLE books DROP COLUMN title;")
+    write_pair(tmp_path, "1_table", "CREATE TABLE books (id int);", "DROP TABLE books;")
+    write_pair(
+        tmp_path,
+        "2_alter",
+        "ALTER TABLE books ADD COLUMN title text;",
+        "ALTER TABLE books DROP COLUMN title;",
+    )
     await runner(scratch_dsn, tmp_path).to(1)
 
     reader = await asyncpg.connect(scratch_dsn)
@@ -290,8 +301,7 @@ async def test_a_migration_blocked_by_a_lock_fails_fast(scratch_dsn: str, tmp_pa
 async def test_status_does_not_wait_behind_a_running_migration(
     scratch_dsn: str, tmp_path: Path
 ) -> None:
-    write(tmp_path, "1_table.up.sql", "CREATE TABLE t (id int);")
-    write(tmp_path, "1_table.down.sql", "DROP TABLE t;")
+    write_pair(tmp_path, "1_table", "CREATE TABLE t (id int);", "DROP TABLE t;")
     await runner(scratch_dsn, tmp_path).up()
     other = await asyncpg.connect(scratch_dsn)
     try:
