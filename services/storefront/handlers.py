@@ -31,7 +31,7 @@ def build_cart_view(
         owner=cart.owner,
         total_items=cart.total_items,
         total_amount=cart.total_amount,
-        cart_version=cart.version,
+        cart_etag=cart.etag,
         catalog_unavailable=books is None,
     )
     current_total = 0
