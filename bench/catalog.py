@@ -25,7 +25,7 @@ from bench.harness import Figures, measure, measure_in_turns, report
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.devstack.stack import REPO_ROOT, Stack, StackPorts
-from services.catalog.seed import seed_catalog
+from services.catalog.demo import seed_catalog
 
 STATE = REPO_ROOT / ".state" / "bench"
 SEED_FUNCTION = Path(__file__).with_name("seed_search_books.sql")

@@ -112,8 +112,17 @@ def provision(service: str | None) -> int:
 
 
 def seed(books: int) -> int:
-    from services.catalog.seed import seed_catalog
-
+    try:
+        from services.catalog.demo import seed_catalog
+    except ModuleNotFoundError as exc:
+        if exc.name != "services.catalog.demo":
+            raise
+        # The Docker image leaves the demo data out (.dockerignore).
+        print(
+            "seed: no demo data in this installation; run it from a source checkout",
+            file=sys.stderr,
+        )
+        return 2
     report = asyncio.run(seed_catalog(Settings.from_env("catalog").postgres_dsn, books))
     print(report)
     return 0

@@ -172,8 +172,8 @@ class Stack:
 
     async def load_demo_data(self, books: int = DEMO_BOOKS) -> list[str]:
         """A small realistic catalog, once: skipped when the catalog has books already."""
+        from services.catalog.demo import seed_catalog
         from services.catalog.popular import refresh_popular_books
-        from services.catalog.seed import seed_catalog
 
         dsn = self.postgres.dsn("catalog")
         conn = await asyncpg.connect(dsn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -34,11 +35,28 @@ def _timestamp(iso: str | None) -> Timestamp | None:
     return ts
 
 
+def cart_etag(item: dict[str, Any] | None) -> str:
+    """The AIP-154 etag of a stored cart item (None: no cart, or an expired one).
+
+    Derived from the item's `version`, which every write increases, and its `lastModified`:
+    the version alone would repeat once an expired cart is deleted and a new one counts
+    from 1 again, and an etag kept from the old cart would then match. Never empty, also
+    for no cart: a write that passes the empty cart's etag succeeds only while there is
+    still no cart (an empty etag means no precondition at all).
+    """
+    version = int(item.get("version", 0)) if item is not None else 0
+    modified = str(item.get("lastModified", "")) if item is not None else ""
+    digest = hashlib.sha256(f"{version}|{modified}".encode()).hexdigest()
+    return f'W/"{digest[:20]}"'
+
+
 def cart_from_item(owner: cart_pb2.CartOwner, item: dict[str, Any] | None) -> cart_pb2.Cart:
-    """The stored cart, or an empty one (version 0) when there is none or it has expired."""
+    """The stored cart, or an empty one when there is none or it has expired."""
     if item is None or int(item.get("expiresAt", 0)) <= int(time.time()):
         return cart_pb2.Cart(
-            owner=owner, total_amount=common_pb2.Money(currency_code=DEFAULT_CURRENCY)
+            owner=owner,
+            total_amount=common_pb2.Money(currency_code=DEFAULT_CURRENCY),
+            etag=cart_etag(None),
         )
     currency = str(item.get("currency", DEFAULT_CURRENCY))
     cart = cart_pb2.Cart(
@@ -47,7 +65,7 @@ def cart_from_item(owner: cart_pb2.CartOwner, item: dict[str, Any] | None) -> ca
         total_amount=common_pb2.Money(
             minor_units=int(item.get("totalAmountMinor", 0)), currency_code=currency
         ),
-        version=int(item.get("version", 0)),
+        etag=cart_etag(item),
     )
     for stored in item.get("items", []):
         line = cart.items.add(

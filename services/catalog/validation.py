@@ -53,25 +53,36 @@ def normalize_isbn(raw: str) -> str:
     return raw.replace("-", "").replace(" ", "").upper()
 
 
+def isbn13_check_digit(first12: str) -> str:
+    """The check digit of an ISBN-13 given its first 12 digits (weights 1, 3, 1, ...)."""
+    if len(first12) != 12 or not (first12.isascii() and first12.isdigit()):
+        raise ValueError(f"an ISBN-13 body is 12 digits, got {first12!r}")
+    total = sum(int(d) * (1 if i % 2 == 0 else 3) for i, d in enumerate(first12))
+    return str((10 - total % 10) % 10)
+
+
+def isbn10_check_digit(first9: str) -> str:
+    """The check digit of an ISBN-10 given its first 9 digits ('X' stands for 10)."""
+    if len(first9) != 9 or not (first9.isascii() and first9.isdigit()):
+        raise ValueError(f"an ISBN-10 body is 9 digits, got {first9!r}")
+    check = (11 - sum(int(d) * (10 - i) for i, d in enumerate(first9)) % 11) % 11
+    return "X" if check == 10 else str(check)
+
+
 def isbn13_problem(isbn: str) -> str | None:
     """Why `isbn` (normalized) is not a valid ISBN-13, or None."""
-    if not re.fullmatch(r"\d{13}", isbn):
+    if not re.fullmatch(r"[0-9]{13}", isbn):
         return "must be 13 digits"
-    total = sum(int(d) * (1 if i % 2 == 0 else 3) for i, d in enumerate(isbn[:12]))
-    expected = (10 - total % 10) % 10
-    return None if int(isbn[12]) == expected else f"check digit should be {expected}"
+    expected = isbn13_check_digit(isbn[:12])
+    return None if isbn[12] == expected else f"check digit should be {expected}"
 
 
 def isbn10_problem(isbn: str) -> str | None:
     """Why `isbn` (normalized) is not a valid ISBN-10, or None."""
-    if not re.fullmatch(r"\d{9}[\dX]", isbn):
+    if not re.fullmatch(r"[0-9]{9}[0-9X]", isbn):
         return "must be 9 digits and a digit or X"
-    total = sum(int(d) * (10 - i) for i, d in enumerate(isbn[:9]))
-    expected = (11 - total % 11) % 11
-    actual = 10 if isbn[9] == "X" else int(isbn[9])
-    if actual == expected:
-        return None
-    return f"check digit should be {'X' if expected == 10 else expected}"
+    expected = isbn10_check_digit(isbn[:9])
+    return None if isbn[9] == expected else f"check digit should be {expected}"
 
 
 def check_isbn13(field: str, raw: str) -> str:

@@ -20,6 +20,8 @@ _CATALOG_DOWN = (
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.UNIMPLEMENTED,
 )
+# The catalog's cap on BatchGetBooks ids; a larger cart is asked for in several batches.
+CATALOG_BATCH = 1000
 
 
 def build_cart_view(
@@ -31,7 +33,7 @@ def build_cart_view(
         owner=cart.owner,
         total_items=cart.total_items,
         total_amount=cart.total_amount,
-        cart_version=cart.version,
+        cart_etag=cart.etag,
         catalog_unavailable=books is None,
     )
     current_total = 0
@@ -76,9 +78,15 @@ class StorefrontHandlers(storefront_pb2_grpc.StorefrontServiceServicer):
         books: dict[int, catalog_pb2.Book] | None = {}
         if cart.items:
             ids = sorted({item.book_id for item in cart.items})
+            found: dict[int, catalog_pb2.Book] = {}
             try:
-                found = await self.catalog.BatchGetBooks(catalog_pb2.BatchGetBooksRequest(ids=ids))
-                books = {book.id: book for book in found.books}
+                # One call for any usual cart; batches one after another beyond the cap.
+                for i in range(0, len(ids), CATALOG_BATCH):
+                    answer = await self.catalog.BatchGetBooks(
+                        catalog_pb2.BatchGetBooksRequest(ids=ids[i : i + CATALOG_BATCH])
+                    )
+                    found.update((book.id, book) for book in answer.books)
+                books = found
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _CATALOG_DOWN:
                     raise

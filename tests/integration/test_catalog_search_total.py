@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 
 from cloudshelf.runtime.stores import init_postgres_connection
+from services.catalog.demo import seed_catalog
 from services.catalog.search import SearchFilters, search_total
-from services.catalog.seed import seed_catalog
 
 
 def text_filter(text: str) -> SearchFilters:

@@ -2,13 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import asyncpg
 import pytest
 
-from services.catalog import seed
-from services.catalog.seed import SeedReport, isbn10_check_digit, isbn13_check_digit, seed_catalog
+from services.catalog.demo import SeedReport, load, seed_catalog
+from services.catalog.validation import isbn10_problem, isbn13_problem
 
 BOOKS = 2000
+T = TypeVar("T")
+
+# The locks of other sessions on the catalog's tables, as (table, mode).
+_LOCKS = """
+SELECT DISTINCT c.relname, l.mode
+  FROM pg_locks l
+  JOIN pg_class c ON c.oid = l.relation
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND n.nspname = 'book_catalog' AND l.granted AND l.pid <> pg_backend_pid()
+"""
+
+
+async def _watching_locks(dsn: str, work: Awaitable[T]) -> tuple[T, set[tuple[str, str]], int]:
+    """Runs `work` while another session polls the locks on the catalog's tables and reads
+    books the way a request would (giving up after 200 ms of waiting for a lock).
+    Returns what `work` returned, the locks seen and how many reads were blocked."""
+    seen: set[tuple[str, str]] = set()
+    blocked = 0
+    task = asyncio.ensure_future(work)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET lock_timeout = '200ms'")
+        while not task.done():
+            seen |= {(r["relname"], r["mode"]) for r in await conn.fetch(_LOCKS)}
+            try:
+                await conn.fetchval("SELECT count(*) FROM book_catalog.books WHERE id < 100")
+            except asyncpg.exceptions.LockNotAvailableError:
+                blocked += 1
+            await asyncio.sleep(0.005)
+        return await task, seen, blocked
+    finally:
+        await conn.close()
 
 
 async def _counts(conn: asyncpg.Connection) -> dict[str, int]:
@@ -31,8 +68,8 @@ async def _check_catalog(conn: asyncpg.Connection) -> None:
     books = await conn.fetch("SELECT isbn_13, isbn_10, price, list_price FROM book_catalog.books")
     for book in books:
         isbn13, isbn10 = book["isbn_13"], book["isbn_10"]
-        assert isbn13_check_digit(isbn13[:12]) == isbn13[12], isbn13
-        assert isbn10_check_digit(isbn10[:9]) == isbn10[9], isbn10
+        assert isbn13_problem(isbn13) is None, isbn13
+        assert isbn10_problem(isbn10) is None, isbn10
         assert isbn13[3:12] == isbn10[:9]
         assert book["list_price"] >= book["price"]
 
@@ -102,10 +139,14 @@ async def test_seeding_builds_a_consistent_catalog_and_can_run_again(
     conn = await asyncpg.connect(catalog_dsn)
     try:
         indexes = await _book_indexes(conn)
-        # The first run takes the bulk path (indexes dropped and built again), the second not.
-        monkeypatch.setattr(seed, "BULK_BOOKS", BOOKS // 2)
-        first = await seed_catalog(catalog_dsn, BOOKS, seed=1, progress=False)
-        monkeypatch.setattr(seed, "BULK_BOOKS", 100_000)
+        # Into the empty catalog the bulk path: indexes dropped and built again, the table
+        # rewritten, and that locks readers out of books (as load.py says).
+        monkeypatch.setattr(load, "BULK_BOOKS", BOOKS // 2)
+        first, locks, _ = await _watching_locks(
+            catalog_dsn, seed_catalog(catalog_dsn, BOOKS, seed=1, progress=False)
+        )
+        assert first.bulk
+        assert ("books", "AccessExclusiveLock") in locks
         assert await _book_indexes(conn) == indexes
         counts = await _counts(conn)
         assert counts == _report_counts(first)
@@ -135,8 +176,19 @@ async def test_seeding_builds_a_consistent_catalog_and_can_run_again(
         assert len(children) >= 10
         assert all(3 <= row["n"] <= 8 for row in children)
 
-        # A second run adds to the catalog without key collisions, reusing the tree.
-        second = await seed_catalog(catalog_dsn, BOOKS, seed=2, progress=False)
+        # A second run adds to the catalog without key collisions, reusing the tree. However
+        # large, it never takes the bulk path into a catalog that has books: readers of
+        # every table go on, only writers wait.
+        monkeypatch.setattr(load, "BULK_BOOKS", 1)
+        second, locks, blocked_reads = await _watching_locks(
+            catalog_dsn, seed_catalog(catalog_dsn, BOOKS, seed=2, progress=False)
+        )
+        assert not second.bulk
+        assert ("books", "ShareRowExclusiveLock") in locks  # the watcher saw the load
+        strong = {(table, mode) for table, mode in locks if mode == "AccessExclusiveLock"}
+        assert strong == set()
+        assert blocked_reads == 0
+        assert await _book_indexes(conn) == indexes
         assert second.categories == 0
         after = await _counts(conn)
         for table, added in _report_counts(second).items():

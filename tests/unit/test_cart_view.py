@@ -14,7 +14,10 @@ def _usd(minor: int) -> common_pb2.Money:
 
 def _cart() -> cart_pb2.Cart:
     cart = cart_pb2.Cart(
-        owner=cart_pb2.CartOwner(user_id="u1"), total_items=3, total_amount=_usd(3500), version=4
+        owner=cart_pb2.CartOwner(user_id="u1"),
+        total_items=3,
+        total_amount=_usd(3500),
+        etag='W/"4a1b"',
     )
     cart.items.add(book_id=1, title="Dune", unit_price=_usd(1000), quantity=2)
     cart.items.add(book_id=2, title="Emma", unit_price=_usd(1500), quantity=1)
@@ -36,7 +39,7 @@ def test_live_prices_and_stock_are_shown() -> None:
     assert not second.price_changed and not second.available
     assert view.total_amount.minor_units == 3500
     assert view.total_current_amount.minor_units == 2 * 1200 + 1500
-    assert view.cart_version == 4 and not view.catalog_unavailable
+    assert view.cart_etag == 'W/"4a1b"' and not view.catalog_unavailable
 
 
 def test_a_book_gone_from_the_catalog_is_flagged() -> None:

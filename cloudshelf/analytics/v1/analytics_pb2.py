@@ -26,41 +26,45 @@ from cloudshelf.common.v1 import common_pb2 as cloudshelf_dot_common_dot_v1_dot_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cloudshelf/analytics/v1/analytics.proto\x12\x17\x63loudshelf.analytics.v1\x1a!cloudshelf/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x02\n\x0bInteraction\x12\x0f\n\x07\x62ook_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x36\n\x04type\x18\x04 \x01(\x0e\x32(.cloudshelf.analytics.v1.InteractionType\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05value\x18\x06 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x0e\n\x06rating\x18\x07 \x01(\x05\x12\"\n\x1apage_view_duration_seconds\x18\x08 \x01(\x05\x12\x11\n\tcame_from\x18\t \x01(\t\x12\x13\n\x0b\x64\x65vice_type\x18\n \x01(\t\x12\x15\n\ruser_location\x18\x0b \x01(\t\x12\x16\n\x0einteraction_id\x18\x0c \x01(\t\"W\n\x19RecordInteractionsRequest\x12:\n\x0cinteractions\x18\x01 \x03(\x0b\x32$.cloudshelf.analytics.v1.Interaction\"4\n\x1aRecordInteractionsResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\x05\"\xc4\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\norder_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0ctotal_amount\x18\x05 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x13\n\x0btotal_items\x18\x06 \x01(\x05\x12\x16\n\x0epayment_method\x18\x07 \x01(\t\x12\x34\n\x0f\x64iscount_amount\x18\x08 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12/\n\ntax_amount\x18\t \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x32\n\rshipping_cost\x18\n \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x14\n\x0corder_status\x18\x0b \x01(\t\x12\x13\n\x0b\x64\x65vice_type\x18\x0c \x01(\t\x12\x15\n\ruser_location\x18\r \x01(\t\x12\x17\n\x0freferrer_source\x18\x0e \x01(\t\"C\n\x12RecordOrderRequest\x12-\n\x05order\x18\x01 \x01(\x0b\x32\x1e.cloudshelf.analytics.v1.Order\"\x15\n\x13RecordOrderResponse\"k\n\x0f\x43\x61tegoryRevenue\x12\x15\n\rcategory_name\x18\x01 \x01(\t\x12,\n\x07revenue\x18\x02 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x13\n\x0border_items\x18\x03 \x01(\x03\"\x9e\x02\n\rHourlyMetrics\x12.\n\nhour_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0ctotal_orders\x18\x02 \x01(\x03\x12\x32\n\rtotal_revenue\x18\x03 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x38\n\x13\x61verage_order_value\x18\x04 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x17\n\x0f\x63onversion_rate\x18\x05 \x01(\x01\x12@\n\x0etop_categories\x18\x06 \x03(\x0b\x32(.cloudshelf.analytics.v1.CategoryRevenue\"`\n\x17GetHourlyMetricsRequest\x12.\n\nhour_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"S\n\x18GetHourlyMetricsResponse\x12\x37\n\x07metrics\x18\x01 \x01(\x0b\x32&.cloudshelf.analytics.v1.HourlyMetrics\"D\n\x07TopBook\x12\x0f\n\x07\x62ook_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x19\n\x11interaction_count\x18\x03 \x01(\x03\"\xba\x01\n\x13ListTopBooksRequest\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.cloudshelf.analytics.v1.InteractionType\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x04 \x01(\x05\"G\n\x14ListTopBooksResponse\x12/\n\x05\x62ooks\x18\x01 \x03(\x0b\x32 .cloudshelf.analytics.v1.TopBook*\xac\x01\n\x0fInteractionType\x12 \n\x1cINTERACTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15INTERACTION_TYPE_VIEW\x10\x01\x12 \n\x1cINTERACTION_TYPE_ADD_TO_CART\x10\x02\x12\x1d\n\x19INTERACTION_TYPE_PURCHASE\x10\x03\x12\x1b\n\x17INTERACTION_TYPE_REVIEW\x10\x04\x32\xe1\x03\n\x10\x41nalyticsService\x12}\n\x12RecordInteractions\x12\x32.cloudshelf.analytics.v1.RecordInteractionsRequest\x1a\x33.cloudshelf.analytics.v1.RecordInteractionsResponse\x12h\n\x0bRecordOrder\x12+.cloudshelf.analytics.v1.RecordOrderRequest\x1a,.cloudshelf.analytics.v1.RecordOrderResponse\x12w\n\x10GetHourlyMetrics\x12\x30.cloudshelf.analytics.v1.GetHourlyMetricsRequest\x1a\x31.cloudshelf.analytics.v1.GetHourlyMetricsResponse\x12k\n\x0cListTopBooks\x12,.cloudshelf.analytics.v1.ListTopBooksRequest\x1a-.cloudshelf.analytics.v1.ListTopBooksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cloudshelf/analytics/v1/analytics.proto\x12\x17\x63loudshelf.analytics.v1\x1a!cloudshelf/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x02\n\x0bInteraction\x12\x0f\n\x07\x62ook_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x36\n\x04type\x18\x04 \x01(\x0e\x32(.cloudshelf.analytics.v1.InteractionType\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05value\x18\x06 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x0e\n\x06rating\x18\x07 \x01(\x05\x12\"\n\x1apage_view_duration_seconds\x18\x08 \x01(\x05\x12\x11\n\tcame_from\x18\t \x01(\t\x12\x13\n\x0b\x64\x65vice_type\x18\n \x01(\t\x12\x15\n\ruser_location\x18\x0b \x01(\t\x12\x16\n\x0einteraction_id\x18\x0c \x01(\t\"k\n\x19RecordInteractionsRequest\x12:\n\x0cinteractions\x18\x01 \x03(\x0b\x32$.cloudshelf.analytics.v1.Interaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"4\n\x1aRecordInteractionsResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\x05\"\x9e\x04\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\norder_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0ctotal_amount\x18\x05 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x13\n\x0btotal_items\x18\x06 \x01(\x05\x12\x34\n\x0f\x64iscount_amount\x18\x08 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12/\n\ntax_amount\x18\t \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x32\n\rshipping_cost\x18\n \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x13\n\x0b\x64\x65vice_type\x18\x0c \x01(\t\x12\x15\n\ruser_location\x18\r \x01(\t\x12\x17\n\x0freferrer_source\x18\x0e \x01(\t\x12>\n\x0epayment_method\x18\x0f \x01(\x0e\x32&.cloudshelf.analytics.v1.PaymentMethod\x12:\n\x0corder_status\x18\x10 \x01(\x0e\x32$.cloudshelf.analytics.v1.OrderStatusJ\x04\x08\x07\x10\x08J\x04\x08\x0b\x10\x0c\"W\n\x12RecordOrderRequest\x12-\n\x05order\x18\x01 \x01(\x0b\x32\x1e.cloudshelf.analytics.v1.Order\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x13RecordOrderResponse\"k\n\x0f\x43\x61tegoryRevenue\x12\x15\n\rcategory_name\x18\x01 \x01(\t\x12,\n\x07revenue\x18\x02 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x13\n\x0border_items\x18\x03 \x01(\x03\"\x9e\x02\n\rHourlyMetrics\x12.\n\nhour_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0ctotal_orders\x18\x02 \x01(\x03\x12\x32\n\rtotal_revenue\x18\x03 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x38\n\x13\x61verage_order_value\x18\x04 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x17\n\x0f\x63onversion_rate\x18\x05 \x01(\x01\x12@\n\x0etop_categories\x18\x06 \x03(\x0b\x32(.cloudshelf.analytics.v1.CategoryRevenue\"`\n\x17GetHourlyMetricsRequest\x12.\n\nhour_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"S\n\x18GetHourlyMetricsResponse\x12\x37\n\x07metrics\x18\x01 \x01(\x0b\x32&.cloudshelf.analytics.v1.HourlyMetrics\"D\n\x07TopBook\x12\x0f\n\x07\x62ook_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x19\n\x11interaction_count\x18\x03 \x01(\x03\"\xba\x01\n\x13ListTopBooksRequest\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.cloudshelf.analytics.v1.InteractionType\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x04 \x01(\x05\"G\n\x14ListTopBooksResponse\x12/\n\x05\x62ooks\x18\x01 \x03(\x0b\x32 .cloudshelf.analytics.v1.TopBook*\xac\x01\n\x0fInteractionType\x12 \n\x1cINTERACTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15INTERACTION_TYPE_VIEW\x10\x01\x12 \n\x1cINTERACTION_TYPE_ADD_TO_CART\x10\x02\x12\x1d\n\x19INTERACTION_TYPE_PURCHASE\x10\x03\x12\x1b\n\x17INTERACTION_TYPE_REVIEW\x10\x04*\xc8\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATUS_PLACED\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x03\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05\x12\x19\n\x15ORDER_STATUS_REFUNDED\x10\x06*\xab\x01\n\rPaymentMethod\x12\x1e\n\x1aPAYMENT_METHOD_UNSPECIFIED\x10\x00\x12\x17\n\x13PAYMENT_METHOD_CARD\x10\x01\x12!\n\x1dPAYMENT_METHOD_DIGITAL_WALLET\x10\x02\x12\x1c\n\x18PAYMENT_METHOD_GIFT_CARD\x10\x03\x12 \n\x1cPAYMENT_METHOD_BANK_TRANSFER\x10\x04\x32\xe1\x03\n\x10\x41nalyticsService\x12}\n\x12RecordInteractions\x12\x32.cloudshelf.analytics.v1.RecordInteractionsRequest\x1a\x33.cloudshelf.analytics.v1.RecordInteractionsResponse\x12h\n\x0bRecordOrder\x12+.cloudshelf.analytics.v1.RecordOrderRequest\x1a,.cloudshelf.analytics.v1.RecordOrderResponse\x12w\n\x10GetHourlyMetrics\x12\x30.cloudshelf.analytics.v1.GetHourlyMetricsRequest\x1a\x31.cloudshelf.analytics.v1.GetHourlyMetricsResponse\x12k\n\x0cListTopBooks\x12,.cloudshelf.analytics.v1.ListTopBooksRequest\x1a-.cloudshelf.analytics.v1.ListTopBooksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudshelf.analytics.v1.analytics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INTERACTIONTYPE']._serialized_start=2091
-  _globals['_INTERACTIONTYPE']._serialized_end=2263
+  _globals['_INTERACTIONTYPE']._serialized_start=2221
+  _globals['_INTERACTIONTYPE']._serialized_end=2393
+  _globals['_ORDERSTATUS']._serialized_start=2396
+  _globals['_ORDERSTATUS']._serialized_end=2596
+  _globals['_PAYMENTMETHOD']._serialized_start=2599
+  _globals['_PAYMENTMETHOD']._serialized_end=2770
   _globals['_INTERACTION']._serialized_start=137
   _globals['_INTERACTION']._serialized_end=485
   _globals['_RECORDINTERACTIONSREQUEST']._serialized_start=487
-  _globals['_RECORDINTERACTIONSREQUEST']._serialized_end=574
-  _globals['_RECORDINTERACTIONSRESPONSE']._serialized_start=576
-  _globals['_RECORDINTERACTIONSRESPONSE']._serialized_end=628
-  _globals['_ORDER']._serialized_start=631
-  _globals['_ORDER']._serialized_end=1083
-  _globals['_RECORDORDERREQUEST']._serialized_start=1085
-  _globals['_RECORDORDERREQUEST']._serialized_end=1152
-  _globals['_RECORDORDERRESPONSE']._serialized_start=1154
-  _globals['_RECORDORDERRESPONSE']._serialized_end=1175
-  _globals['_CATEGORYREVENUE']._serialized_start=1177
-  _globals['_CATEGORYREVENUE']._serialized_end=1284
-  _globals['_HOURLYMETRICS']._serialized_start=1287
-  _globals['_HOURLYMETRICS']._serialized_end=1573
-  _globals['_GETHOURLYMETRICSREQUEST']._serialized_start=1575
-  _globals['_GETHOURLYMETRICSREQUEST']._serialized_end=1671
-  _globals['_GETHOURLYMETRICSRESPONSE']._serialized_start=1673
-  _globals['_GETHOURLYMETRICSRESPONSE']._serialized_end=1756
-  _globals['_TOPBOOK']._serialized_start=1758
-  _globals['_TOPBOOK']._serialized_end=1826
-  _globals['_LISTTOPBOOKSREQUEST']._serialized_start=1829
-  _globals['_LISTTOPBOOKSREQUEST']._serialized_end=2015
-  _globals['_LISTTOPBOOKSRESPONSE']._serialized_start=2017
-  _globals['_LISTTOPBOOKSRESPONSE']._serialized_end=2088
-  _globals['_ANALYTICSSERVICE']._serialized_start=2266
-  _globals['_ANALYTICSSERVICE']._serialized_end=2747
+  _globals['_RECORDINTERACTIONSREQUEST']._serialized_end=594
+  _globals['_RECORDINTERACTIONSRESPONSE']._serialized_start=596
+  _globals['_RECORDINTERACTIONSRESPONSE']._serialized_end=648
+  _globals['_ORDER']._serialized_start=651
+  _globals['_ORDER']._serialized_end=1193
+  _globals['_RECORDORDERREQUEST']._serialized_start=1195
+  _globals['_RECORDORDERREQUEST']._serialized_end=1282
+  _globals['_RECORDORDERRESPONSE']._serialized_start=1284
+  _globals['_RECORDORDERRESPONSE']._serialized_end=1305
+  _globals['_CATEGORYREVENUE']._serialized_start=1307
+  _globals['_CATEGORYREVENUE']._serialized_end=1414
+  _globals['_HOURLYMETRICS']._serialized_start=1417
+  _globals['_HOURLYMETRICS']._serialized_end=1703
+  _globals['_GETHOURLYMETRICSREQUEST']._serialized_start=1705
+  _globals['_GETHOURLYMETRICSREQUEST']._serialized_end=1801
+  _globals['_GETHOURLYMETRICSRESPONSE']._serialized_start=1803
+  _globals['_GETHOURLYMETRICSRESPONSE']._serialized_end=1886
+  _globals['_TOPBOOK']._serialized_start=1888
+  _globals['_TOPBOOK']._serialized_end=1956
+  _globals['_LISTTOPBOOKSREQUEST']._serialized_start=1959
+  _globals['_LISTTOPBOOKSREQUEST']._serialized_end=2145
+  _globals['_LISTTOPBOOKSRESPONSE']._serialized_start=2147
+  _globals['_LISTTOPBOOKSRESPONSE']._serialized_end=2218
+  _globals['_ANALYTICSSERVICE']._serialized_start=2773
+  _globals['_ANALYTICSSERVICE']._serialized_end=3254
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,52 @@ INTERACTION_TYPE_PURCHASE: InteractionType.ValueType  # 3
 INTERACTION_TYPE_REVIEW: InteractionType.ValueType  # 4
 Global___InteractionType: _TypeAlias = InteractionType  # noqa: Y015
 
+class _OrderStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDER_STATUS_UNSPECIFIED: _OrderStatus.ValueType  # 0
+    ORDER_STATUS_PLACED: _OrderStatus.ValueType  # 1
+    ORDER_STATUS_PAID: _OrderStatus.ValueType  # 2
+    ORDER_STATUS_SHIPPED: _OrderStatus.ValueType  # 3
+    ORDER_STATUS_DELIVERED: _OrderStatus.ValueType  # 4
+    ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 5
+    ORDER_STATUS_REFUNDED: _OrderStatus.ValueType  # 6
+
+class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper): ...
+
+ORDER_STATUS_UNSPECIFIED: OrderStatus.ValueType  # 0
+ORDER_STATUS_PLACED: OrderStatus.ValueType  # 1
+ORDER_STATUS_PAID: OrderStatus.ValueType  # 2
+ORDER_STATUS_SHIPPED: OrderStatus.ValueType  # 3
+ORDER_STATUS_DELIVERED: OrderStatus.ValueType  # 4
+ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 5
+ORDER_STATUS_REFUNDED: OrderStatus.ValueType  # 6
+Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
+
+class _PaymentMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_METHOD_UNSPECIFIED: _PaymentMethod.ValueType  # 0
+    PAYMENT_METHOD_CARD: _PaymentMethod.ValueType  # 1
+    PAYMENT_METHOD_DIGITAL_WALLET: _PaymentMethod.ValueType  # 2
+    PAYMENT_METHOD_GIFT_CARD: _PaymentMethod.ValueType  # 3
+    PAYMENT_METHOD_BANK_TRANSFER: _PaymentMethod.ValueType  # 4
+
+class PaymentMethod(_PaymentMethod, metaclass=_PaymentMethodEnumTypeWrapper): ...
+
+PAYMENT_METHOD_UNSPECIFIED: PaymentMethod.ValueType  # 0
+PAYMENT_METHOD_CARD: PaymentMethod.ValueType  # 1
+PAYMENT_METHOD_DIGITAL_WALLET: PaymentMethod.ValueType  # 2
+PAYMENT_METHOD_GIFT_CARD: PaymentMethod.ValueType  # 3
+PAYMENT_METHOD_BANK_TRANSFER: PaymentMethod.ValueType  # 4
+Global___PaymentMethod: _TypeAlias = PaymentMethod  # noqa: Y015
+
 @_typing.final
 class Interaction(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -70,7 +116,9 @@ class Interaction(_message.Message):
     device_type: _builtins.str
     user_location: _builtins.str
     interaction_id: _builtins.str
-    """Client-chosen id; repeated ids are recorded once."""
+    """Required: a UUID chosen by the client, once per interaction; repeated ids are
+    recorded once (the Kinesis stream delivers at least once, the warehouse keys on it).
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -106,16 +154,24 @@ class RecordInteractionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INTERACTIONS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries. The
+    interaction ids keep the data right; this makes a retry's answer the first answer.
+    """
     @_builtins.property
-    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interaction]: ...
+    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interaction]:
+        """1 to 500 interactions (a Kinesis PutRecords batch); more: INVALID_ARGUMENT."""
+
     def __init__(
         self,
         *,
         interactions: _abc.Iterable[Global___Interaction] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -142,6 +198,10 @@ Global___RecordInteractionsResponse: _TypeAlias = RecordInteractionsResponse  # 
 
 @_typing.final
 class Order(_message.Message):
+    """An order as analytics records it. Every Money field of one order is in one currency
+    (total_amount's); another currency in the same order is INVALID_ARGUMENT.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
@@ -150,23 +210,24 @@ class Order(_message.Message):
     ORDER_TIME_FIELD_NUMBER: _builtins.int
     TOTAL_AMOUNT_FIELD_NUMBER: _builtins.int
     TOTAL_ITEMS_FIELD_NUMBER: _builtins.int
-    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     DISCOUNT_AMOUNT_FIELD_NUMBER: _builtins.int
     TAX_AMOUNT_FIELD_NUMBER: _builtins.int
     SHIPPING_COST_FIELD_NUMBER: _builtins.int
-    ORDER_STATUS_FIELD_NUMBER: _builtins.int
     DEVICE_TYPE_FIELD_NUMBER: _builtins.int
     USER_LOCATION_FIELD_NUMBER: _builtins.int
     REFERRER_SOURCE_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    ORDER_STATUS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's identity, chosen by the checkout that placed it."""
     user_id: _builtins.str
     session_id: _builtins.str
     total_items: _builtins.int
-    payment_method: _builtins.str
-    order_status: _builtins.str
     device_type: _builtins.str
     user_location: _builtins.str
     referrer_source: _builtins.str
+    payment_method: Global___PaymentMethod.ValueType
+    order_status: Global___OrderStatus.ValueType
     @_builtins.property
     def order_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -186,14 +247,14 @@ class Order(_message.Message):
         order_time: _timestamp_pb2.Timestamp | None = ...,
         total_amount: _common_pb2.Money | None = ...,
         total_items: _builtins.int = ...,
-        payment_method: _builtins.str = ...,
         discount_amount: _common_pb2.Money | None = ...,
         tax_amount: _common_pb2.Money | None = ...,
         shipping_cost: _common_pb2.Money | None = ...,
-        order_status: _builtins.str = ...,
         device_type: _builtins.str = ...,
         user_location: _builtins.str = ...,
         referrer_source: _builtins.str = ...,
+        payment_method: Global___PaymentMethod.ValueType = ...,
+        order_status: Global___OrderStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["discount_amount", b"discount_amount", "order_time", b"order_time", "shipping_cost", b"shipping_cost", "tax_amount", b"tax_amount", "total_amount", b"total_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -208,16 +269,22 @@ class RecordOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries. The
+    order_id keeps the data right; this makes a retry's answer the first answer.
+    """
     @_builtins.property
     def order(self) -> Global___Order: ...
     def __init__(
         self,
         *,
         order: Global___Order | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -266,6 +333,8 @@ Global___CategoryRevenue: _TypeAlias = CategoryRevenue  # noqa: Y015
 
 @_typing.final
 class HourlyMetrics(_message.Message):
+    """An hour with no orders is not NOT_FOUND: its metrics are zeros (in the currency asked)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HOUR_START_FIELD_NUMBER: _builtins.int
@@ -310,8 +379,13 @@ class GetHourlyMetricsRequest(_message.Message):
     HOUR_START_FIELD_NUMBER: _builtins.int
     CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
+    """ISO 4217; amounts of orders in other currencies are not converted nor summed in."""
     @_builtins.property
-    def hour_start(self) -> _timestamp_pb2.Timestamp: ...
+    def hour_start(self) -> _timestamp_pb2.Timestamp:
+        """Required, on a whole hour in UTC (minutes, seconds and nanos all 0); any other
+        instant is INVALID_ARGUMENT, not rounded.
+        """
+
     def __init__(
         self,
         *,
@@ -381,6 +455,7 @@ class ListTopBooksRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     type: Global___InteractionType.ValueType
     limit: _builtins.int
+    """0: 10; at most 100, more is INVALID_ARGUMENT (as catalog's ListPopularBooks)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

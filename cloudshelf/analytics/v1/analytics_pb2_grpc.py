@@ -62,14 +62,21 @@ class AnalyticsServiceServicer:
     """
 
     def RecordInteractions(self, request, context):
-        """Accepts a batch of interaction events onto the analytics stream.
+        """Accepts a batch of interaction events onto the analytics stream. Server-to-server.
+        All or nothing: one invalid interaction refuses the batch with INVALID_ARGUMENT, its
+        BadRequest field violations naming each one (e.g. "interactions[3].interaction_id").
+        Idempotent by interaction_id: a repeated id is recorded once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RecordOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Records a placed order as a warehouse fact. Idempotent by order.order_id: recording
+        the same order again (a retry, a redelivered event) counts it once; a repeat with
+        other content is refused with ALREADY_EXISTS. Status changes after placement reach
+        analytics as order events, not through this call.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -82,7 +89,8 @@ class AnalyticsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTopBooks(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The top books by one kind of interaction in a time range (a bounded top-N: no pages).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

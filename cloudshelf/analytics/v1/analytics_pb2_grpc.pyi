@@ -34,11 +34,21 @@ class AnalyticsServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AnalyticsServiceAsyncStub: ...
     RecordInteractions: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.RecordInteractionsRequest, _analytics_pb2.RecordInteractionsResponse]
-    """Accepts a batch of interaction events onto the analytics stream."""
+    """Accepts a batch of interaction events onto the analytics stream. Server-to-server.
+    All or nothing: one invalid interaction refuses the batch with INVALID_ARGUMENT, its
+    BadRequest field violations naming each one (e.g. "interactions[3].interaction_id").
+    Idempotent by interaction_id: a repeated id is recorded once.
+    """
     RecordOrder: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.RecordOrderRequest, _analytics_pb2.RecordOrderResponse]
+    """Records a placed order as a warehouse fact. Idempotent by order.order_id: recording
+    the same order again (a retry, a redelivered event) counts it once; a repeat with
+    other content is refused with ALREADY_EXISTS. Status changes after placement reach
+    analytics as order events, not through this call.
+    """
     GetHourlyMetrics: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.GetHourlyMetricsRequest, _analytics_pb2.GetHourlyMetricsResponse]
     """Aggregates for one hour, served from the warehouse."""
     ListTopBooks: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListTopBooksRequest, _analytics_pb2.ListTopBooksResponse]
+    """The top books by one kind of interaction in a time range (a bounded top-N: no pages)."""
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
@@ -46,11 +56,21 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordInteractions: _aio.UnaryUnaryMultiCallable[_analytics_pb2.RecordInteractionsRequest, _analytics_pb2.RecordInteractionsResponse]  # type: ignore[assignment]
-    """Accepts a batch of interaction events onto the analytics stream."""
+    """Accepts a batch of interaction events onto the analytics stream. Server-to-server.
+    All or nothing: one invalid interaction refuses the batch with INVALID_ARGUMENT, its
+    BadRequest field violations naming each one (e.g. "interactions[3].interaction_id").
+    Idempotent by interaction_id: a repeated id is recorded once.
+    """
     RecordOrder: _aio.UnaryUnaryMultiCallable[_analytics_pb2.RecordOrderRequest, _analytics_pb2.RecordOrderResponse]  # type: ignore[assignment]
+    """Records a placed order as a warehouse fact. Idempotent by order.order_id: recording
+    the same order again (a retry, a redelivered event) counts it once; a repeat with
+    other content is refused with ALREADY_EXISTS. Status changes after placement reach
+    analytics as order events, not through this call.
+    """
     GetHourlyMetrics: _aio.UnaryUnaryMultiCallable[_analytics_pb2.GetHourlyMetricsRequest, _analytics_pb2.GetHourlyMetricsResponse]  # type: ignore[assignment]
     """Aggregates for one hour, served from the warehouse."""
     ListTopBooks: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListTopBooksRequest, _analytics_pb2.ListTopBooksResponse]  # type: ignore[assignment]
+    """The top books by one kind of interaction in a time range (a bounded top-N: no pages)."""
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Behavioural events in (Kinesis), time series and warehouse facts out."""
@@ -61,14 +81,23 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _analytics_pb2.RecordInteractionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.RecordInteractionsResponse, _abc.Awaitable[_analytics_pb2.RecordInteractionsResponse]]:
-        """Accepts a batch of interaction events onto the analytics stream."""
+        """Accepts a batch of interaction events onto the analytics stream. Server-to-server.
+        All or nothing: one invalid interaction refuses the batch with INVALID_ARGUMENT, its
+        BadRequest field violations naming each one (e.g. "interactions[3].interaction_id").
+        Idempotent by interaction_id: a repeated id is recorded once.
+        """
 
     @_abc_1.abstractmethod
     def RecordOrder(
         self,
         request: _analytics_pb2.RecordOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_analytics_pb2.RecordOrderResponse, _abc.Awaitable[_analytics_pb2.RecordOrderResponse]]: ...
+    ) -> _typing.Union[_analytics_pb2.RecordOrderResponse, _abc.Awaitable[_analytics_pb2.RecordOrderResponse]]:
+        """Records a placed order as a warehouse fact. Idempotent by order.order_id: recording
+        the same order again (a retry, a redelivered event) counts it once; a repeat with
+        other content is refused with ALREADY_EXISTS. Status changes after placement reach
+        analytics as order events, not through this call.
+        """
 
     @_abc_1.abstractmethod
     def GetHourlyMetrics(
@@ -83,6 +112,7 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _analytics_pb2.ListTopBooksRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_analytics_pb2.ListTopBooksResponse, _abc.Awaitable[_analytics_pb2.ListTopBooksResponse]]: ...
+    ) -> _typing.Union[_analytics_pb2.ListTopBooksResponse, _abc.Awaitable[_analytics_pb2.ListTopBooksResponse]]:
+        """The top books by one kind of interaction in a time range (a bounded top-N: no pages)."""
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

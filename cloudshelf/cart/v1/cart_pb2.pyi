@@ -113,12 +113,14 @@ class Cart(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     TOTAL_ITEMS_FIELD_NUMBER: _builtins.int
     TOTAL_AMOUNT_FIELD_NUMBER: _builtins.int
-    VERSION_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     total_items: _builtins.int
-    version: _builtins.int
-    """Increases with every write; pass it as expected_version for optimistic concurrency."""
+    etag: _builtins.str
+    """Output only (AIP-154): changes with every write of the cart. Opaque: compare it, never
+    parse it; pass it back as a mutation's `etag` to write only over this state.
+    """
     @_builtins.property
     def owner(self) -> Global___CartOwner: ...
     @_builtins.property
@@ -136,13 +138,13 @@ class Cart(_message.Message):
         items: _abc.Iterable[Global___CartItem] | None = ...,
         total_items: _builtins.int = ...,
         total_amount: _common_pb2.Money | None = ...,
-        version: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "owner", b"owner", "total_amount", b"total_amount", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "items", b"items", "owner", b"owner", "total_amount", b"total_amount", "total_items", b"total_items", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "expire_time", b"expire_time", "items", b"items", "owner", b"owner", "total_amount", b"total_amount", "total_items", b"total_items", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,10 +196,13 @@ class AddItemRequest(_message.Message):
 
     OWNER_FIELD_NUMBER: _builtins.int
     ITEM_FIELD_NUMBER: _builtins.int
-    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
-    expected_version: _builtins.int
-    """0 skips the check; otherwise ABORTED when the cart changed meanwhile."""
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     @_builtins.property
     def owner(self) -> Global___CartOwner: ...
     @_builtins.property
@@ -209,12 +214,13 @@ class AddItemRequest(_message.Message):
         *,
         owner: Global___CartOwner | None = ...,
         item: Global___CartItem | None = ...,
-        expected_version: _builtins.int = ...,
         metadata: Global___RequestMetadata | None = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "metadata", b"metadata", "owner", b"owner"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "item", b"item", "metadata", b"metadata", "owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "item", b"item", "metadata", b"metadata", "owner", b"owner", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -247,11 +253,15 @@ class UpdateItemQuantityRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     BOOK_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
-    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     book_id: _builtins.int
     quantity: _builtins.int
     """0 removes the item."""
-    expected_version: _builtins.int
+    etag: _builtins.str
+    """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     @_builtins.property
     def owner(self) -> Global___CartOwner: ...
     def __init__(
@@ -260,11 +270,12 @@ class UpdateItemQuantityRequest(_message.Message):
         owner: Global___CartOwner | None = ...,
         book_id: _builtins.int = ...,
         quantity: _builtins.int = ...,
-        expected_version: _builtins.int = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "expected_version", b"expected_version", "owner", b"owner", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "etag", b"etag", "owner", b"owner", "quantity", b"quantity", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,9 +307,13 @@ class RemoveItemRequest(_message.Message):
 
     OWNER_FIELD_NUMBER: _builtins.int
     BOOK_ID_FIELD_NUMBER: _builtins.int
-    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     book_id: _builtins.int
-    expected_version: _builtins.int
+    etag: _builtins.str
+    """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     @_builtins.property
     def owner(self) -> Global___CartOwner: ...
     def __init__(
@@ -306,11 +321,12 @@ class RemoveItemRequest(_message.Message):
         *,
         owner: Global___CartOwner | None = ...,
         book_id: _builtins.int = ...,
-        expected_version: _builtins.int = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "expected_version", b"expected_version", "owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "etag", b"etag", "owner", b"owner", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -341,16 +357,24 @@ class ClearCartRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OWNER_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     @_builtins.property
     def owner(self) -> Global___CartOwner: ...
     def __init__(
         self,
         *,
         owner: Global___CartOwner | None = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "owner", b"owner", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,17 +401,25 @@ class MergeCartsRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     user_id: _builtins.str
+    etag: _builtins.str
+    """The etag of the user's cart (the target) as last read; empty: no precondition."""
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "request_id", b"request_id", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -478,11 +510,14 @@ class Session(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     LAST_ACCESS_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     user_id: _builtins.str
     is_authenticated: _builtins.bool
     ip_address: _builtins.str
     user_agent: _builtins.str
+    etag: _builtins.str
+    """Output only (AIP-154): changes with every write of the session."""
     @_builtins.property
     def preferences(self) -> Global___Preferences: ...
     @_builtins.property
@@ -506,10 +541,11 @@ class Session(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         last_access_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_access_time", b"last_access_time", "preferences", b"preferences"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "ip_address", b"ip_address", "is_authenticated", b"is_authenticated", "last_access_time", b"last_access_time", "preferences", b"preferences", "recent_activity", b"recent_activity", "session_id", b"session_id", "user_agent", b"user_agent", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "expire_time", b"expire_time", "ip_address", b"ip_address", "is_authenticated", b"is_authenticated", "last_access_time", b"last_access_time", "preferences", b"preferences", "recent_activity", b"recent_activity", "session_id", b"session_id", "user_agent", b"user_agent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,8 +558,11 @@ class CreateSessionRequest(_message.Message):
     IP_ADDRESS_FIELD_NUMBER: _builtins.int
     USER_AGENT_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     ip_address: _builtins.str
     user_agent: _builtins.str
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     @_builtins.property
     def preferences(self) -> Global___Preferences: ...
     def __init__(
@@ -532,10 +571,11 @@ class CreateSessionRequest(_message.Message):
         ip_address: _builtins.str = ...,
         user_agent: _builtins.str = ...,
         preferences: Global___Preferences | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_address", b"ip_address", "preferences", b"preferences", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_address", b"ip_address", "preferences", b"preferences", "request_id", b"request_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -649,7 +689,10 @@ class UpdatePreferencesRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    etag: _builtins.str
+    """The session's etag as last read; empty: no precondition. ABORTED when it changed."""
     @_builtins.property
     def preferences(self) -> Global___Preferences: ...
     def __init__(
@@ -657,10 +700,11 @@ class UpdatePreferencesRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         preferences: Global___Preferences | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "preferences", b"preferences", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -767,15 +811,23 @@ class ListUserSessionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
+    page_size: _builtins.int
+    """0: the default (20); at most 100, larger values are read as 100."""
+    page_token: _builtins.str
+    """A next_page_token from the previous page of the same request; empty: the first page."""
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -786,16 +838,20 @@ class ListUserSessionsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]: ...
     def __init__(
         self,
         *,
         sessions: _abc.Iterable[Global___Session] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sessions", b"sessions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,6 +27,10 @@ if _version_not_supported:
 
 class CartServiceStub:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
+    precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
+    (a UUID, reused by the retries of one request) so that a retry is applied once.
     """
 
     def __init__(self, channel):
@@ -69,10 +73,15 @@ class CartServiceStub:
 
 class CartServiceServicer:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
+    precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
+    (a UUID, reused by the retries of one request) so that a retry is applied once.
     """
 
     def GetCart(self, request, context):
-        """An owner with no cart gets an empty one (version 0), not NOT_FOUND.
+        """An owner with no cart gets an empty one, not NOT_FOUND. Its etag is not empty: a
+        write that passes it succeeds only while the owner still has no cart.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +161,10 @@ def add_CartServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CartService:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
+    precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
+    (a UUID, reused by the retries of one request) so that a retry is applied once.
     """
 
     @staticmethod

@@ -27,14 +27,21 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CartServiceStub:
-    """Shopping carts, one current cart per owner (a signed-in user or an anonymous session)."""
+    """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
+    precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
+    (a UUID, reused by the retries of one request) so that a retry is applied once.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CartServiceAsyncStub: ...
     GetCart: _grpc.UnaryUnaryMultiCallable[_cart_pb2.GetCartRequest, _cart_pb2.GetCartResponse]
-    """An owner with no cart gets an empty one (version 0), not NOT_FOUND."""
+    """An owner with no cart gets an empty one, not NOT_FOUND. Its etag is not empty: a
+    write that passes it succeeds only while the owner still has no cart.
+    """
     AddItem: _grpc.UnaryUnaryMultiCallable[_cart_pb2.AddItemRequest, _cart_pb2.AddItemResponse]
     UpdateItemQuantity: _grpc.UnaryUnaryMultiCallable[_cart_pb2.UpdateItemQuantityRequest, _cart_pb2.UpdateItemQuantityResponse]
     RemoveItem: _grpc.UnaryUnaryMultiCallable[_cart_pb2.RemoveItemRequest, _cart_pb2.RemoveItemResponse]
@@ -44,11 +51,18 @@ class CartServiceStub:
 
 @_typing.type_check_only
 class CartServiceAsyncStub(CartServiceStub):
-    """Shopping carts, one current cart per owner (a signed-in user or an anonymous session)."""
+    """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
+    precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
+    (a UUID, reused by the retries of one request) so that a retry is applied once.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCart: _aio.UnaryUnaryMultiCallable[_cart_pb2.GetCartRequest, _cart_pb2.GetCartResponse]  # type: ignore[assignment]
-    """An owner with no cart gets an empty one (version 0), not NOT_FOUND."""
+    """An owner with no cart gets an empty one, not NOT_FOUND. Its etag is not empty: a
+    write that passes it succeeds only while the owner still has no cart.
+    """
     AddItem: _aio.UnaryUnaryMultiCallable[_cart_pb2.AddItemRequest, _cart_pb2.AddItemResponse]  # type: ignore[assignment]
     UpdateItemQuantity: _aio.UnaryUnaryMultiCallable[_cart_pb2.UpdateItemQuantityRequest, _cart_pb2.UpdateItemQuantityResponse]  # type: ignore[assignment]
     RemoveItem: _aio.UnaryUnaryMultiCallable[_cart_pb2.RemoveItemRequest, _cart_pb2.RemoveItemResponse]  # type: ignore[assignment]
@@ -57,7 +71,12 @@ class CartServiceAsyncStub(CartServiceStub):
     """Moves an anonymous session's cart into the user's cart at sign-in."""
 
 class CartServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Shopping carts, one current cart per owner (a signed-in user or an anonymous session)."""
+    """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
+    precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
+    (a UUID, reused by the retries of one request) so that a retry is applied once.
+    """
 
     @_abc_1.abstractmethod
     def GetCart(
@@ -65,7 +84,9 @@ class CartServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cart_pb2.GetCartRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cart_pb2.GetCartResponse, _abc.Awaitable[_cart_pb2.GetCartResponse]]:
-        """An owner with no cart gets an empty one (version 0), not NOT_FOUND."""
+        """An owner with no cart gets an empty one, not NOT_FOUND. Its etag is not empty: a
+        write that passes it succeeds only while the owner still has no cart.
+        """
 
     @_abc_1.abstractmethod
     def AddItem(

@@ -22,64 +22,67 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)cloudshelf/governance/v1/governance.proto\x12\x18\x63loudshelf.governance.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x01\n\x13\x46ieldClassification\x12\x12\n\nfield_path\x18\x01 \x01(\t\x12\x37\n\ndata_class\x18\x02 \x01(\x0e\x32#.cloudshelf.governance.v1.DataClass\x12\x1b\n\x13\x65ncryption_required\x18\x03 \x01(\x08\x12\x11\n\tretention\x18\x04 \x01(\t\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x1aListClassificationsRequest\x12\x37\n\ndata_class\x18\x01 \x01(\x0e\x32#.cloudshelf.governance.v1.DataClass\"e\n\x1bListClassificationsResponse\x12\x46\n\x0f\x63lassifications\x18\x01 \x03(\x0b\x32-.cloudshelf.governance.v1.FieldClassification\"]\n\x14\x43lassifyFieldRequest\x12\x45\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32-.cloudshelf.governance.v1.FieldClassification\"^\n\x15\x43lassifyFieldResponse\x12\x45\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32-.cloudshelf.governance.v1.FieldClassification\"w\n\x0fRetentionPolicy\x12\x11\n\tdata_type\x18\x01 \x01(\t\x12\x16\n\x0eretention_days\x18\x02 \x01(\x05\x12\x39\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32).cloudshelf.governance.v1.RetentionAction\"\x1e\n\x1cListRetentionPoliciesRequest\"\\\n\x1dListRetentionPoliciesResponse\x12;\n\x08policies\x18\x01 \x03(\x0b\x32).cloudshelf.governance.v1.RetentionPolicy\"=\n\x17\x45nforceRetentionRequest\x12\x11\n\tdata_type\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\xa8\x01\n\x0fRetentionResult\x12\x11\n\tdata_type\x18\x01 \x01(\t\x12\x39\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32).cloudshelf.governance.v1.RetentionAction\x12/\n\x0b\x63utoff_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x61\x66\x66\x65\x63ted_count\x18\x04 \x01(\x03\"V\n\x18\x45nforceRetentionResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).cloudshelf.governance.v1.RetentionResult\"\xab\x01\n\x10QualityViolation\x12\r\n\x05table\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x34\n\x08severity\x18\x04 \x01(\x0e\x32\".cloudshelf.governance.v1.Severity\x12\x17\n\x0fviolation_count\x18\x05 \x01(\x03\x12\x1c\n\x14violation_percentage\x18\x06 \x01(\x01\"\x7f\n\x0cTableQuality\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\trow_count\x18\x02 \x01(\x03\x12>\n\nviolations\x18\x03 \x03(\x0b\x32*.cloudshelf.governance.v1.QualityViolation\x12\r\n\x05score\x18\x04 \x01(\x01\"\'\n\x15RunDataQualityRequest\x12\x0e\n\x06tables\x18\x01 \x03(\t\"\x95\x01\n\x16RunDataQualityResponse\x12\x36\n\x06tables\x18\x01 \x03(\x0b\x32&.cloudshelf.governance.v1.TableQuality\x12\x15\n\roverall_score\x18\x02 \x01(\x01\x12,\n\x08run_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x10\x41ppliedMigration\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\t\x12\x30\n\x0c\x61pplied_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\x19GetMigrationStatusRequest\"\x96\x01\n\x1aGetMigrationStatusResponse\x12;\n\x07\x61pplied\x18\x01 \x03(\x0b\x32*.cloudshelf.governance.v1.AppliedMigration\x12;\n\x07pending\x18\x02 \x03(\x0b\x32*.cloudshelf.governance.v1.AppliedMigration\"\xb5\x01\n\x10RegionSyncStatus\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x15\n\rsource_region\x18\x02 \x01(\t\x12\x15\n\rtarget_region\x18\x03 \x01(\t\x12\x32\n\x0elast_sync_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconsistent\x18\x05 \x01(\x08\x12\x1a\n\x12inconsistent_count\x18\x06 \x01(\x03\"\x1c\n\x1aGetRegionSyncStatusRequest\"[\n\x1bGetRegionSyncStatusResponse\x12<\n\x08statuses\x18\x01 \x03(\x0b\x32*.cloudshelf.governance.v1.RegionSyncStatus*\x8f\x01\n\tDataClass\x12\x1a\n\x16\x44\x41TA_CLASS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_CLASS_PUBLIC\x10\x01\x12\x17\n\x13\x44\x41TA_CLASS_INTERNAL\x10\x02\x12\x1b\n\x17\x44\x41TA_CLASS_CONFIDENTIAL\x10\x03\x12\x19\n\x15\x44\x41TA_CLASS_RESTRICTED\x10\x04*\x8e\x01\n\x0fRetentionAction\x12 \n\x1cRETENTION_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17RETENTION_ACTION_DELETE\x10\x01\x12\x1c\n\x18RETENTION_ACTION_ARCHIVE\x10\x02\x12\x1e\n\x1aRETENTION_ACTION_ANONYMIZE\x10\x03*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x14\n\x10SEVERITY_WARNING\x10\x01\x12\x12\n\x0eSEVERITY_ERROR\x10\x02\x32\x8b\x07\n\x11GovernanceService\x12\x82\x01\n\x13ListClassifications\x12\x34.cloudshelf.governance.v1.ListClassificationsRequest\x1a\x35.cloudshelf.governance.v1.ListClassificationsResponse\x12p\n\rClassifyField\x12..cloudshelf.governance.v1.ClassifyFieldRequest\x1a/.cloudshelf.governance.v1.ClassifyFieldResponse\x12\x88\x01\n\x15ListRetentionPolicies\x12\x36.cloudshelf.governance.v1.ListRetentionPoliciesRequest\x1a\x37.cloudshelf.governance.v1.ListRetentionPoliciesResponse\x12y\n\x10\x45nforceRetention\x12\x31.cloudshelf.governance.v1.EnforceRetentionRequest\x1a\x32.cloudshelf.governance.v1.EnforceRetentionResponse\x12s\n\x0eRunDataQuality\x12/.cloudshelf.governance.v1.RunDataQualityRequest\x1a\x30.cloudshelf.governance.v1.RunDataQualityResponse\x12\x7f\n\x12GetMigrationStatus\x12\x33.cloudshelf.governance.v1.GetMigrationStatusRequest\x1a\x34.cloudshelf.governance.v1.GetMigrationStatusResponse\x12\x82\x01\n\x13GetRegionSyncStatus\x12\x34.cloudshelf.governance.v1.GetRegionSyncStatusRequest\x1a\x35.cloudshelf.governance.v1.GetRegionSyncStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)cloudshelf/governance/v1/governance.proto\x12\x18\x63loudshelf.governance.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x01\n\x13\x46ieldClassification\x12\x12\n\nfield_path\x18\x01 \x01(\t\x12\x37\n\ndata_class\x18\x02 \x01(\x0e\x32#.cloudshelf.governance.v1.DataClass\x12\x1b\n\x13\x65ncryption_required\x18\x03 \x01(\x08\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10retention_policy\x18\x06 \x01(\t\x12\x0c\n\x04\x65tag\x18\x07 \x01(\tJ\x04\x08\x04\x10\x05R\tretention\"|\n\x1aListClassificationsRequest\x12\x37\n\ndata_class\x18\x01 \x01(\x0e\x32#.cloudshelf.governance.v1.DataClass\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"~\n\x1bListClassificationsResponse\x12\x46\n\x0f\x63lassifications\x18\x01 \x03(\x0b\x32-.cloudshelf.governance.v1.FieldClassification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"]\n\x14\x43lassifyFieldRequest\x12\x45\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32-.cloudshelf.governance.v1.FieldClassification\"^\n\x15\x43lassifyFieldResponse\x12\x45\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32-.cloudshelf.governance.v1.FieldClassification\"\xa3\x01\n\x0fRetentionPolicy\x12\x11\n\tdata_type\x18\x01 \x01(\t\x12\x39\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32).cloudshelf.governance.v1.RetentionAction\x12,\n\tretention\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationJ\x04\x08\x02\x10\x03R\x0eretention_days\"E\n\x1cListRetentionPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"u\n\x1dListRetentionPoliciesResponse\x12;\n\x08policies\x18\x01 \x03(\x0b\x32).cloudshelf.governance.v1.RetentionPolicy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd2\x01\n\x17\x45nforceRetentionRequest\x12\x11\n\tdata_type\x18\x01 \x01(\t\x12\x44\n\x04mode\x18\x03 \x01(\x0e\x32\x36.cloudshelf.governance.v1.EnforceRetentionRequest.Mode\x12\x12\n\nrequest_id\x18\x04 \x01(\t\";\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_PLAN\x10\x01\x12\x0e\n\nMODE_APPLY\x10\x02J\x04\x08\x02\x10\x03R\x07\x64ry_run\"\xa8\x01\n\x0fRetentionResult\x12\x11\n\tdata_type\x18\x01 \x01(\t\x12\x39\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32).cloudshelf.governance.v1.RetentionAction\x12/\n\x0b\x63utoff_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x61\x66\x66\x65\x63ted_count\x18\x04 \x01(\x03\"\x9c\x01\n\x18\x45nforceRetentionResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).cloudshelf.governance.v1.RetentionResult\x12\x44\n\x04mode\x18\x02 \x01(\x0e\x32\x36.cloudshelf.governance.v1.EnforceRetentionRequest.Mode\"\xab\x01\n\x10QualityViolation\x12\r\n\x05table\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x34\n\x08severity\x18\x04 \x01(\x0e\x32\".cloudshelf.governance.v1.Severity\x12\x17\n\x0fviolation_count\x18\x05 \x01(\x03\x12\x1c\n\x14violation_percentage\x18\x06 \x01(\x01\"\x7f\n\x0cTableQuality\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\trow_count\x18\x02 \x01(\x03\x12>\n\nviolations\x18\x03 \x03(\x0b\x32*.cloudshelf.governance.v1.QualityViolation\x12\r\n\x05score\x18\x04 \x01(\x01\"\'\n\x15RunDataQualityRequest\x12\x0e\n\x06tables\x18\x01 \x03(\t\"\x95\x01\n\x16RunDataQualityResponse\x12\x36\n\x06tables\x18\x01 \x03(\x0b\x32&.cloudshelf.governance.v1.TableQuality\x12\x15\n\roverall_score\x18\x02 \x01(\x01\x12,\n\x08run_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x10\x41ppliedMigration\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\t\x12\x30\n\x0c\x61pplied_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\x19GetMigrationStatusRequest\"\x96\x01\n\x1aGetMigrationStatusResponse\x12;\n\x07\x61pplied\x18\x01 \x03(\x0b\x32*.cloudshelf.governance.v1.AppliedMigration\x12;\n\x07pending\x18\x02 \x03(\x0b\x32*.cloudshelf.governance.v1.AppliedMigration\"\xb5\x01\n\x10RegionSyncStatus\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x15\n\rsource_region\x18\x02 \x01(\t\x12\x15\n\rtarget_region\x18\x03 \x01(\t\x12\x32\n\x0elast_sync_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconsistent\x18\x05 \x01(\x08\x12\x1a\n\x12inconsistent_count\x18\x06 \x01(\x03\"\x1c\n\x1aGetRegionSyncStatusRequest\"[\n\x1bGetRegionSyncStatusResponse\x12<\n\x08statuses\x18\x01 \x03(\x0b\x32*.cloudshelf.governance.v1.RegionSyncStatus*\x8f\x01\n\tDataClass\x12\x1a\n\x16\x44\x41TA_CLASS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_CLASS_PUBLIC\x10\x01\x12\x17\n\x13\x44\x41TA_CLASS_INTERNAL\x10\x02\x12\x1b\n\x17\x44\x41TA_CLASS_CONFIDENTIAL\x10\x03\x12\x19\n\x15\x44\x41TA_CLASS_RESTRICTED\x10\x04*\x8e\x01\n\x0fRetentionAction\x12 \n\x1cRETENTION_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17RETENTION_ACTION_DELETE\x10\x01\x12\x1c\n\x18RETENTION_ACTION_ARCHIVE\x10\x02\x12\x1e\n\x1aRETENTION_ACTION_ANONYMIZE\x10\x03*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x14\n\x10SEVERITY_WARNING\x10\x01\x12\x12\n\x0eSEVERITY_ERROR\x10\x02\x32\x8b\x07\n\x11GovernanceService\x12\x82\x01\n\x13ListClassifications\x12\x34.cloudshelf.governance.v1.ListClassificationsRequest\x1a\x35.cloudshelf.governance.v1.ListClassificationsResponse\x12p\n\rClassifyField\x12..cloudshelf.governance.v1.ClassifyFieldRequest\x1a/.cloudshelf.governance.v1.ClassifyFieldResponse\x12\x88\x01\n\x15ListRetentionPolicies\x12\x36.cloudshelf.governance.v1.ListRetentionPoliciesRequest\x1a\x37.cloudshelf.governance.v1.ListRetentionPoliciesResponse\x12y\n\x10\x45nforceRetention\x12\x31.cloudshelf.governance.v1.EnforceRetentionRequest\x1a\x32.cloudshelf.governance.v1.EnforceRetentionResponse\x12s\n\x0eRunDataQuality\x12/.cloudshelf.governance.v1.RunDataQualityRequest\x1a\x30.cloudshelf.governance.v1.RunDataQualityResponse\x12\x7f\n\x12GetMigrationStatus\x12\x33.cloudshelf.governance.v1.GetMigrationStatusRequest\x1a\x34.cloudshelf.governance.v1.GetMigrationStatusResponse\x12\x82\x01\n\x13GetRegionSyncStatus\x12\x34.cloudshelf.governance.v1.GetRegionSyncStatusRequest\x1a\x35.cloudshelf.governance.v1.GetRegionSyncStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudshelf.governance.v1.governance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATACLASS']._serialized_start=2381
-  _globals['_DATACLASS']._serialized_end=2524
-  _globals['_RETENTIONACTION']._serialized_start=2527
-  _globals['_RETENTIONACTION']._serialized_end=2669
-  _globals['_SEVERITY']._serialized_start=2671
-  _globals['_SEVERITY']._serialized_end=2749
-  _globals['_FIELDCLASSIFICATION']._serialized_start=105
-  _globals['_FIELDCLASSIFICATION']._serialized_end=300
-  _globals['_LISTCLASSIFICATIONSREQUEST']._serialized_start=302
-  _globals['_LISTCLASSIFICATIONSREQUEST']._serialized_end=387
-  _globals['_LISTCLASSIFICATIONSRESPONSE']._serialized_start=389
-  _globals['_LISTCLASSIFICATIONSRESPONSE']._serialized_end=490
-  _globals['_CLASSIFYFIELDREQUEST']._serialized_start=492
-  _globals['_CLASSIFYFIELDREQUEST']._serialized_end=585
-  _globals['_CLASSIFYFIELDRESPONSE']._serialized_start=587
-  _globals['_CLASSIFYFIELDRESPONSE']._serialized_end=681
-  _globals['_RETENTIONPOLICY']._serialized_start=683
-  _globals['_RETENTIONPOLICY']._serialized_end=802
-  _globals['_LISTRETENTIONPOLICIESREQUEST']._serialized_start=804
-  _globals['_LISTRETENTIONPOLICIESREQUEST']._serialized_end=834
-  _globals['_LISTRETENTIONPOLICIESRESPONSE']._serialized_start=836
-  _globals['_LISTRETENTIONPOLICIESRESPONSE']._serialized_end=928
-  _globals['_ENFORCERETENTIONREQUEST']._serialized_start=930
-  _globals['_ENFORCERETENTIONREQUEST']._serialized_end=991
-  _globals['_RETENTIONRESULT']._serialized_start=994
-  _globals['_RETENTIONRESULT']._serialized_end=1162
-  _globals['_ENFORCERETENTIONRESPONSE']._serialized_start=1164
-  _globals['_ENFORCERETENTIONRESPONSE']._serialized_end=1250
-  _globals['_QUALITYVIOLATION']._serialized_start=1253
-  _globals['_QUALITYVIOLATION']._serialized_end=1424
-  _globals['_TABLEQUALITY']._serialized_start=1426
-  _globals['_TABLEQUALITY']._serialized_end=1553
-  _globals['_RUNDATAQUALITYREQUEST']._serialized_start=1555
-  _globals['_RUNDATAQUALITYREQUEST']._serialized_end=1594
-  _globals['_RUNDATAQUALITYRESPONSE']._serialized_start=1597
-  _globals['_RUNDATAQUALITYRESPONSE']._serialized_end=1746
-  _globals['_APPLIEDMIGRATION']._serialized_start=1749
-  _globals['_APPLIEDMIGRATION']._serialized_end=1889
-  _globals['_GETMIGRATIONSTATUSREQUEST']._serialized_start=1891
-  _globals['_GETMIGRATIONSTATUSREQUEST']._serialized_end=1918
-  _globals['_GETMIGRATIONSTATUSRESPONSE']._serialized_start=1921
-  _globals['_GETMIGRATIONSTATUSRESPONSE']._serialized_end=2071
-  _globals['_REGIONSYNCSTATUS']._serialized_start=2074
-  _globals['_REGIONSYNCSTATUS']._serialized_end=2255
-  _globals['_GETREGIONSYNCSTATUSREQUEST']._serialized_start=2257
-  _globals['_GETREGIONSYNCSTATUSREQUEST']._serialized_end=2285
-  _globals['_GETREGIONSYNCSTATUSRESPONSE']._serialized_start=2287
-  _globals['_GETREGIONSYNCSTATUSRESPONSE']._serialized_end=2378
-  _globals['_GOVERNANCESERVICE']._serialized_start=2752
-  _globals['_GOVERNANCESERVICE']._serialized_end=3659
+  _globals['_DATACLASS']._serialized_start=2845
+  _globals['_DATACLASS']._serialized_end=2988
+  _globals['_RETENTIONACTION']._serialized_start=2991
+  _globals['_RETENTIONACTION']._serialized_end=3133
+  _globals['_SEVERITY']._serialized_start=3135
+  _globals['_SEVERITY']._serialized_end=3213
+  _globals['_FIELDCLASSIFICATION']._serialized_start=137
+  _globals['_FIELDCLASSIFICATION']._serialized_end=370
+  _globals['_LISTCLASSIFICATIONSREQUEST']._serialized_start=372
+  _globals['_LISTCLASSIFICATIONSREQUEST']._serialized_end=496
+  _globals['_LISTCLASSIFICATIONSRESPONSE']._serialized_start=498
+  _globals['_LISTCLASSIFICATIONSRESPONSE']._serialized_end=624
+  _globals['_CLASSIFYFIELDREQUEST']._serialized_start=626
+  _globals['_CLASSIFYFIELDREQUEST']._serialized_end=719
+  _globals['_CLASSIFYFIELDRESPONSE']._serialized_start=721
+  _globals['_CLASSIFYFIELDRESPONSE']._serialized_end=815
+  _globals['_RETENTIONPOLICY']._serialized_start=818
+  _globals['_RETENTIONPOLICY']._serialized_end=981
+  _globals['_LISTRETENTIONPOLICIESREQUEST']._serialized_start=983
+  _globals['_LISTRETENTIONPOLICIESREQUEST']._serialized_end=1052
+  _globals['_LISTRETENTIONPOLICIESRESPONSE']._serialized_start=1054
+  _globals['_LISTRETENTIONPOLICIESRESPONSE']._serialized_end=1171
+  _globals['_ENFORCERETENTIONREQUEST']._serialized_start=1174
+  _globals['_ENFORCERETENTIONREQUEST']._serialized_end=1384
+  _globals['_ENFORCERETENTIONREQUEST_MODE']._serialized_start=1310
+  _globals['_ENFORCERETENTIONREQUEST_MODE']._serialized_end=1369
+  _globals['_RETENTIONRESULT']._serialized_start=1387
+  _globals['_RETENTIONRESULT']._serialized_end=1555
+  _globals['_ENFORCERETENTIONRESPONSE']._serialized_start=1558
+  _globals['_ENFORCERETENTIONRESPONSE']._serialized_end=1714
+  _globals['_QUALITYVIOLATION']._serialized_start=1717
+  _globals['_QUALITYVIOLATION']._serialized_end=1888
+  _globals['_TABLEQUALITY']._serialized_start=1890
+  _globals['_TABLEQUALITY']._serialized_end=2017
+  _globals['_RUNDATAQUALITYREQUEST']._serialized_start=2019
+  _globals['_RUNDATAQUALITYREQUEST']._serialized_end=2058
+  _globals['_RUNDATAQUALITYRESPONSE']._serialized_start=2061
+  _globals['_RUNDATAQUALITYRESPONSE']._serialized_end=2210
+  _globals['_APPLIEDMIGRATION']._serialized_start=2213
+  _globals['_APPLIEDMIGRATION']._serialized_end=2353
+  _globals['_GETMIGRATIONSTATUSREQUEST']._serialized_start=2355
+  _globals['_GETMIGRATIONSTATUSREQUEST']._serialized_end=2382
+  _globals['_GETMIGRATIONSTATUSRESPONSE']._serialized_start=2385
+  _globals['_GETMIGRATIONSTATUSRESPONSE']._serialized_end=2535
+  _globals['_REGIONSYNCSTATUS']._serialized_start=2538
+  _globals['_REGIONSYNCSTATUS']._serialized_end=2719
+  _globals['_GETREGIONSYNCSTATUSREQUEST']._serialized_start=2721
+  _globals['_GETREGIONSYNCSTATUSREQUEST']._serialized_end=2749
+  _globals['_GETREGIONSYNCSTATUSRESPONSE']._serialized_start=2751
+  _globals['_GETREGIONSYNCSTATUSRESPONSE']._serialized_end=2842
+  _globals['_GOVERNANCESERVICE']._serialized_start=3216
+  _globals['_GOVERNANCESERVICE']._serialized_end=4123
 # @@protoc_insertion_point(module_scope)

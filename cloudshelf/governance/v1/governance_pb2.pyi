@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -84,13 +85,21 @@ class FieldClassification(_message.Message):
     FIELD_PATH_FIELD_NUMBER: _builtins.int
     DATA_CLASS_FIELD_NUMBER: _builtins.int
     ENCRYPTION_REQUIRED_FIELD_NUMBER: _builtins.int
-    RETENTION_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    RETENTION_POLICY_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     field_path: _builtins.str
     """"<context>.<dataset>.<field>", e.g. "cart.carts.metadata.ip_address"."""
     data_class: Global___DataClass.ValueType
     encryption_required: _builtins.bool
-    retention: _builtins.str
+    retention_policy: _builtins.str
+    """The RetentionPolicy (its data_type) that says how long this field is kept; empty:
+    kept as long as the record it belongs to.
+    """
+    etag: _builtins.str
+    """AIP-154: output only, changes with every write. ClassifyField with a non-empty etag
+    writes only over that state (ABORTED otherwise); empty: no precondition.
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -99,12 +108,13 @@ class FieldClassification(_message.Message):
         field_path: _builtins.str = ...,
         data_class: Global___DataClass.ValueType = ...,
         encryption_required: _builtins.bool = ...,
-        retention: _builtins.str = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        retention_policy: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_class", b"data_class", "encryption_required", b"encryption_required", "field_path", b"field_path", "retention", b"retention", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_class", b"data_class", "encryption_required", b"encryption_required", "etag", b"etag", "field_path", b"field_path", "retention_policy", b"retention_policy", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -115,15 +125,24 @@ class ListClassificationsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_CLASS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     data_class: Global___DataClass.ValueType
+    """Unspecified lists every class."""
+    page_size: _builtins.int
+    """0: the default (20); at most 100, larger values are read as 100."""
+    page_token: _builtins.str
+    """A next_page_token from the previous page of the same request; empty: the first page."""
     def __init__(
         self,
         *,
         data_class: Global___DataClass.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_class", b"data_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_class", b"data_class", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -134,16 +153,20 @@ class ListClassificationsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLASSIFICATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def classifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldClassification]: ...
     def __init__(
         self,
         *,
         classifications: _abc.Iterable[Global___FieldClassification] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["classifications", b"classifications"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classifications", b"classifications", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -155,7 +178,9 @@ class ClassifyFieldRequest(_message.Message):
 
     CLASSIFICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def classification(self) -> Global___FieldClassification: ...
+    def classification(self) -> Global___FieldClassification:
+        """Creates or replaces the classification of classification.field_path."""
+
     def __init__(
         self,
         *,
@@ -194,21 +219,24 @@ class RetentionPolicy(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_TYPE_FIELD_NUMBER: _builtins.int
-    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
     data_type: _builtins.str
-    retention_days: _builtins.int
     action: Global___RetentionAction.ValueType
+    @_builtins.property
+    def retention(self) -> _duration_pb2.Duration:
+        """How long data is kept after its last activity; whole days, at least one."""
+
     def __init__(
         self,
         *,
         data_type: _builtins.str = ...,
-        retention_days: _builtins.int = ...,
         action: Global___RetentionAction.ValueType = ...,
+        retention: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "data_type", b"data_type", "retention_days", b"retention_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "data_type", b"data_type", "retention", b"retention"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -218,12 +246,21 @@ Global___RetentionPolicy: _TypeAlias = RetentionPolicy  # noqa: Y015
 class ListRetentionPoliciesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0: the default (20); at most 100, larger values are read as 100."""
+    page_token: _builtins.str
+    """A next_page_token from the previous page of the same request; empty: the first page."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -234,16 +271,20 @@ class ListRetentionPoliciesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POLICIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionPolicy]: ...
     def __init__(
         self,
         *,
         policies: _abc.Iterable[Global___RetentionPolicy] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policies", b"policies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "policies", b"policies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -253,21 +294,49 @@ Global___ListRetentionPoliciesResponse: _TypeAlias = ListRetentionPoliciesRespon
 class EnforceRetentionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Mode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[EnforceRetentionRequest._Mode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MODE_UNSPECIFIED: EnforceRetentionRequest._Mode.ValueType  # 0
+        """Same as MODE_PLAN."""
+        MODE_PLAN: EnforceRetentionRequest._Mode.ValueType  # 1
+        """Reports what would change without changing anything."""
+        MODE_APPLY: EnforceRetentionRequest._Mode.ValueType  # 2
+        """Deletes, archives or anonymizes; requires request_id."""
+
+    class Mode(_Mode, metaclass=_ModeEnumTypeWrapper):
+        """What a call does: the default only plans, so an empty request never deletes."""
+
+    MODE_UNSPECIFIED: EnforceRetentionRequest.Mode.ValueType  # 0
+    """Same as MODE_PLAN."""
+    MODE_PLAN: EnforceRetentionRequest.Mode.ValueType  # 1
+    """Reports what would change without changing anything."""
+    MODE_APPLY: EnforceRetentionRequest.Mode.ValueType  # 2
+    """Deletes, archives or anonymizes; requires request_id."""
+
     DATA_TYPE_FIELD_NUMBER: _builtins.int
-    DRY_RUN_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     data_type: _builtins.str
     """Empty runs every policy."""
-    dry_run: _builtins.bool
-    """Reports what would change without changing it."""
+    mode: Global___EnforceRetentionRequest.Mode.ValueType
+    request_id: _builtins.str
+    """AIP-155: a UUID chosen once per logical request and repeated by its retries; required
+    with MODE_APPLY (INVALID_ARGUMENT without), so a retried run is applied once.
+    """
     def __init__(
         self,
         *,
         data_type: _builtins.str = ...,
-        dry_run: _builtins.bool = ...,
+        mode: Global___EnforceRetentionRequest.Mode.ValueType = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_type", b"data_type", "dry_run", b"dry_run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_type", b"data_type", "mode", b"mode", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -307,16 +376,20 @@ class EnforceRetentionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    mode: Global___EnforceRetentionRequest.Mode.ValueType
+    """The mode the call ran in (never MODE_UNSPECIFIED): MODE_PLAN changed nothing."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionResult]: ...
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___RetentionResult] | None = ...,
+        mode: Global___EnforceRetentionRequest.Mode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

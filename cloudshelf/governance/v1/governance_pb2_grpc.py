@@ -95,7 +95,9 @@ class GovernanceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EnforceRetention(self, request, context):
-        """Runs every retention policy once (or only the named one) and reports what it did.
+        """Runs every retention policy once (or only the named one) and reports what it did, or
+        with the default mode only what it would do. Destructive in MODE_APPLY: an admin's
+        call, with a request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,10 @@ class GovernanceServiceStub:
     ClassifyField: _grpc.UnaryUnaryMultiCallable[_governance_pb2.ClassifyFieldRequest, _governance_pb2.ClassifyFieldResponse]
     ListRetentionPolicies: _grpc.UnaryUnaryMultiCallable[_governance_pb2.ListRetentionPoliciesRequest, _governance_pb2.ListRetentionPoliciesResponse]
     EnforceRetention: _grpc.UnaryUnaryMultiCallable[_governance_pb2.EnforceRetentionRequest, _governance_pb2.EnforceRetentionResponse]
-    """Runs every retention policy once (or only the named one) and reports what it did."""
+    """Runs every retention policy once (or only the named one) and reports what it did, or
+    with the default mode only what it would do. Destructive in MODE_APPLY: an admin's
+    call, with a request_id.
+    """
     RunDataQuality: _grpc.UnaryUnaryMultiCallable[_governance_pb2.RunDataQualityRequest, _governance_pb2.RunDataQualityResponse]
     GetMigrationStatus: _grpc.UnaryUnaryMultiCallable[_governance_pb2.GetMigrationStatusRequest, _governance_pb2.GetMigrationStatusResponse]
     GetRegionSyncStatus: _grpc.UnaryUnaryMultiCallable[_governance_pb2.GetRegionSyncStatusRequest, _governance_pb2.GetRegionSyncStatusResponse]
@@ -51,7 +54,10 @@ class GovernanceServiceAsyncStub(GovernanceServiceStub):
     ClassifyField: _aio.UnaryUnaryMultiCallable[_governance_pb2.ClassifyFieldRequest, _governance_pb2.ClassifyFieldResponse]  # type: ignore[assignment]
     ListRetentionPolicies: _aio.UnaryUnaryMultiCallable[_governance_pb2.ListRetentionPoliciesRequest, _governance_pb2.ListRetentionPoliciesResponse]  # type: ignore[assignment]
     EnforceRetention: _aio.UnaryUnaryMultiCallable[_governance_pb2.EnforceRetentionRequest, _governance_pb2.EnforceRetentionResponse]  # type: ignore[assignment]
-    """Runs every retention policy once (or only the named one) and reports what it did."""
+    """Runs every retention policy once (or only the named one) and reports what it did, or
+    with the default mode only what it would do. Destructive in MODE_APPLY: an admin's
+    call, with a request_id.
+    """
     RunDataQuality: _aio.UnaryUnaryMultiCallable[_governance_pb2.RunDataQualityRequest, _governance_pb2.RunDataQualityResponse]  # type: ignore[assignment]
     GetMigrationStatus: _aio.UnaryUnaryMultiCallable[_governance_pb2.GetMigrationStatusRequest, _governance_pb2.GetMigrationStatusResponse]  # type: ignore[assignment]
     GetRegionSyncStatus: _aio.UnaryUnaryMultiCallable[_governance_pb2.GetRegionSyncStatusRequest, _governance_pb2.GetRegionSyncStatusResponse]  # type: ignore[assignment]
@@ -86,7 +92,10 @@ class GovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _governance_pb2.EnforceRetentionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_governance_pb2.EnforceRetentionResponse, _abc.Awaitable[_governance_pb2.EnforceRetentionResponse]]:
-        """Runs every retention policy once (or only the named one) and reports what it did."""
+        """Runs every retention policy once (or only the named one) and reports what it did, or
+        with the default mode only what it would do. Destructive in MODE_APPLY: an admin's
+        call, with a request_id.
+        """
 
     @_abc_1.abstractmethod
     def RunDataQuality(

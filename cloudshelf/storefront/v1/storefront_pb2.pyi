@@ -71,12 +71,15 @@ class CartView(_message.Message):
     TOTAL_ITEMS_FIELD_NUMBER: _builtins.int
     TOTAL_AMOUNT_FIELD_NUMBER: _builtins.int
     TOTAL_CURRENT_AMOUNT_FIELD_NUMBER: _builtins.int
-    CART_VERSION_FIELD_NUMBER: _builtins.int
     CATALOG_UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    CART_ETAG_FIELD_NUMBER: _builtins.int
     total_items: _builtins.int
-    cart_version: _builtins.int
     catalog_unavailable: _builtins.bool
     """True when catalog data could not be fetched and items show stored data only."""
+    cart_etag: _builtins.str
+    """The etag of the cart this view shows (cloudshelf.cart.v1.Cart.etag): pass it to the
+    cart's mutations to write only over what the shopper saw.
+    """
     @_builtins.property
     def owner(self) -> _cart_pb2.CartOwner: ...
     @_builtins.property
@@ -97,12 +100,12 @@ class CartView(_message.Message):
         total_items: _builtins.int = ...,
         total_amount: _common_pb2.Money | None = ...,
         total_current_amount: _common_pb2.Money | None = ...,
-        cart_version: _builtins.int = ...,
         catalog_unavailable: _builtins.bool = ...,
+        cart_etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "total_amount", b"total_amount", "total_current_amount", b"total_current_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_version", b"cart_version", "catalog_unavailable", b"catalog_unavailable", "items", b"items", "owner", b"owner", "total_amount", b"total_amount", "total_current_amount", b"total_current_amount", "total_items", b"total_items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_etag", b"cart_etag", "catalog_unavailable", b"catalog_unavailable", "items", b"items", "owner", b"owner", "total_amount", b"total_amount", "total_current_amount", b"total_current_amount", "total_items", b"total_items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,3 @@
+from services.catalog.demo.load import main
+
+main()

@@ -1,0 +1,93 @@
+"""Carts through gRPC: the etag that GetCart and the storefront's view carry, and views of
+carts larger than one catalog batch."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import aioboto3
+import grpc
+
+from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
+from cloudshelf.devstack.stack import Stack
+from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
+
+Channels = Callable[[str], grpc.aio.Channel]
+
+
+async def _store_cart(stack: Stack, user_id: str, version: int, lines: int = 1) -> None:
+    """Writes a cart the way the cart service stores one (it has no write RPC yet): `lines`
+    books that the catalog does not have, `version` of each."""
+    settings = stack.settings("cart")
+    session = aioboto3.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1"
+    )
+    async with session.resource("dynamodb", endpoint_url=stack.aws.url) as dynamodb:
+        table = await dynamodb.Table(settings.cart_table)
+        await table.put_item(
+            Item={
+                "userId": user_id,
+                "cartId": "current",
+                "items": [
+                    {
+                        "bookId": Decimal(999_000_001 + line),
+                        "title": "Dune",
+                        "priceMinor": Decimal(1099),
+                        "quantity": Decimal(version),
+                    }
+                    for line in range(lines)
+                ],
+                "totalItems": Decimal(version * lines),
+                "totalAmountMinor": Decimal(1099 * version * lines),
+                "currency": "USD",
+                "version": Decimal(version),
+                "lastModified": datetime.now(UTC).isoformat(),
+                "expiresAt": Decimal(int(time.time()) + 3600),
+            }
+        )
+
+
+async def test_a_carts_etag_follows_its_writes_and_reaches_the_storefront(
+    stack: Stack, channel_to: Channels
+) -> None:
+    carts = cart_pb2_grpc.CartServiceStub(channel_to("cart"))
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront"))
+    owner = cart_pb2.CartOwner(user_id=f"user-{secrets.token_hex(4)}")
+
+    async def etag() -> str:
+        cart = (await carts.GetCart(cart_pb2.GetCartRequest(owner=owner), timeout=5)).cart
+        return cart.etag
+
+    absent = await etag()
+    assert absent, "a missing cart still has an etag (empty means no precondition)"
+
+    await _store_cart(stack, owner.user_id, version=1)
+    first = await etag()
+    assert first != absent and first == await etag()
+    view = await storefront.GetCartView(storefront_pb2.GetCartViewRequest(owner=owner), timeout=5)
+    assert view.cart_view.cart_etag == first
+
+    await _store_cart(stack, owner.user_id, version=2)
+    second = await etag()
+    assert second not in (first, absent)
+    view = await storefront.GetCartView(storefront_pb2.GetCartViewRequest(owner=owner), timeout=5)
+    assert view.cart_view.cart_etag == second
+
+
+async def test_a_cart_larger_than_one_catalog_batch_is_viewed_whole(
+    stack: Stack, channel_to: Channels
+) -> None:
+    # BatchGetBooks takes at most 1,000 ids: the storefront asks in batches.
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront"))
+    owner = cart_pb2.CartOwner(user_id=f"user-{secrets.token_hex(4)}")
+    await _store_cart(stack, owner.user_id, version=1, lines=1_201)
+    view = (
+        await storefront.GetCartView(storefront_pb2.GetCartViewRequest(owner=owner), timeout=10)
+    ).cart_view
+    assert len(view.items) == 1_201 and not view.catalog_unavailable
+    # The catalog answered every batch: none of these books is in it.
+    assert not any(line.in_catalog for line in view.items)
