@@ -6,8 +6,6 @@ expired keys are pruned by the job."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,13 +16,13 @@ import grpc
 import pytest_asyncio
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
-from cloudshelf.devstack.stack import REPO_ROOT, Stack
+from cloudshelf.devstack.stack import Stack
 from cloudshelf.runtime.idempotency import (
     IdempotentCall,
     PostgresIdempotencyKeys,
     prune_expired_keys,
 )
-from tests.conftest import expect_error
+from tests.conftest import expect_error, run_cli
 from tests.integration.test_catalog_reviews_inventory import adjust, create
 
 if TYPE_CHECKING:
@@ -141,36 +139,44 @@ async def test_a_failed_attempt_leaves_no_key_so_it_can_be_retried(
     )
 
 
-async def _lock_waiters(db: asyncpg.Connection) -> int:
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
+async def _waiting_on(db: asyncpg.Connection) -> tuple[int, int]:
+    """(attempts waiting on an idempotency key, attempts waiting on a book row)."""
+    await db.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
+    row = await db.fetchrow(
+        "SELECT count(*) FILTER (WHERE query LIKE '%idempotency_keys%') AS on_key, "
+        "       count(*) FILTER (WHERE query LIKE '%FROM book_catalog.books%FOR UPDATE%') "
+        "         AS on_book "
+        "FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
     )
+    assert row is not None
+    return int(row["on_key"]), int(row["on_book"])
 
 
 async def test_concurrent_attempts_with_one_key_apply_once_and_agree(
     catalog: CatalogServiceAsyncStub,
     adjust_raw: RawAdjust,
     catalog_db: asyncpg.Connection,
+    stack: Stack,
 ) -> None:
     a = await create(catalog)
     request = adjust((a.id, 6), request_id=str(uuid.uuid4()))
     # Hold the book's row so that the first attempt stays inside its transaction, key
-    # taken, while the second arrives: the second must wait for it, not run beside it.
-    holder = catalog_db.transaction()
-    await holder.start()
-    await catalog_db.execute("SELECT 1 FROM book_catalog.books WHERE id = $1 FOR UPDATE", a.id)
+    # taken, while the second arrives: the second must wait on the key, not run beside it.
+    holder = await asyncpg.connect(stack.settings("catalog").postgres_dsn)
+    lock = holder.transaction()
+    await lock.start()
+    await holder.execute("SELECT 1 FROM book_catalog.books WHERE id = $1 FOR UPDATE", a.id)
     attempts = [asyncio.ensure_future(adjust_raw(request)) for _ in range(2)]
     try:
-        deadline = time.monotonic() + 10
-        while await _lock_waiters(catalog_db) < 2:  # one on the book, one on the key
-            assert time.monotonic() < deadline, "the two attempts never both waited"
+        deadline = time.monotonic() + 20
+        while (waiting := await _waiting_on(catalog_db)) != (1, 1):
+            assert time.monotonic() < deadline, f"(on the key, on the book): {waiting}"
             await asyncio.sleep(0.05)
         assert not any(attempt.done() for attempt in attempts)
     finally:
-        await holder.rollback()
+        await lock.rollback()
+        await holder.close()
     first, second = await asyncio.gather(*attempts)
     assert first == second
     assert levels(first) == [(a.id, 6)]
@@ -192,15 +198,7 @@ async def test_expired_keys_count_as_absent_and_the_job_prunes_them(
     await catalog.AdjustInventory(adjust((a.id, 10), request_id=reused))
     assert await stock_of(catalog, a.id) == 13
 
-    job = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "cloudshelf.cli", "job", "prune-idempotency-keys"],
-        env=stack.service_env("catalog"),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    job = await run_cli(stack, "job", "prune-idempotency-keys")
     assert job.returncode == 0, job.stderr
     assert "idempotency keys pruned:" in job.stdout
     assert int(job.stdout.split("pruned:")[1].split()[0]) >= 1
