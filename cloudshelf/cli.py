@@ -131,7 +131,11 @@ def seed(books: int) -> int:
 def job(name: str) -> int:
     from services.catalog import jobs
 
-    run = {"refresh-popular": jobs.run_refresh_popular, "warm-cache": jobs.run_warm_cache}[name]
+    run = {
+        "refresh-popular": jobs.run_refresh_popular,
+        "warm-cache": jobs.run_warm_cache,
+        "prune-idempotency-keys": jobs.run_prune_idempotency_keys,
+    }[name]
     print(asyncio.run(run(Settings.from_env("catalog"))))
     return 0
 
@@ -160,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--books", type=int, default=1000)
 
     jobs = commands.add_parser("job", help="run a catalog job once")
-    jobs.add_argument("name", choices=["refresh-popular", "warm-cache"])
+    jobs.add_argument("name", choices=["refresh-popular", "warm-cache", "prune-idempotency-keys"])
     return parser
 
 

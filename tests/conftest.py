@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,7 +21,7 @@ import pytest_asyncio
 
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.devstack.components import ManagedProcess, free_port, wait_until
-from cloudshelf.devstack.stack import Stack, StackPorts, health_status
+from cloudshelf.devstack.stack import REPO_ROOT, Stack, StackPorts, health_status
 from cloudshelf.runtime.migrations import migrate_to_latest
 from tests.otlp_receiver import OtlpReceiver
 
@@ -183,3 +184,16 @@ async def expect_error(call: Awaitable[object], code: grpc.StatusCode, *words: s
             assert word in details, f"{word!r} not in {details!r}"
         return details
     raise AssertionError(f"expected {code.name}, the call succeeded")
+
+
+async def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`cloudshelf ARGS` as an operator or a CronJob runs it, against the catalog's stores."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cloudshelf.cli", *args],
+        env=stack.service_env("catalog"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -13,6 +13,7 @@ import asyncpg
 from cloudshelf.catalog.v1 import catalog_pb2
 from cloudshelf.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from cloudshelf.runtime.events import Event, new_event, write_outbox
+from cloudshelf.runtime.idempotency import IdempotencyKeys, IdempotentCall, PostgresIdempotencyKeys
 from services.catalog.constraints import constraint_errors
 from services.catalog.validation import (
     FORMATS,
@@ -33,6 +34,7 @@ from services.catalog.validation import (
 )
 
 OUTBOX = "book_catalog.outbox"
+IDEMPOTENCY_KEYS = "book_catalog.idempotency_keys"
 
 # The authors of a book, in order, as JSON (decoded to a list by the pool's codec).
 _AUTHORS_JSON = """
@@ -248,6 +250,9 @@ def _jsonable(value: Any) -> Any:
 class BookStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.idempotency_keys: IdempotencyKeys[asyncpg.Connection] = PostgresIdempotencyKeys(
+            IDEMPOTENCY_KEYS
+        )
 
     async def fetch(self, where: str, *args: Any) -> list[asyncpg.Record]:
         return list(
@@ -337,24 +342,21 @@ class BookStore:
         return changed
 
     async def adjust_inventory(
-        self, deltas: dict[int, tuple[int, int]], request_id: str | None
-    ) -> list[tuple[int, int]]:
+        self, deltas: dict[int, tuple[int, int]], idempotent: IdempotentCall | None
+    ) -> catalog_pb2.AdjustInventoryResponse:
         """Applies {book_id: (delta, purchased)} all or nothing; returns new stock levels.
 
         Rows are locked in id order (no deadlocks between concurrent batches), checked,
         then updated: stock never goes negative, and the book that would is named.
+        With a key, a retry gets the first response again and changes nothing.
         """
         ids = sorted(deltas)
         async with self.pool.acquire() as conn, conn.transaction():
-            if request_id:
-                # Serializes retries of one request id; the first result wins.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request_id)
-                earlier = await conn.fetchval(
-                    "SELECT result FROM book_catalog.inventory_requests WHERE request_id = $1",
-                    request_id,
-                )
+            if idempotent:
+                # First, before any book lock: a concurrent retry waits here for our outcome.
+                earlier = await self.idempotency_keys.claim(conn, idempotent)
                 if earlier is not None:
-                    return [(int(b), int(s)) for b, s in earlier]
+                    return catalog_pb2.AdjustInventoryResponse.FromString(earlier)
             rows = await conn.fetch(
                 "SELECT id, stock_quantity FROM book_catalog.books "
                 "WHERE id = ANY($1::int[]) ORDER BY id FOR UPDATE",
@@ -394,14 +396,14 @@ class BookStore:
                 for book_id, level in levels
             ]
             await write_outbox(conn, OUTBOX, events)
-            if request_id:
-                await conn.execute(
-                    "INSERT INTO book_catalog.inventory_requests (request_id, result) "
-                    "VALUES ($1, $2)",
-                    request_id,
-                    [list(level) for level in levels],
-                )
-        return levels
+            response = catalog_pb2.AdjustInventoryResponse(
+                stock_levels=[
+                    catalog_pb2.StockLevel(book_id=b, stock_quantity=s) for b, s in levels
+                ]
+            )
+            if idempotent:
+                await self.idempotency_keys.complete(conn, idempotent, response)
+        return response
 
     async def record_view(self, book_id: int) -> int:
         count = await self.pool.fetchval(

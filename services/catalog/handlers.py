@@ -11,6 +11,7 @@ import asyncpg
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.runtime.errors import InvalidArgument
 from cloudshelf.runtime.events import OutboxRelay
+from cloudshelf.runtime.idempotency import IdempotentCall
 from cloudshelf.runtime.paging import decode_page_token, encode_page_token, split_page
 from cloudshelf.runtime.rpc import ServicerContext
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
@@ -40,6 +41,8 @@ from services.catalog.validation import (
 )
 
 MAX_BATCH = 1000
+# The scope of AdjustInventory's request_id keys (plus the caller's principal, once known).
+ADJUST_INVENTORY = "/cloudshelf.catalog.v1.CatalogService/AdjustInventory"
 # Deeper pages are refused: a query that needs them should be narrowed instead.
 MAX_SEARCH_OFFSET = 10_000
 
@@ -272,8 +275,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             raise InvalidArgument("adjustments", "give at least one adjustment")
         if len(request.adjustments) > MAX_BATCH:
             raise InvalidArgument("adjustments", f"at most {MAX_BATCH} per call")
-        if len(request.request_id) > 100:
-            raise InvalidArgument("request_id", "at most 100 characters")
+        idempotent = IdempotentCall.of(ADJUST_INVENTORY, request)
         deltas: dict[int, tuple[int, int]] = {}
         for i, adjustment in enumerate(request.adjustments):
             book_id = check_id(f"adjustments[{i}].book_id", adjustment.book_id)
@@ -286,13 +288,13 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                 )
             delta, bought = deltas.get(book_id, (0, 0))
             deltas[book_id] = (delta + adjustment.delta, bought + purchased)
-        levels = await self.books.adjust_inventory(deltas, request.request_id or None)
+        response = await self.books.adjust_inventory(deltas, idempotent)
         self._events_written()
         # Stock shows on the product page: drop those books; search pages may lag (15 min).
-        await self.cache.invalidate_books([book_id for book_id, _ in levels], search_too=False)
-        return catalog_pb2.AdjustInventoryResponse(
-            stock_levels=[catalog_pb2.StockLevel(book_id=b, stock_quantity=s) for b, s in levels]
+        await self.cache.invalidate_books(
+            [level.book_id for level in response.stock_levels], search_too=False
         )
+        return response
 
     async def RecordView(
         self, request: catalog_pb2.RecordViewRequest, context: ServicerContext

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 from datetime import UTC
 from typing import TYPE_CHECKING
 
@@ -12,9 +9,9 @@ import asyncpg
 import grpc
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
-from cloudshelf.devstack.stack import REPO_ROOT, Stack
+from cloudshelf.devstack.stack import Stack
 from services.catalog.popular import refresh_popular_books
-from tests.conftest import expect_error
+from tests.conftest import expect_error, run_cli
 from tests.factories import book, word
 
 if TYPE_CHECKING:
@@ -55,15 +52,7 @@ async def test_popular_books_per_category_after_refresh(
             )
         sold[created.id] = purchases
 
-    job = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "cloudshelf.cli", "job", "refresh-popular"],
-        env=stack.service_env("catalog"),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    job = await run_cli(stack, "job", "refresh-popular")
     assert job.returncode == 0, job.stderr
     assert "refreshed" in job.stdout
 

@@ -4,6 +4,7 @@ categories, authors and publishers."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -179,7 +180,7 @@ async def test_a_retried_inventory_request_is_applied_once(
     catalog: CatalogServiceAsyncStub,
 ) -> None:
     a = await create(catalog)
-    request = adjust((a.id, 5), request_id=f"req-{word()}")
+    request = adjust((a.id, 5), request_id=str(uuid.uuid4()))
     first, second = await asyncio.gather(
         catalog.AdjustInventory(request), catalog.AdjustInventory(request)
     )

@@ -24,7 +24,7 @@ from cloudshelf.runtime.migrations import (
     migrations_of,
 )
 
-CATALOG_VERSIONS = [202501001, 202509001, 202511001, 202511002, 202511101, 202511105]
+CATALOG_VERSIONS = [202501001, 202509001, 202511001, 202511002, 202511101, 202511104, 202511105]
 
 
 @pytest_asyncio.fixture
@@ -71,9 +71,15 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     applied = await runner.up()
     assert [int(line.split()[1]) for line in applied] == CATALOG_VERSIONS
     assert "book_catalog.series" in await tables(scratch_dsn)
+    assert "book_catalog.idempotency_keys" in await tables(scratch_dsn)
+    assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
     assert await runner.down() == ["down 202511105 popular books refresh time"]
+    assert await runner.down() == ["down 202511104 idempotency keys"]
+    after_down = await tables(scratch_dsn)
+    assert "book_catalog.inventory_requests" in after_down
+    assert "book_catalog.idempotency_keys" not in after_down
     await runner.to(202501001)
     assert "book_catalog.series" not in await tables(scratch_dsn)
     states = await runner.status()

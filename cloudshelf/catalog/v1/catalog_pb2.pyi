@@ -1498,7 +1498,16 @@ class AdjustInventoryRequest(_message.Message):
     ADJUSTMENTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Optional idempotency key; a repeated key returns the first result."""
+    """Optional idempotency key (AIP-155): a UUID in its 36-character text form (a random
+    UUID4 is recommended; case-insensitive; the nil UUID is refused), INVALID_ARGUMENT
+    otherwise. Without it the call is not idempotent. A retry with the same request_id and
+    the same request is applied once and answered with the first response, byte for
+    byte, for 7 days; a retry that arrives while the first attempt runs waits for it.
+    The same request_id with a different request fails with FAILED_PRECONDITION
+    "request_id reused with a different request" (send a new request_id for a new
+    request). Only a successful call keeps its key: after an error the same request_id
+    can be sent again. Keys are scoped to the caller.
+    """
     @_builtins.property
     def adjustments(self) -> _containers.RepeatedCompositeFieldContainer[Global___InventoryAdjustment]: ...
     def __init__(
