@@ -402,7 +402,14 @@ def assert_hardened_job_pod(workload: Manifest, service: str) -> None:
 
 def test_refresh_popular_runs_daily_in_the_catalogs_pod(manifests: list[Manifest]) -> None:
     cron_jobs = of_kind(manifests, "CronJob")
-    assert set(cron_jobs) == {f"{RELEASE}-catalog-refresh-popular"}
+    assert {
+        f"{RELEASE}-catalog-refresh-popular",
+        f"{RELEASE}-catalog-prune-idempotency-keys",
+    } <= set(cron_jobs)
+    for other in cron_jobs.values():  # every job, not only this one, runs hardened and alone
+        kubernetes_validate.validate(other, KUBE_VERSION, strict=True)
+        assert other["spec"]["concurrencyPolicy"] == "Forbid"
+        assert_hardened_job_pod(other, "catalog")
     cron = cron_jobs[f"{RELEASE}-catalog-refresh-popular"]
     kubernetes_validate.validate(cron, KUBE_VERSION, strict=True)
     spec = cron["spec"]
@@ -471,15 +478,17 @@ def test_adding_a_job_is_one_values_entry(manifests: list[Manifest]) -> None:
     assert set(of_kind(grown, "Job")) == set(of_kind(manifests, "Job"))
 
 
-def test_jobs_can_be_disabled_and_must_name_a_schedule() -> None:
+def test_jobs_can_be_disabled_and_must_name_a_schedule(manifests: list[Manifest]) -> None:
     disabled = render({"services": {"catalog": {"jobs": {"refresh-popular": {"enabled": False}}}}})
-    assert of_kind(disabled, "CronJob") == {}
+    assert set(of_kind(manifests, "CronJob")) - set(of_kind(disabled, "CronJob")) == {
+        f"{RELEASE}-catalog-refresh-popular"
+    }
     assert not any(name.endswith("-install") for name in of_kind(disabled, "Job"))
     with pytest.raises(helm_python.errors.HelmRenderError, match="schedule is required"):
         render({"services": {"cart": {"jobs": {"sweep": {"command": ["true"]}}}}})
 
 
-def test_long_job_names_fit_kubernetes_limits() -> None:
+def test_long_job_names_fit_kubernetes_limits(manifests: list[Manifest]) -> None:
     name = "prune-idempotency-keys-and-everything-else"
     grown = render(
         {
@@ -496,7 +505,7 @@ def test_long_job_names_fit_kubernetes_limits() -> None:
         assert len(cron_name) <= 52
     for job_name in of_kind(grown, "Job"):
         assert len(job_name) <= 63
-    assert len(of_kind(grown, "CronJob")) == 2
+    assert len(of_kind(grown, "CronJob")) == len(of_kind(manifests, "CronJob")) + 1
     assert len([n for n in of_kind(grown, "Job") if n.endswith("-install")]) == 2
 
 
