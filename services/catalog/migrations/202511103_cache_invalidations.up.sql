@@ -3,7 +3,7 @@
 -- write them, so no code path (an RPC, a trigger cascade, an operator's UPDATE) can forget
 -- one. The writer applies them to Redis right after its commit and deletes them; rows it
 -- could not apply (Redis unreachable, the process died in between) are claimed and applied
--- by the invalidation loop of any replica (services/catalog/cache.py).
+-- by the invalidation loop of any replica (services/catalog/invalidations.py).
 CREATE TABLE book_catalog.cache_invalidations (
     id            BIGSERIAL PRIMARY KEY,
     -- A book whose cached value changed and its version after the change: the cache keeps a
@@ -15,8 +15,6 @@ CREATE TABLE book_catalog.cache_invalidations (
     -- A generation namespace to bump: search, search-rating, search-popular, category.
     generation    VARCHAR(40),
     created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
-    -- Set by a replica's loop while it applies the row, so replicas do not repeat each other.
-    claimed_until TIMESTAMPTZ,
     CONSTRAINT cache_invalidations_what CHECK (
         (book_id IS NOT NULL AND book_version IS NOT NULL) OR generation IS NOT NULL
     )
