@@ -16,7 +16,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.devstack.stack import Stack
-from services.catalog.cache import book_data
+from services.catalog.cache import CatalogCache, Invalidation, book_data
 from tests.conftest import expect_error
 from tests.factories import book, usd, word
 
@@ -272,3 +272,23 @@ async def test_purchases_reorder_best_sellers_and_pages_agree(
     second_page = await catalog.SearchBooks(browse)
     order = [b.id for b in [*first_page.books, *second_page.books]]
     assert order == [books[2].id, books[0].id, books[1].id]
+
+
+async def test_an_older_load_never_replaces_a_newer_value_or_marker(stack: Stack) -> None:
+    client = aioredis.Redis.from_url(stack.redis.url)
+    cache = CatalogCache(client, prefix=f"test-{word()}")
+    try:
+        await cache.put_book(1, 2, b"v2")
+        await cache.put_book(1, 1, b"v1")  # a slow load of the row before the write
+        assert (await cache.get_book(1))[0] == b"v2"
+
+        await cache.apply(Invalidation(books={1: 3}))  # version 3 committed
+        assert (await cache.get_book(1))[0] is None
+        await cache.put_book(1, 2, b"v2")  # read before the commit, stored after it
+        assert (await cache.get_book(1))[0] is None
+        await cache.put_book(1, 3, b"v3")
+        assert (await cache.get_book(1))[0] == b"v3"
+        await cache.apply(Invalidation(books={1: 3}))  # applied again: harmless
+        assert (await cache.get_book(1))[0] == b"v3"
+    finally:
+        await client.aclose()

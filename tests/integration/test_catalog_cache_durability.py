@@ -233,3 +233,13 @@ def _outbox_relay_poll(span: ReceivedSpan) -> bool:
         or "outbox" in statement
         or statement.startswith("SELECT pg_advisory_unlock_all();")
     )
+
+
+async def test_peer_health_checks_send_no_spans(
+    spawn_service: ServiceSpawner, otlp: OtlpReceiver
+) -> None:
+    name = f"storefront-idle-{secrets.token_hex(3)}"
+    _, address = spawn_service("storefront", OTEL_SERVICE_NAME=name)
+    await asyncio.to_thread(wait_for_health, address, "SERVING", "dependency/catalog")
+    await asyncio.sleep(3.0)  # its monitor checks cart and catalog every 0.5 s
+    assert not otlp.spans_of_service(name)
