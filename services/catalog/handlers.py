@@ -184,11 +184,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.ListBooksRequest, context: ServicerContext
     ) -> catalog_pb2.ListBooksResponse:
         size = page_size(request.page_size)
-        query = {
-            "category": request.category_id,
-            "size": size,
-            "inactive": request.include_inactive,
-        }
+        query: dict[str, object] = {"category": request.category_id, "size": size}
+        if request.include_inactive:  # tokens of the default listing keep their shape
+            query["inactive"] = True
         position = decode_page_token(request.page_token, query) or {"after": 0}
         categories = None
         if request.category_id:
