@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -19,6 +19,8 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    # String attributes (e.g. db.statement of a database client span).
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -56,6 +58,11 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             trace_id=span.trace_id.hex(),
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
+                            attributes={
+                                a.key: a.value.string_value
+                                for a in span.attributes
+                                if a.value.HasField("string_value")
+                            },
                         )
                     )
         with self._lock:
@@ -65,6 +72,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def spans_of_trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:
             return [s for s in self._spans if s.trace_id == trace_id]
+
+    def spans_of_service(self, service_name: str) -> list[ReceivedSpan]:
+        with self._lock:
+            return [s for s in self._spans if s.service_name == service_name]
 
     def wait_for(
         self, trace_id: str, services: set[str], timeout: float = 15.0

@@ -35,6 +35,16 @@ def _env_float(name: str, default: float, environ: Mapping[str, str] | None = No
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    raw = _env(name, "", environ)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
 def service_address(service: str, environ: Mapping[str, str] | None = None) -> str:
     """Where a service is reached by its peers: CLOUDSHELF_<SERVICE>_ADDR."""
     default = f"127.0.0.1:{DEFAULT_PORTS[service]}"
@@ -54,6 +64,15 @@ class Settings:
     health_interval: float
     # Deadline applied to outgoing calls when the incoming call carries none.
     default_call_timeout: float
+    # Sizes and timeouts of the store clients (size them against max_connections).
+    postgres_pool_min_size: int = 0
+    postgres_pool_max_size: int = 10
+    # Seconds a statement may run before the client gives up on it.
+    postgres_command_timeout: float = 30.0
+    redis_max_connections: int = 32
+    # Seconds between rounds of the catalog's loop that applies cache invalidations that
+    # their writer could not apply (Redis unreachable, or the writer died after commit).
+    cache_invalidation_interval: float = 1.0
     cart_table: str = "CloudShelf-ShoppingCart"
     sessions_table: str = "CloudShelf-UserSessions"
     analytics_stream: str = "cloudshelf-analytics-stream"
@@ -76,6 +95,9 @@ class Settings:
         def env_float(name: str, default: float) -> float:
             return _env_float(name, default, environ)
 
+        def env_int(name: str, default: int) -> int:
+            return _env_int(name, default, environ)
+
         return cls(
             service=service,
             listen_addr=env("CLOUDSHELF_LISTEN_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}"),
@@ -92,6 +114,21 @@ class Settings:
             shutdown_grace=env_float("CLOUDSHELF_SHUTDOWN_GRACE_SECONDS", 10.0),
             health_interval=env_float("CLOUDSHELF_HEALTH_INTERVAL_SECONDS", 2.0),
             default_call_timeout=env_float("CLOUDSHELF_CALL_TIMEOUT_SECONDS", 5.0),
+            postgres_pool_min_size=env_int(
+                "CLOUDSHELF_POSTGRES_POOL_MIN_SIZE", cls.postgres_pool_min_size
+            ),
+            postgres_pool_max_size=env_int(
+                "CLOUDSHELF_POSTGRES_POOL_MAX_SIZE", cls.postgres_pool_max_size
+            ),
+            postgres_command_timeout=env_float(
+                "CLOUDSHELF_POSTGRES_COMMAND_TIMEOUT_SECONDS", cls.postgres_command_timeout
+            ),
+            redis_max_connections=env_int(
+                "CLOUDSHELF_REDIS_MAX_CONNECTIONS", cls.redis_max_connections
+            ),
+            cache_invalidation_interval=env_float(
+                "CLOUDSHELF_CACHE_INVALIDATION_INTERVAL_SECONDS", cls.cache_invalidation_interval
+            ),
             cart_table=env("CLOUDSHELF_CART_TABLE", cls.cart_table),
             sessions_table=env("CLOUDSHELF_SESSIONS_TABLE", cls.sessions_table),
             analytics_stream=env("CLOUDSHELF_ANALYTICS_STREAM", cls.analytics_stream),

@@ -1,5 +1,9 @@
 """grpc.health.v1 driven by real dependency checks.
 
+Readiness ("" and the service names) means "this pod can serve": checks run on connections
+of their own (see stores.py), so a busy request pool is load, not an outage. The checks are
+not traced.
+
 Each dependency is reported under its own name ("dependency/postgres"); the overall status
 ("" and each served service name) is SERVING only while every *required* dependency passes.
 An optional dependency that fails (a cache) leaves the service SERVING but degraded.
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 log = logging.getLogger("cloudshelf.health")
 
@@ -64,7 +69,10 @@ class DependencyMonitor:
 
     async def check_once(self) -> bool:
         """Runs every check and publishes the statuses; returns the overall result."""
-        results = await asyncio.gather(*(self._passes(d) for d in self.dependencies))
+        # A check every few seconds per replica would be a root trace each (a SELECT 1, a
+        # PING): noise that buries real traces. The checks' tasks inherit the suppression.
+        with suppress_instrumentation():
+            results = await asyncio.gather(*(self._passes(d) for d in self.dependencies))
         for dependency, ok in zip(self.dependencies, results, strict=True):
             if self.passing.get(dependency.name) is False and ok:
                 log.info("dependency %s recovered", dependency.name)

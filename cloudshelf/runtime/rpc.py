@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from cloudshelf.runtime.errors import status_for
+from cloudshelf.runtime.telemetry import NOT_HEALTH_CHECK
 
 log = logging.getLogger("cloudshelf.rpc")
 
@@ -102,7 +103,10 @@ class DeadlinePropagation(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
 
 
 def peer_channel(address: str, default_timeout: float) -> grpc.aio.Channel:
-    """A channel to another CloudShelf service: traced (W3C context in metadata) and with
-    deadlines propagated."""
-    interceptors: list[Any] = [*aio_client_interceptors(), DeadlinePropagation(default_timeout)]
+    """A channel to another CloudShelf service: traced (W3C context in metadata, health
+    checks excepted) and with deadlines propagated."""
+    interceptors: list[Any] = [
+        *aio_client_interceptors(filter_=NOT_HEALTH_CHECK),
+        DeadlinePropagation(default_timeout),
+    ]
     return grpc.aio.insecure_channel(address, interceptors=interceptors)

@@ -29,6 +29,48 @@ async def init_postgres_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+class PostgresProbe:
+    """The health check's own PostgreSQL connection, kept between checks and reopened when
+    broken. It never borrows from the request pool: a pool busy with slow queries is load,
+    not an outage, and must not take the pod out of its Service."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.dsn = settings.postgres_dsn
+        self.application_name = f"{settings.service}-health"
+        self.pool = pool
+        self.connection: asyncpg.Connection | None = None
+
+    async def check(self) -> None:
+        try:
+            if self.connection is None or self.connection.is_closed():
+                self.connection = await asyncpg.connect(
+                    self.dsn, server_settings={"application_name": self.application_name}
+                )
+            await self.connection.fetchval("SELECT 1")
+        except BaseException as exc:
+            # Timed out (cancelled mid-query) or broken: its state is unknown, start over.
+            self._drop()
+            if isinstance(
+                exc,
+                asyncpg.exceptions.InterfaceError
+                | asyncpg.exceptions.ConnectionDoesNotExistError
+                | OSError,
+            ):
+                # A restarted server leaves dead connections in the pool too (asyncpg#385).
+                self.pool.expire_connections()
+            raise
+
+    def _drop(self) -> None:
+        if self.connection is not None:
+            self.connection.terminate()
+            self.connection = None
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close(timeout=2)
+            self.connection = None
+
+
 async def open_postgres(
     settings: Settings, stack: AsyncExitStack
 ) -> tuple[asyncpg.Pool, Dependency]:
@@ -36,8 +78,8 @@ async def open_postgres(
     on demand, and the health check reports the outage until it is back."""
     pool = asyncpg.create_pool(
         settings.postgres_dsn,
-        min_size=0,
-        max_size=10,
+        min_size=settings.postgres_pool_min_size,
+        max_size=settings.postgres_pool_max_size,
         init=init_postgres_connection,
         # Full-text queries need plans that see the actual search terms (generic plans
         # after five executions are catastrophically slow for rare words). JIT compiles for
@@ -47,48 +89,46 @@ async def open_postgres(
             "plan_cache_mode": "force_custom_plan",
             "application_name": settings.service,
         },
-        command_timeout=30,
+        command_timeout=settings.postgres_command_timeout,
         # Stale connections after a server restart are dropped instead of reused.
         max_inactive_connection_lifetime=60,
     )
-    await pool  # min_size=0: no connection is made yet
+    await pool  # with min_size 0 (the default) no connection is made yet
     stack.push_async_callback(pool.close)
-
-    async def check() -> None:
-        try:
-            await pool.fetchval("SELECT 1")
-        except (
-            asyncpg.exceptions.InterfaceError,
-            asyncpg.exceptions.ConnectionDoesNotExistError,
-            OSError,
-        ):
-            # A restarted server leaves dead connections in the pool (asyncpg#385).
-            pool.expire_connections()
-            raise
-
-    return pool, Dependency("postgres", check)
+    probe = PostgresProbe(settings, pool)
+    stack.push_async_callback(probe.close)
+    return pool, Dependency("postgres", probe.check)
 
 
-async def open_redis(
-    settings: Settings, stack: AsyncExitStack, *, required: bool
-) -> tuple[aioredis.Redis, Dependency]:
-    """A Redis client that waits for a free connection instead of failing under load and
-    reconnects after a restart."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+def _redis_pool(settings: Settings, max_connections: int) -> aioredis.BlockingConnectionPool:
+    return aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
-        max_connections=32,
+        max_connections=max_connections,
         timeout=1.0,
         socket_timeout=0.5,
         socket_connect_timeout=0.5,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=1),
         health_check_interval=15,
     )
+
+
+async def open_redis(
+    settings: Settings, stack: AsyncExitStack, *, required: bool
+) -> tuple[aioredis.Redis, Dependency]:
+    """A Redis client that waits for a free connection instead of failing under load and
+    reconnects after a restart. Its health check has a connection of its own, so a pool
+    saturated by requests is not reported as Redis being down."""
+    pool = _redis_pool(settings, settings.redis_max_connections)
     client = aioredis.Redis(connection_pool=pool)
     stack.push_async_callback(client.aclose)
     stack.push_async_callback(pool.disconnect)
+    probe_pool = _redis_pool(settings, 1)
+    probe = aioredis.Redis(connection_pool=probe_pool)
+    stack.push_async_callback(probe.aclose)
+    stack.push_async_callback(probe_pool.disconnect)
 
     async def check() -> None:
-        await client.ping()
+        await probe.ping()
 
     return client, Dependency("redis", check, required=required)
 

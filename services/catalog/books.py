@@ -45,12 +45,18 @@ coalesce((SELECT json_agg(json_build_object(
             JOIN book_catalog.authors a ON a.id = ba.author_id
            WHERE ba.book_id = b.id), '[]'::json)"""
 
+# Views are counted in the narrow book_stats table (a view never rewrites the books row);
+# books.view_count keeps the counts from before that table.
+_VIEW_COUNT = """
+(b.view_count + coalesce((SELECT s.view_count FROM book_catalog.book_stats s
+                           WHERE s.book_id = b.id), 0))"""
+
 BOOK_COLUMNS = f"""
 b.id, b.isbn_13, b.isbn_10, b.title, b.subtitle, b.description, b.price, b.list_price,
 b.page_count, b.publication_date, b.language_code, b.format, b.category_id, b.publisher_id,
 b.stock_quantity, b.status, b.slug, b.cover_image_url, b.thumbnail_url, b.series_id,
-b.series_number, b.view_count, b.purchase_count, b.rating_average, b.rating_count,
-b.created_at, b.updated_at, b.version, {_AUTHORS_JSON} AS authors"""
+b.series_number, {_VIEW_COUNT} AS view_count, b.purchase_count, b.rating_average,
+b.rating_count, b.created_at, b.updated_at, b.version, {_AUTHORS_JSON} AS authors"""
 
 _FORMAT_ENUM = {name: number for number, name in FORMATS.items()}
 _STATUS_ENUM = {name: number for number, name in STATUSES.items()}
@@ -268,21 +274,35 @@ class BookStore:
         return book_from_row(rows[0])
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, catalog_pb2.Book]:
+        return {i: book for i, (book, _) in (await self.get_many_versioned(ids)).items()}
+
+    async def get_versioned(self, column: str, value: Any) -> tuple[catalog_pb2.Book, int]:
+        """A book and the version of the row it was read from (what the cache stores)."""
+        rows = await self.fetch(f"b.{column} = $1", value)
+        if not rows:
+            raise NotFound(f"no book with {column} {value}")
+        return book_from_row(rows[0]), int(rows[0]["version"])
+
+    async def get_many_versioned(
+        self, ids: Sequence[int]
+    ) -> dict[int, tuple[catalog_pb2.Book, int]]:
         rows = await self.fetch("b.id = ANY($1::int[])", list(ids))
-        return {row["id"]: book_from_row(row) for row in rows}
+        return {row["id"]: (book_from_row(row), int(row["version"])) for row in rows}
 
     async def list_in_categories(
-        self, category_ids: list[int] | None, after_id: int, limit: int
+        self, category_ids: list[int] | None, after_id: int, limit: int, *, active_only: bool
     ) -> list[catalog_pb2.Book]:
-        if category_ids is None:
-            rows = await self.fetch("b.id > $1 ORDER BY b.id LIMIT $2", after_id, limit)
-        else:
-            rows = await self.fetch(
-                "b.category_id = ANY($1::int[]) AND b.id > $2 ORDER BY b.id LIMIT $3",
-                category_ids,
-                after_id,
-                limit,
-            )
+        conditions = ["b.id > $1"]
+        args: list[Any] = [after_id]
+        if active_only:  # also what lets the partial index idx_books_category serve it
+            conditions.append("b.status = 'active'")
+        if category_ids is not None:
+            args.append(category_ids)
+            conditions.append(f"b.category_id = ANY(${len(args)}::int[])")
+        args.append(limit)
+        rows = await self.fetch(
+            f"{' AND '.join(conditions)} ORDER BY b.id LIMIT ${len(args)}", *args
+        )
         return [book_from_row(row) for row in rows]
 
     async def create(self, columns: dict[str, Any], links: list[BookAuthorLink]) -> int:
@@ -406,9 +426,18 @@ class BookStore:
         return response
 
     async def record_view(self, book_id: int) -> int:
+        """Counts a view in book_stats (the books row is not touched: no new row version,
+        no index entry, the search index untouched); returns the book's view count."""
         count = await self.pool.fetchval(
-            "UPDATE book_catalog.books SET view_count = view_count + 1 "
-            "WHERE id = $1 RETURNING view_count",
+            """
+            WITH book AS (SELECT id, view_count FROM book_catalog.books WHERE id = $1),
+            counted AS (
+                INSERT INTO book_catalog.book_stats AS s (book_id, view_count)
+                SELECT id, 1 FROM book
+                ON CONFLICT (book_id) DO UPDATE SET view_count = s.view_count + 1
+                RETURNING s.view_count
+            )
+            SELECT book.view_count + counted.view_count FROM book, counted""",
             book_id,
         )
         if count is None:

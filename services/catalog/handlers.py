@@ -9,13 +9,14 @@ from dataclasses import replace
 import asyncpg
 
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from cloudshelf.runtime.errors import InvalidArgument
+from cloudshelf.runtime.errors import InvalidArgument, NotFound
 from cloudshelf.runtime.events import OutboxRelay
 from cloudshelf.runtime.idempotency import IdempotentCall
 from cloudshelf.runtime.paging import decode_page_token, encode_page_token, split_page
 from cloudshelf.runtime.rpc import ServicerContext
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
-from services.catalog.cache import CatalogCache
+from services.catalog.cache import SEARCH_POPULAR, SEARCH_RATING, CatalogCache
+from services.catalog.invalidations import CacheInvalidations
 from services.catalog.popular import popular_books
 from services.catalog.reviews import ReviewStore
 from services.catalog.search import (
@@ -53,6 +54,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         pool: asyncpg.Pool,
         cache: CatalogCache,
         relay: OutboxRelay | None = None,
+        invalidations: CacheInvalidations | None = None,
     ) -> None:
         self.pool = pool
         self.books = BookStore(pool)
@@ -60,24 +62,53 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self.reviews = ReviewStore(pool)
         self.cache = cache
         self.relay = relay
+        self.invalidations = invalidations or CacheInvalidations(pool, cache)
 
     def _events_written(self) -> None:
         if self.relay is not None:
             self.relay.wake()
 
-    async def _book_bytes(self, book_id: int) -> bytes:
-        """A serialized Book by id through the cache (one database load per key under a
-        stampede). Bytes, so a cache hit is parsed once, straight into the response."""
-        cached = await self.cache.get_book(book_id)
-        if cached is not None:
-            return cached
+    async def _cache_written(self) -> None:
+        """After a committed write: its cache invalidations (rows its transaction left in
+        cache_invalidations) go to Redis now, so the writer reads its own write."""
+        await self.invalidations.apply_latest()
+
+    async def _book_by_id(self, book_id: int) -> catalog_pb2.GetBookResponse:
+        """A Book by id through the cache (one database load per key under a stampede).
+        A cache hit is parsed once, straight into the response."""
+        data, views = await self.cache.get_book(book_id)
+        if data is None:
+
+            async def load() -> bytes:
+                book, version = await self.books.get_versioned("id", book_id)
+                loaded = book.SerializeToString()
+                await self.cache.put_book(book_id, version, loaded)
+                return loaded
+
+            data = await self.cache.single_flight(f"book:{book_id}", load)
+        return _book_response(data, views)
+
+    async def _book_by_slug(self, slug: str) -> catalog_pb2.GetBookResponse:
+        """A Book by slug through the cache: slug -> id, then the book by id. The mapping
+        is checked against the book, so a slug that moved to another book is never served."""
+        book_id = await self.cache.get_slug(slug)
+        if book_id is not None:
+            try:
+                response = await self._book_by_id(book_id)
+                if response.book.slug == slug:
+                    return response
+            except NotFound:
+                pass
+            await self.cache.forget_slug(slug)
 
         async def load() -> bytes:
-            data = (await self.books.get("id", book_id)).SerializeToString()
-            await self.cache.put_book(book_id, data)
-            return data
+            book, version = await self.books.get_versioned("slug", slug)
+            loaded = book.SerializeToString()
+            await self.cache.put_book(book.id, version, loaded)
+            await self.cache.put_slug(slug, book.id)
+            return loaded
 
-        return await self.cache.single_flight(f"book:{book_id}", load)
+        return _book_response(await self.cache.single_flight(f"slug:{slug}", load), None)
 
     async def _subtree(self, category_id: int) -> list[int]:
         """A category and all its descendants (cached: 2 h, or until a category changes)."""
@@ -97,7 +128,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         columns = columns_for_create(request.book)
         book_id = await self.books.create(columns, author_links(request.book))
         self._events_written()
-        await self.cache.invalidate_books([book_id])
+        await self._cache_written()
         return catalog_pb2.CreateBookResponse(book=await self.books.get("id", book_id))
 
     async def UpdateBook(
@@ -110,7 +141,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         changed = await self.books.update(book_id, columns, links)
         if changed:
             self._events_written()
-            await self.cache.invalidate_books([book_id])
+            await self._cache_written()
         return catalog_pb2.UpdateBookResponse(book=await self.books.get("id", book_id))
 
     async def GetBook(
@@ -118,15 +149,13 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.GetBookResponse:
         match request.WhichOneof("key"):
             case "id":
-                response = catalog_pb2.GetBookResponse()
-                response.book.MergeFromString(await self._book_bytes(check_id("id", request.id)))
-                return response
+                return await self._book_by_id(check_id("id", request.id))
             case "isbn_13":
                 book = await self.books.get("isbn_13", check_isbn13("isbn_13", request.isbn_13))
             case "isbn_10":
                 book = await self.books.get("isbn_10", check_isbn10("isbn_10", request.isbn_10))
             case "slug":
-                book = await self.books.get("slug", check_slug("slug", request.slug))
+                return await self._book_by_slug(check_slug("slug", request.slug))
             case _:
                 raise InvalidArgument("key", "set one of id, isbn_13, isbn_10 or slug")
         return catalog_pb2.GetBookResponse(book=book)
@@ -137,30 +166,37 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         if len(request.ids) > MAX_BATCH:
             raise InvalidArgument("ids", f"at most {MAX_BATCH} ids per call")
         ids = list(dict.fromkeys(check_id(f"ids[{i}]", v) for i, v in enumerate(request.ids)))
-        found = await self.cache.get_books(ids)
+        found, views = await self.cache.get_books(ids)
         misses = [i for i in ids if i not in found]
         if misses:
             loaded = {
-                i: b.SerializeToString() for i, b in (await self.books.get_many(misses)).items()
+                i: (version, book.SerializeToString())
+                for i, (book, version) in (await self.books.get_many_versioned(misses)).items()
             }
             await self.cache.put_books(loaded)
-            found.update(loaded)
+            found.update((i, data) for i, (_, data) in loaded.items())
         response = catalog_pb2.BatchGetBooksResponse(missing_ids=[i for i in ids if i not in found])
         for book_id in ids:
             if book_id in found:
-                response.books.add().MergeFromString(found[book_id])
+                book = response.books.add()
+                book.MergeFromString(found[book_id])
+                _raise_view_count(book, views.get(book_id))
         return response
 
     async def ListBooks(
         self, request: catalog_pb2.ListBooksRequest, context: ServicerContext
     ) -> catalog_pb2.ListBooksResponse:
         size = page_size(request.page_size)
-        query = {"category": request.category_id, "size": size}
+        query: dict[str, object] = {"category": request.category_id, "size": size}
+        if request.include_inactive:  # tokens of the default listing keep their shape
+            query["inactive"] = True
         position = decode_page_token(request.page_token, query) or {"after": 0}
         categories = None
         if request.category_id:
             categories = await self._subtree(check_id("category_id", request.category_id))
-        fetched = await self.books.list_in_categories(categories, int(position["after"]), size + 1)
+        fetched = await self.books.list_in_categories(
+            categories, int(position["after"]), size + 1, active_only=not request.include_inactive
+        )
         books, token = split_page(fetched, size, lambda b: {"after": b.id}, query)
         return catalog_pb2.ListBooksResponse(books=books, next_page_token=token)
 
@@ -207,30 +243,48 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                 "page_token", f"results past {MAX_SEARCH_OFFSET} are not served; narrow the query"
             )
 
-        page_key = await self.cache.search_key(json.dumps({**query, "offset": offset}))
+        # A page is cached under the search generation, and under its sort's own one when
+        # a narrower write can reorder it: reviews the rating sort, purchases the best
+        # sellers (relevance without search words). So pages 1 and 2 always come from the
+        # same generation, and a purchase does not end every cached search.
+        sort_generation = None
+        if sort == "rating":
+            sort_generation = SEARCH_RATING
+        elif sort == "relevance" and not await has_search_terms(self.pool, filters.text):
+            sort_generation = SEARCH_POPULAR
+        page_key = await self.cache.search_key(
+            json.dumps({**query, "offset": offset}), sort_generation
+        )
         cached = await self.cache.get_search(page_key)
         if cached is not None:
             return catalog_pb2.SearchBooksResponse.FromString(cached)
 
-        if request.category_id:
-            subtree = await self._subtree(check_id("category_id", request.category_id))
-            filters = replace(filters, category_ids=tuple(subtree))
-        has_terms = await has_search_terms(self.pool, filters.text)
-        # The total (planner estimate, then a count or a sample) is cheap beside the page
-        # and runs on a second connection meanwhile.
-        books, total = await asyncio.gather(
-            search_page(self.pool, filters, has_terms, sort, offset, size + 1),
-            self._search_total(filters, has_terms),
-        )
-        more = len(books) > size
-        del books[size:]
-        response = catalog_pb2.SearchBooksResponse(
-            books=books, total_count=total.count, total_count_is_estimate=total.estimate
-        )
-        if more and offset + size <= MAX_SEARCH_OFFSET:
-            response.next_page_token = encode_page_token({"offset": offset + size}, query)
-        await self.cache.put_search(page_key, response.SerializeToString())
-        return response
+        async def load() -> bytes:
+            scoped = filters
+            if request.category_id:
+                subtree = await self._subtree(check_id("category_id", request.category_id))
+                scoped = replace(filters, category_ids=tuple(subtree))
+            has_terms = await has_search_terms(self.pool, scoped.text)
+            # The total (planner estimate, then a count or a sample) is cheap beside the
+            # page and runs on a second connection meanwhile.
+            books, total = await asyncio.gather(
+                search_page(self.pool, scoped, has_terms, sort, offset, size + 1),
+                self._search_total(scoped, has_terms),
+            )
+            more = len(books) > size
+            del books[size:]
+            response = catalog_pb2.SearchBooksResponse(
+                books=books, total_count=total.count, total_count_is_estimate=total.estimate
+            )
+            if more and offset + size <= MAX_SEARCH_OFFSET:
+                response.next_page_token = encode_page_token({"offset": offset + size}, query)
+            data = response.SerializeToString()
+            await self.cache.put_search(page_key, data)
+            return data
+
+        # Concurrent identical searches share one query (and one cached page).
+        data = await (load() if page_key is None else self.cache.single_flight(page_key, load))
+        return catalog_pb2.SearchBooksResponse.FromString(data)
 
     async def _search_total(self, filters: SearchFilters, has_terms: bool) -> Total:
         """The number of matches, counted once per filter set and cached, whatever the
@@ -290,16 +344,20 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             deltas[book_id] = (delta + adjustment.delta, bought + purchased)
         response = await self.books.adjust_inventory(deltas, idempotent)
         self._events_written()
-        # Stock shows on the product page: drop those books; search pages may lag (15 min).
-        await self.cache.invalidate_books(
-            [level.book_id for level in response.stock_levels], search_too=False
-        )
+        # Stock shows on the product page: those books are invalidated. Search pages are
+        # not (stock changes no result; a cached page may show the old stock for 15 min),
+        # except the best-seller order when purchase_count changed (the migration's rules).
+        await self._cache_written()
         return response
 
     async def RecordView(
         self, request: catalog_pb2.RecordViewRequest, context: ServicerContext
     ) -> catalog_pb2.RecordViewResponse:
-        count = await self.books.record_view(check_id("book_id", request.book_id))
+        book_id = check_id("book_id", request.book_id)
+        count = await self.books.record_view(book_id)
+        # No invalidation (a view changes no search result, and dropping hot books on every
+        # view would defeat their cache): GetBook raises a cached Book's count to this one.
+        await self.cache.record_views(book_id, count)
         return catalog_pb2.RecordViewResponse(view_count=count)
 
     # --- categories, authors, publishers -------------------------------------------------
@@ -308,7 +366,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.CreateCategoryRequest, context: ServicerContext
     ) -> catalog_pb2.CreateCategoryResponse:
         category = await self.taxonomy.create_category(request.category)
-        await self.cache.invalidate_categories()
+        await self._cache_written()
         return catalog_pb2.CreateCategoryResponse(category=category)
 
     async def UpdateCategory(
@@ -317,7 +375,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         category = await self.taxonomy.update_category(
             request.category, list(request.update_mask.paths)
         )
-        await self.cache.invalidate_categories()
+        await self._cache_written()
         return catalog_pb2.UpdateCategoryResponse(category=category)
 
     async def ListCategories(
@@ -358,15 +416,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.UpdateAuthorRequest, context: ServicerContext
     ) -> catalog_pb2.UpdateAuthorResponse:
         author = await self.taxonomy.update_author(request.author, list(request.update_mask.paths))
-        # The author's books show the name and are found by it: refresh them.
-        book_ids = [
-            row["book_id"]
-            for row in await self.pool.fetch(
-                "SELECT DISTINCT book_id FROM book_catalog.book_authors WHERE author_id = $1",
-                author.id,
-            )
-        ]
-        await self.cache.invalidate_books(book_ids)
+        # A rename rewrites the author's books (their names and search vectors), which
+        # invalidates them and the searches; a bio edit invalidates nothing.
+        await self._cache_written()
         return catalog_pb2.UpdateAuthorResponse(author=author)
 
     async def ListAuthors(
@@ -416,28 +468,28 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.AddReviewRequest, context: ServicerContext
     ) -> catalog_pb2.AddReviewResponse:
         review = await self.reviews.add(request.review)
-        await self.cache.invalidate_books([review.book_id])
+        await self._cache_written()  # the book's rating, and the rating sort
         return catalog_pb2.AddReviewResponse(review=review)
 
     async def UpdateReview(
         self, request: catalog_pb2.UpdateReviewRequest, context: ServicerContext
     ) -> catalog_pb2.UpdateReviewResponse:
         review = await self.reviews.update(request.review, list(request.update_mask.paths))
-        await self.cache.invalidate_books([review.book_id])
+        await self._cache_written()
         return catalog_pb2.UpdateReviewResponse(review=review)
 
     async def ModerateReview(
         self, request: catalog_pb2.ModerateReviewRequest, context: ServicerContext
     ) -> catalog_pb2.ModerateReviewResponse:
         review = await self.reviews.moderate(request.review_id, request.status)
-        await self.cache.invalidate_books([review.book_id])
+        await self._cache_written()
         return catalog_pb2.ModerateReviewResponse(review=review)
 
     async def DeleteReview(
         self, request: catalog_pb2.DeleteReviewRequest, context: ServicerContext
     ) -> catalog_pb2.DeleteReviewResponse:
-        book_id = await self.reviews.delete(request.review_id)
-        await self.cache.invalidate_books([book_id])
+        await self.reviews.delete(request.review_id)
+        await self._cache_written()
         return catalog_pb2.DeleteReviewResponse()
 
     async def ListReviews(
@@ -450,3 +502,17 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         reviews = await self.reviews.list(request.book_id, request.status, before, size + 1)
         page, token = split_page(reviews, size, lambda r: {"before": r.id}, query)
         return catalog_pb2.ListReviewsResponse(reviews=page, next_page_token=token)
+
+
+def _raise_view_count(book: catalog_pb2.Book, views: int | None) -> None:
+    """A cached Book shows the views counted when it was loaded; RecordView keeps the
+    latest count beside it in Redis, and the larger of the two is shown."""
+    if views is not None and views > book.view_count:
+        book.view_count = views
+
+
+def _book_response(data: bytes, views: int | None) -> catalog_pb2.GetBookResponse:
+    response = catalog_pb2.GetBookResponse()
+    response.book.MergeFromString(data)
+    _raise_view_count(response.book, views)
+    return response

@@ -38,8 +38,8 @@ async def warm_cache(
             books,
         )
     ]
-    loaded = await BookStore(pool).get_many(ids)
-    await cache.put_books({i: b.SerializeToString() for i, b in loaded.items()})
+    loaded = await BookStore(pool).get_many_versioned(ids)
+    await cache.put_books({i: (v, b.SerializeToString()) for i, (b, v) in loaded.items()})
     taxonomy = TaxonomyStore(pool)
     category_ids = [row["id"] for row in await pool.fetch("SELECT id FROM book_catalog.categories")]
     for category_id in category_ids:

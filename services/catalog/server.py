@@ -15,6 +15,7 @@ from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgre
 from services.catalog.books import OUTBOX
 from services.catalog.cache import CatalogCache
 from services.catalog.handlers import CatalogHandlers
+from services.catalog.invalidations import CacheInvalidations
 from services.catalog.jobs import warm_cache
 
 EVENT_SOURCE = "cloudshelf.catalog"
@@ -34,6 +35,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
         await events.describe_event_bus(Name=settings.event_bus)
 
     cache = CatalogCache(redis_client)
+    invalidations = CacheInvalidations(pool, cache, settings.cache_invalidation_interval)
 
     async def warm_up() -> None:
         try:
@@ -44,7 +46,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     return ServiceApp(
         servicers=[
             Servicer(
-                CatalogHandlers(pool, cache, relay),
+                CatalogHandlers(pool, cache, relay, invalidations),
                 catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
                 catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
             )
@@ -55,7 +57,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
             redis,
             Dependency("eventbridge", event_bus_reachable, required=False),
         ],
-        background=[relay.run, warm_up],
+        background=[relay.run, invalidations.run, warm_up],
     )
 
 

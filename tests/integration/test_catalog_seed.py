@@ -237,7 +237,7 @@ async def test_seeding_is_deterministic(catalog_dsn: str) -> None:
         first = [tuple(r) for r in await conn.fetch(query)]
         await conn.execute(
             "TRUNCATE book_catalog.books, book_catalog.authors, book_catalog.book_authors, "
-            "book_catalog.reviews RESTART IDENTITY"
+            "book_catalog.reviews, book_catalog.book_stats RESTART IDENTITY"
         )
         await seed_catalog(catalog_dsn, 200, seed=5, progress=False)
         assert [tuple(r) for r in await conn.fetch(query)] == first

@@ -24,7 +24,16 @@ from cloudshelf.runtime.migrations import (
     migrations_of,
 )
 
-CATALOG_VERSIONS = [202501001, 202509001, 202511001, 202511002, 202511101, 202511104, 202511105]
+CATALOG_VERSIONS = [
+    202501001,
+    202509001,
+    202511001,
+    202511002,
+    202511101,
+    202511103,
+    202511104,
+    202511105,
+]
 
 
 @pytest_asyncio.fixture
@@ -80,6 +89,8 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     after_down = await tables(scratch_dsn)
     assert "book_catalog.inventory_requests" in after_down
     assert "book_catalog.idempotency_keys" not in after_down
+    assert await runner.down() == ["down 202511103 cache invalidations"]
+    assert "book_catalog.cache_invalidations" not in await tables(scratch_dsn)
     await runner.to(202501001)
     assert "book_catalog.series" not in await tables(scratch_dsn)
     states = await runner.status()
