@@ -55,15 +55,16 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
         "202511001",
         "202511002",
         "202511101",
+        "202511102",
     ]
     assert "book_catalog.series" in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
-    assert await runner.down() == ["down 202511101 aggregate versions"]
+    assert await runner.down() == ["down 202511102 outbox relay"]
     await runner.to(202501001)
     assert "book_catalog.series" not in await tables(scratch_dsn)
     states = await runner.status()
-    assert [s.applied for s in states] == [True, False, False, False, False]
+    assert [s.applied for s in states] == [True, False, False, False, False, False]
 
     await runner.to(0)
     assert not {t for t in await tables(scratch_dsn) if t.startswith("book_catalog.")}
