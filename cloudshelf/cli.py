@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -124,21 +126,22 @@ def _outbox_of(service: str) -> OutboxTables:
     return tables
 
 
-async def _on_database(service: str) -> asyncpg.Connection:
+@contextlib.asynccontextmanager
+async def _database(service: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(Settings.from_env(service).postgres_dsn)
-    await init_postgres_connection(conn)
-    return conn
+    try:
+        await init_postgres_connection(conn)
+        yield conn
+    finally:
+        await conn.close()
 
 
 def outbox_dead_letters(service: str, limit: int) -> int:
     """Lists the events the relay gave up on, oldest first, with the reason."""
 
     async def run() -> int:
-        conn = await _on_database(service)
-        try:
+        async with _database(service) as conn:
             letters = await list_dead_letters(conn, _outbox_of(service), limit)
-        finally:
-            await conn.close()
         for d in letters:
             print(
                 f"{d.id}  {d.event_type}  subject={d.subject} version={d.aggregate_version} "
@@ -161,11 +164,8 @@ def outbox_replay(service: str, event_id: str) -> int:
         return 2
 
     async def run() -> int:
-        conn = await _on_database(service)
-        try:
+        async with _database(service) as conn:
             moved = await replay_dead_letter(conn, _outbox_of(service), event_id)
-        finally:
-            await conn.close()
         if not moved:
             print(f"{service}: no dead letter {event_id}", file=sys.stderr)
             return 1
