@@ -119,7 +119,7 @@ async def write_events(pool: asyncpg.Pool, subjects: list[str], padding: int = 0
 
 async def outbox_row(pool: asyncpg.Pool, event_id: str) -> asyncpg.Record:
     row: asyncpg.Record = await pool.fetchrow(
-        "SELECT *, next_attempt_at - now() AS wait FROM book_catalog.outbox WHERE id = $1",
+        "SELECT * FROM book_catalog.outbox WHERE id = $1",
         uuid.UUID(event_id),
     )
     return row
@@ -175,11 +175,12 @@ async def test_a_down_bus_backs_the_relay_off_and_dead_letters_nothing(
     task = asyncio.create_task(relay.run())
     try:
         # Writers keep waking the relay; while the bus is down it must not hurry.
-        for _ in range(60):
+        watched_until = time.monotonic() + 3
+        while time.monotonic() < watched_until:
             relay.wake()
             await asyncio.sleep(0.05)
-        # Without backoff: ~30 calls (one per poll, or per wake-up). With it: 0.2, 0.4,
-        # 0.8, 1.6 s apart, one call each (the round stops at the first failed request).
+        # Without backoff: a call per poll or wake-up (~60). With it, calls are at least
+        # 0.5, 1.0, then 0.8 s apart, one request each (a round stops at the first failure).
         assert 2 <= len(bus.calls) <= 5, len(bus.calls)
         row = await outbox_row(pool, ids[0])
         assert row["published_at"] is None and row["attempts"] >= 2
@@ -230,17 +231,30 @@ async def test_a_dead_letter_after_the_cap_and_its_replay(
     pool: asyncpg.Pool, catalog_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     bus = FakeEventBridge(refuse=lambda e: "InternalFailure")
-    relay = relay_for(pool, bus, RelayPolicy(max_attempts=3, retry_base=0.2))
+    relay = relay_for(pool, bus, RelayPolicy(max_attempts=3, retry_base=10))
     (event_id,) = await write_events(pool, ["unlucky"])
     waits = []
     for _ in range(3):
+        before = await pool.fetchval("SELECT clock_timestamp()")
         await relay.relay_once()
+        after = await pool.fetchval("SELECT clock_timestamp()")
         row = await outbox_row(pool, event_id)
         if row is not None:
-            waits.append(row["wait"].total_seconds())
-            await asyncio.sleep(max(row["wait"].total_seconds(), 0) + 0.01)
-    # Exponential: 0.1-0.2 s, then 0.2-0.4 s (the upper half jittered), dead on the third.
-    assert len(waits) == 2 and 0.05 <= waits[0] <= 0.2 and 0.15 <= waits[1] <= 0.4, waits
+            # The wait was set between `before` and `after`: bound it from both sides.
+            waits.append(
+                (
+                    (row["next_attempt_at"] - after).total_seconds(),
+                    (row["next_attempt_at"] - before).total_seconds(),
+                )
+            )
+            await pool.execute(  # due now, rather than waiting it out
+                "UPDATE book_catalog.outbox SET next_attempt_at = now() WHERE id = $1",
+                uuid.UUID(event_id),
+            )
+    # Exponential: 5-10 s, then 10-20 s (the upper half jittered), dead on the third.
+    assert len(waits) == 2, waits
+    assert waits[0][0] <= 10 and waits[0][1] >= 5, waits
+    assert waits[1][0] <= 20 and waits[1][1] >= 10, waits
     assert await outbox_row(pool, event_id) is None
     dead = await pool.fetchrow(
         "SELECT * FROM book_catalog.outbox_dead_letters WHERE id = $1", uuid.UUID(event_id)
@@ -357,12 +371,14 @@ async def test_rows_of_a_relay_that_died_are_taken_over_after_the_lease(
     pool: asyncpg.Pool,
 ) -> None:
     bus = FakeEventBridge()
-    crashed = relay_for(pool, bus, RelayPolicy(lease=0.5))
-    survivor = relay_for(pool, bus, RelayPolicy(lease=0.5))
+    crashed = relay_for(pool, bus, RelayPolicy(lease=60))
+    survivor = relay_for(pool, bus)
     await write_events(pool, ["orphan"])
     assert len(await crashed.claim()) == 1  # claimed, then the process died
     assert (await survivor.relay_once()).claimed == 0  # still leased
-    await asyncio.sleep(0.6)
+    await pool.execute(  # a minute later
+        "UPDATE book_catalog.outbox SET claimed_until = claimed_until - interval '61 seconds'"
+    )
     assert (await survivor.relay_once()).delivered == 1
     assert bus.delivered_subjects() == ["orphan"]
 
