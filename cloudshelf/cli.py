@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
+import importlib.util
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import asyncpg
 
 from cloudshelf.devstack.stack import POSTGRES_SERVICES, REPO_ROOT, SERVICES, Stack
 from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.events import OutboxTables, list_dead_letters, replay_dead_letter
 from cloudshelf.runtime.migrations import MigrationError, runner_for
+from cloudshelf.runtime.stores import init_postgres_connection
 
 STATE_DIR = REPO_ROOT / ".state"
+# Services with an outbox: each has services/<name>/outbox.py defining OUTBOX.
+OUTBOX_SERVICES = [
+    name for name in POSTGRES_SERVICES if importlib.util.find_spec(f"services.{name}.outbox")
+]
 
 
 def _status_line(stack: Stack, service: str) -> str:
@@ -140,6 +152,60 @@ def job(name: str) -> int:
     return 0
 
 
+def _outbox_of(service: str) -> OutboxTables:
+    tables: OutboxTables = importlib.import_module(f"services.{service}.outbox").OUTBOX
+    return tables
+
+
+@contextlib.asynccontextmanager
+async def _database(service: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(Settings.from_env(service).postgres_dsn)
+    try:
+        await init_postgres_connection(conn)
+        yield conn
+    finally:
+        await conn.close()
+
+
+def outbox_dead_letters(service: str, limit: int) -> int:
+    """Lists the events the relay gave up on, oldest first, with the reason."""
+
+    async def run() -> int:
+        async with _database(service) as conn:
+            letters = await list_dead_letters(conn, _outbox_of(service), limit)
+        for d in letters:
+            print(
+                f"{d.id}  {d.event_type}  subject={d.subject} version={d.aggregate_version} "
+                f"attempts={d.attempts} dead_at={d.dead_at.isoformat(timespec='seconds')}  "
+                f"{d.reason}"
+            )
+        if not letters:
+            print(f"{service}: no dead letters")
+        return 0
+
+    return asyncio.run(run())
+
+
+def outbox_replay(service: str, event_id: str) -> int:
+    """Moves one dead letter back to the outbox; the relay sends it on its next round."""
+    try:
+        uuid.UUID(event_id)
+    except ValueError:
+        print(f"not an event id (a UUID): {event_id!r}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        async with _database(service) as conn:
+            moved = await replay_dead_letter(conn, _outbox_of(service), event_id)
+        if not moved:
+            print(f"{service}: no dead letter {event_id}", file=sys.stderr)
+            return 1
+        print(f"{service}: {event_id} is back in the outbox; the relay sends it next round")
+        return 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudshelf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = commands.add_parser("job", help="run a catalog job once")
     jobs.add_argument("name", choices=["refresh-popular", "warm-cache", "prune-idempotency-keys"])
+
+    outbox = commands.add_parser("outbox", help="events the outbox relay could not deliver")
+    outbox_actions = outbox.add_subparsers(dest="action", required=True)
+    letters = outbox_actions.add_parser("dead-letters", help="list them with their reason")
+    letters.add_argument("--service", choices=OUTBOX_SERVICES, required=True)
+    letters.add_argument("--limit", type=int, default=100)
+    replay = outbox_actions.add_parser("replay", help="send one again (back to the outbox)")
+    replay.add_argument("id", help="the event id, as listed by dead-letters")
+    replay.add_argument("--service", choices=OUTBOX_SERVICES, required=True)
     return parser
 
 
@@ -185,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
             return seed(args.books)
         if args.command == "job":
             return job(args.name)
+        if args.command == "outbox":
+            if args.action == "replay":
+                return outbox_replay(args.service, args.id)
+            return outbox_dead_letters(args.service, args.limit)
     except MigrationError as exc:
         print(f"migration refused: {exc}", file=sys.stderr)
         return 1

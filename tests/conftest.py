@@ -67,6 +67,7 @@ def stack(state_dir: Path, otlp: OtlpReceiver) -> Iterator[Stack]:
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
             "CLOUDSHELF_HEALTH_INTERVAL_SECONDS": "0.5",
             "CLOUDSHELF_LOG_LEVEL": "DEBUG",
         },

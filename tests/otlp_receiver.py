@@ -1,4 +1,5 @@
-"""A real OTLP/gRPC trace receiver for tests: services export to it like to a collector."""
+"""A real OTLP/gRPC receiver of traces and metrics for tests: services export to it like
+to a collector."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
@@ -21,6 +26,50 @@ class ReceivedSpan:
     parent_span_id: str
     # String attributes (e.g. db.statement of a database client span).
     attributes: dict[str, str] = field(default_factory=dict)
+    # Trace ids of the spans this one links to.
+    linked_trace_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReceivedGauge:
+    service_name: str
+    name: str
+    value: float
+    attributes: tuple[tuple[str, str], ...]
+
+
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self) -> None:
+        self.gauges: list[ReceivedGauge] = []
+        self.lock = threading.Lock()
+
+    def Export(
+        self,
+        request: metrics_service_pb2.ExportMetricsServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        received = []
+        for resource_metrics in request.resource_metrics:
+            resource = {a.key: a.value.string_value for a in resource_metrics.resource.attributes}
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    for point in metric.gauge.data_points:
+                        value = (
+                            point.as_double
+                            if point.WhichOneof("value") == "as_double"
+                            else float(point.as_int)
+                        )
+                        attributes = tuple(
+                            sorted((a.key, a.value.string_value) for a in point.attributes)
+                        )
+                        received.append(
+                            ReceivedGauge(
+                                resource.get("service.name", ""), metric.name, value, attributes
+                            )
+                        )
+        with self.lock:
+            self.gauges.extend(received)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -29,6 +78,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        self._metrics = _MetricsService()
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self._metrics, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 
     @property
@@ -63,6 +114,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                                 for a in span.attributes
                                 if a.value.HasField("string_value")
                             },
+                            linked_trace_ids=tuple(link.trace_id.hex() for link in span.links),
                         )
                     )
         with self._lock:
@@ -89,3 +141,17 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             time.sleep(0.1)
         seen = {s.service_name for s in self.spans_of_trace(trace_id)}
         raise AssertionError(f"trace {trace_id}: spans from {seen}, expected {services}")
+
+    def spans_linked_to(self, trace_id: str) -> list[ReceivedSpan]:
+        """Spans of other traces that link to `trace_id` (e.g. an outbox relay round)."""
+        with self._lock:
+            return [s for s in self._spans if trace_id in s.linked_trace_ids]
+
+    def spans(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self._spans)
+
+    def gauges(self, name: str) -> list[ReceivedGauge]:
+        """Every data point received for the gauge `name`, oldest first."""
+        with self._metrics.lock:
+            return [g for g in self._metrics.gauges if g.name == name]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -15,6 +14,7 @@ from cloudshelf.runtime.errors import FailedPrecondition, InvalidArgument, NotFo
 from cloudshelf.runtime.events import Event, new_event, write_outbox
 from cloudshelf.runtime.idempotency import IdempotencyKeys, IdempotentCall, PostgresIdempotencyKeys
 from services.catalog.constraints import constraint_errors
+from services.catalog.outbox import OUTBOX
 from services.catalog.validation import (
     FORMATS,
     ROLES,
@@ -33,7 +33,6 @@ from services.catalog.validation import (
     slugify,
 )
 
-OUTBOX = "book_catalog.outbox"
 IDEMPOTENCY_KEYS = "book_catalog.idempotency_keys"
 
 # The authors of a book, in order, as JSON (decoded to a list by the pool's codec).
@@ -245,12 +244,15 @@ async def _link_authors(
         )
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    return value
+async def _locked_book(conn: asyncpg.Connection, book_id: int) -> asyncpg.Record:
+    """The book's row (BOOK_COLUMNS, with its version), locked until the transaction ends."""
+    row = await conn.fetchrow(
+        f"SELECT {BOOK_COLUMNS} FROM book_catalog.books b WHERE b.id = $1 FOR UPDATE OF b",
+        book_id,
+    )
+    if row is None:
+        raise NotFound(f"no book with id {book_id}")
+    return row
 
 
 class BookStore:
@@ -316,10 +318,11 @@ class BookStore:
                     *columns.values(),
                 )
                 await _link_authors(conn, book_id, links)
-            data = {k: _jsonable(v) for k, v in columns.items()}
-            data["authors"] = [link.author_id for link in links]
+            # Read back at the end: linking authors updates the row (and its version) too.
+            created = await _locked_book(conn, book_id)
+            event = catalog_pb2.BookCreatedEvent(book=book_from_row(created))
             await write_outbox(
-                conn, OUTBOX, [new_event("book.created", book_id, {"book_id": book_id, **data})]
+                conn, OUTBOX, [new_event("book.created", book_id, created["version"], event)]
             )
         return book_id
 
@@ -328,12 +331,7 @@ class BookStore:
     ) -> list[str]:
         """Writes the given columns (and authors); returns the fields that changed."""
         async with self.pool.acquire() as conn, conn.transaction():
-            old = await conn.fetchrow(
-                f"SELECT {BOOK_COLUMNS} FROM book_catalog.books b WHERE b.id = $1 FOR UPDATE OF b",
-                book_id,
-            )
-            if old is None:
-                raise NotFound(f"no book with id {book_id}")
+            old = await _locked_book(conn, book_id)
             changed = [name for name, value in columns.items() if old[name] != value]
             with constraint_errors():
                 if changed:
@@ -351,14 +349,17 @@ class BookStore:
                         await _link_authors(conn, book_id, links)
                         changed.append("authors")
             if changed:
-                data: dict[str, Any] = {
-                    "book_id": book_id,
-                    "changed_fields": changed,
-                    "price_changed": "price" in changed,
-                    "new": {name: _jsonable(columns[name]) for name in changed if name in columns},
-                    "old": {name: _jsonable(old[name]) for name in changed if name in columns},
-                }
-                await write_outbox(conn, OUTBOX, [new_event("book.updated", book_id, data)])
+                new = await _locked_book(conn, book_id)
+                event = catalog_pb2.BookUpdatedEvent(
+                    book_id=book_id,
+                    changed_fields=changed,
+                    price_changed="price" in changed,
+                    before=book_from_row(old),
+                    after=book_from_row(new),
+                )
+                await write_outbox(
+                    conn, OUTBOX, [new_event("book.updated", book_id, new["version"], event)]
+                )
         return changed
 
     async def adjust_inventory(
@@ -396,22 +397,24 @@ class BookStore:
                 "SET stock_quantity = b.stock_quantity + d.delta, "
                 "    purchase_count = b.purchase_count + d.purchased "
                 "FROM unnest($1::int[], $2::int[], $3::int[]) AS d(id, delta, purchased) "
-                "WHERE b.id = d.id RETURNING b.id, b.stock_quantity",
+                "WHERE b.id = d.id RETURNING b.id, b.stock_quantity, b.version",
                 ids,
                 [deltas[i][0] for i in ids],
                 [deltas[i][1] for i in ids],
             )
             levels = sorted((row["id"], row["stock_quantity"]) for row in updated)
+            versions = {row["id"]: row["version"] for row in updated}
             events: list[Event] = [
                 new_event(
                     "inventory.adjusted",
                     book_id,
-                    {
-                        "book_id": book_id,
-                        "delta": deltas[book_id][0],
-                        "stock_quantity": level,
-                        "purchased": deltas[book_id][1],
-                    },
+                    versions[book_id],
+                    catalog_pb2.InventoryAdjustedEvent(
+                        book_id=book_id,
+                        delta=deltas[book_id][0],
+                        stock_quantity=level,
+                        purchased=deltas[book_id][1],
+                    ),
                 )
                 for book_id, level in levels
             ]

@@ -366,6 +366,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.CreateCategoryRequest, context: ServicerContext
     ) -> catalog_pb2.CreateCategoryResponse:
         category = await self.taxonomy.create_category(request.category)
+        self._events_written()
         await self._cache_written()
         return catalog_pb2.CreateCategoryResponse(category=category)
 
@@ -375,6 +376,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         category = await self.taxonomy.update_category(
             request.category, list(request.update_mask.paths)
         )
+        self._events_written()
         await self._cache_written()
         return catalog_pb2.UpdateCategoryResponse(category=category)
 
@@ -408,14 +410,15 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def CreateAuthor(
         self, request: catalog_pb2.CreateAuthorRequest, context: ServicerContext
     ) -> catalog_pb2.CreateAuthorResponse:
-        return catalog_pb2.CreateAuthorResponse(
-            author=await self.taxonomy.create_author(request.author)
-        )
+        author = await self.taxonomy.create_author(request.author)
+        self._events_written()
+        return catalog_pb2.CreateAuthorResponse(author=author)
 
     async def UpdateAuthor(
         self, request: catalog_pb2.UpdateAuthorRequest, context: ServicerContext
     ) -> catalog_pb2.UpdateAuthorResponse:
         author = await self.taxonomy.update_author(request.author, list(request.update_mask.paths))
+        self._events_written()
         # A rename rewrites the author's books (their names and search vectors), which
         # invalidates them and the searches; a bio edit invalidates nothing.
         await self._cache_written()
@@ -439,9 +442,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def CreatePublisher(
         self, request: catalog_pb2.CreatePublisherRequest, context: ServicerContext
     ) -> catalog_pb2.CreatePublisherResponse:
-        return catalog_pb2.CreatePublisherResponse(
-            publisher=await self.taxonomy.create_publisher(request.publisher)
-        )
+        publisher = await self.taxonomy.create_publisher(request.publisher)
+        self._events_written()
+        return catalog_pb2.CreatePublisherResponse(publisher=publisher)
 
     async def UpdatePublisher(
         self, request: catalog_pb2.UpdatePublisherRequest, context: ServicerContext
@@ -449,6 +452,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         publisher = await self.taxonomy.update_publisher(
             request.publisher, list(request.update_mask.paths)
         )
+        self._events_written()
         return catalog_pb2.UpdatePublisherResponse(publisher=publisher)
 
     async def ListPublishers(
@@ -468,6 +472,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.AddReviewRequest, context: ServicerContext
     ) -> catalog_pb2.AddReviewResponse:
         review = await self.reviews.add(request.review)
+        self._events_written()
         await self._cache_written()  # the book's rating, and the rating sort
         return catalog_pb2.AddReviewResponse(review=review)
 
@@ -475,6 +480,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.UpdateReviewRequest, context: ServicerContext
     ) -> catalog_pb2.UpdateReviewResponse:
         review = await self.reviews.update(request.review, list(request.update_mask.paths))
+        self._events_written()
         await self._cache_written()
         return catalog_pb2.UpdateReviewResponse(review=review)
 
@@ -482,6 +488,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.ModerateReviewRequest, context: ServicerContext
     ) -> catalog_pb2.ModerateReviewResponse:
         review = await self.reviews.moderate(request.review_id, request.status)
+        self._events_written()
         await self._cache_written()
         return catalog_pb2.ModerateReviewResponse(review=review)
 
@@ -489,6 +496,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.DeleteReviewRequest, context: ServicerContext
     ) -> catalog_pb2.DeleteReviewResponse:
         await self.reviews.delete(request.review_id)
+        self._events_written()
         await self._cache_written()
         return catalog_pb2.DeleteReviewResponse()
 

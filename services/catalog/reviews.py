@@ -10,7 +10,9 @@ import asyncpg
 
 from cloudshelf.catalog.v1 import catalog_pb2
 from cloudshelf.runtime.errors import InvalidArgument, NotFound
+from cloudshelf.runtime.events import new_event, write_outbox
 from services.catalog.constraints import constraint_errors
+from services.catalog.outbox import OUTBOX
 from services.catalog.validation import (
     REVIEW_STATUSES,
     check_enum,
@@ -66,52 +68,89 @@ class ReviewStore:
         if not user_id:
             raise InvalidArgument("review.user_id", "must not be empty")
         columns = review_columns(review, EDITABLE_PATHS)
-        with constraint_errors():
-            row = await self.pool.fetchrow(
-                "INSERT INTO book_catalog.reviews "
-                "(book_id, user_id, rating, title, content, is_verified_purchase) "
-                "VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-                review.book_id,
-                user_id,
-                columns["rating"],
-                columns["title"],
-                columns["content"],
-                review.is_verified_purchase,
+        async with self.pool.acquire() as conn, conn.transaction():
+            with constraint_errors():
+                row = await conn.fetchrow(
+                    "INSERT INTO book_catalog.reviews "
+                    "(book_id, user_id, rating, title, content, is_verified_purchase) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                    review.book_id,
+                    user_id,
+                    columns["rating"],
+                    columns["title"],
+                    columns["content"],
+                    review.is_verified_purchase,
+                )
+            added = review_from_row(row)
+            event = catalog_pb2.ReviewAddedEvent(review=added)
+            await write_outbox(
+                conn, OUTBOX, [new_event("review.added", added.id, row["version"], event)]
             )
-        return review_from_row(row)
+        return added
 
-    async def _set(self, review_id: int, columns: dict[str, Any]) -> catalog_pb2.Review:
+    async def _set(
+        self, review_id: int, columns: dict[str, Any], moderation: bool
+    ) -> catalog_pb2.Review:
+        """Writes the columns that differ with a "review.updated" (or, for a status,
+        "review.moderated") event; a change to nothing writes neither."""
         check_id("review.id", review_id)
         if not columns:
             raise InvalidArgument("update_mask", "list the fields to change")
-        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, 2))
-        row = await self.pool.fetchrow(
-            f"UPDATE book_catalog.reviews SET {assignments} WHERE id = $1 RETURNING *",
-            review_id,
-            *columns.values(),
-        )
-        if row is None:
-            raise NotFound(f"no review with id {review_id}")
-        return review_from_row(row)
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                "SELECT * FROM book_catalog.reviews WHERE id = $1 FOR UPDATE", review_id
+            )
+            if old is None:
+                raise NotFound(f"no review with id {review_id}")
+            changed = {name: value for name, value in columns.items() if old[name] != value}
+            if not changed:
+                return review_from_row(old)
+            assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changed, 2))
+            row = await conn.fetchrow(
+                f"UPDATE book_catalog.reviews SET {assignments} WHERE id = $1 RETURNING *",
+                review_id,
+                *changed.values(),
+            )
+            review = review_from_row(row)
+            event: catalog_pb2.ReviewModeratedEvent | catalog_pb2.ReviewUpdatedEvent
+            if moderation:
+                event = catalog_pb2.ReviewModeratedEvent(
+                    review=review,
+                    previous_status=_STATUS_ENUM[old["status"]],  # type: ignore[arg-type]
+                )
+            else:
+                event = catalog_pb2.ReviewUpdatedEvent(review=review, changed_fields=list(changed))
+            event_type = "review.moderated" if moderation else "review.updated"
+            await write_outbox(
+                conn, OUTBOX, [new_event(event_type, review_id, row["version"], event)]
+            )
+        return review
 
     async def update(self, review: catalog_pb2.Review, paths: Sequence[str]) -> catalog_pb2.Review:
-        return await self._set(review.id, review_columns(review, paths))
+        return await self._set(review.id, review_columns(review, paths), moderation=False)
 
     async def moderate(self, review_id: int, status: int) -> catalog_pb2.Review:
         if status == catalog_pb2.REVIEW_STATUS_UNSPECIFIED:
             raise InvalidArgument("status", "choose published, pending or rejected")
         name = check_enum("status", status, REVIEW_STATUSES, default=None)
-        return await self._set(review_id, {"status": name})
+        return await self._set(review_id, {"status": name}, moderation=True)
 
     async def delete(self, review_id: int) -> int:
         """Deletes a review; returns its book's id."""
         check_id("review_id", review_id)
-        book_id = await self.pool.fetchval(
-            "DELETE FROM book_catalog.reviews WHERE id = $1 RETURNING book_id", review_id
-        )
-        if book_id is None:
-            raise NotFound(f"no review with id {review_id}")
-        return int(book_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "DELETE FROM book_catalog.reviews WHERE id = $1 RETURNING book_id, version",
+                review_id,
+            )
+            if row is None:
+                raise NotFound(f"no review with id {review_id}")
+            # The deletion is the review's newest state: one version past its last.
+            event = catalog_pb2.ReviewDeletedEvent(review_id=review_id, book_id=row["book_id"])
+            await write_outbox(
+                conn, OUTBOX, [new_event("review.deleted", review_id, row["version"] + 1, event)]
+            )
+        return int(row["book_id"])
 
     async def list(
         self, book_id: int, status: int, before_id: int | None, limit: int

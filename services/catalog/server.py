@@ -8,17 +8,16 @@ from contextlib import AsyncExitStack
 
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.runtime.config import Settings
-from cloudshelf.runtime.events import EventBridgePublisher, OutboxRelay
+from cloudshelf.runtime.events import EventBridgePublisher, OutboxRelay, RelayPolicy
 from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres, open_redis
-from services.catalog.books import OUTBOX
 from services.catalog.cache import CatalogCache
 from services.catalog.handlers import CatalogHandlers
 from services.catalog.invalidations import CacheInvalidations
 from services.catalog.jobs import warm_cache
+from services.catalog.outbox import EVENT_SOURCE, OUTBOX
 
-EVENT_SOURCE = "cloudshelf.catalog"
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +27,10 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     redis_client, redis = await open_redis(settings, stack, required=False)
     events = await open_aws_client(aws_session(settings), stack, "events", settings)
     relay = OutboxRelay(
-        pool, OUTBOX, EventBridgePublisher(events, settings.event_bus, EVENT_SOURCE)
+        pool,
+        OUTBOX,
+        EventBridgePublisher(events, settings.event_bus, EVENT_SOURCE),
+        RelayPolicy.from_env(),
     )
 
     async def event_bus_reachable() -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
+from google.protobuf.message import Message
 
 from cloudshelf.catalog.v1 import catalog_pb2
 from cloudshelf.runtime.errors import InvalidArgument, NotFound
+from cloudshelf.runtime.events import new_event, write_outbox
 from services.catalog.constraints import constraint_errors
+from services.catalog.outbox import OUTBOX
 from services.catalog.validation import (
     check_date,
     check_id,
@@ -170,14 +173,25 @@ class TaxonomyStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def _insert(self, table: str, columns: dict[str, Any]) -> asyncpg.Record:
+    async def _create(
+        self,
+        table: str,
+        columns: dict[str, Any],
+        event_type: str,
+        event: Callable[[asyncpg.Record], Message],
+    ) -> asyncpg.Record:
+        """Inserts a row and writes its event in the same transaction."""
         names = list(columns)
         placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
-        with constraint_errors():
-            row: asyncpg.Record = await self.pool.fetchrow(
-                f"INSERT INTO book_catalog.{table} ({', '.join(names)}) VALUES ({placeholders}) "
-                "RETURNING *",
-                *columns.values(),
+        async with self.pool.acquire() as conn, conn.transaction():
+            with constraint_errors():
+                row: asyncpg.Record = await conn.fetchrow(
+                    f"INSERT INTO book_catalog.{table} ({', '.join(names)}) "
+                    f"VALUES ({placeholders}) RETURNING *",
+                    *columns.values(),
+                )
+            await write_outbox(
+                conn, OUTBOX, [new_event(event_type, row["id"], row["version"], event(row))]
             )
         return row
 
@@ -188,26 +202,46 @@ class TaxonomyStore:
         entity: str,
         row_id: int,
         columns: dict[str, Any],
+        event: Callable[[asyncpg.Record, list[str]], Message],
     ) -> asyncpg.Record:
+        """Writes the columns that differ and an "<entity>.updated" event, in the caller's
+        transaction; an update that changes nothing writes neither."""
         check_id(f"{entity}.id", row_id)
         if not columns:
             raise InvalidArgument("update_mask", "list the fields to change")
-        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, 2))
+        old = await conn.fetchrow(
+            f"SELECT * FROM book_catalog.{table} WHERE id = $1 FOR UPDATE", row_id
+        )
+        if old is None:
+            raise NotFound(f"no {entity} with id {row_id}")
+        changed = {name: value for name, value in columns.items() if old[name] != value}
+        if not changed:
+            return old
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changed, 2))
         with constraint_errors():
-            row = await conn.fetchrow(
+            row: asyncpg.Record = await conn.fetchrow(
                 f"UPDATE book_catalog.{table} SET {assignments} WHERE id = $1 RETURNING *",
                 row_id,
-                *columns.values(),
+                *changed.values(),
             )
-        if row is None:
-            raise NotFound(f"no {entity} with id {row_id}")
+        await write_outbox(
+            conn,
+            OUTBOX,
+            [new_event(f"{entity}.updated", row_id, row["version"], event(row, list(changed)))],
+        )
         return row
 
     # --- categories ----------------------------------------------------------------------
 
     async def create_category(self, category: catalog_pb2.Category) -> catalog_pb2.Category:
         columns = category_columns(category, CATEGORY_CREATE_PATHS)
-        return category_from_row(await self._insert("categories", columns))
+        row = await self._create(
+            "categories",
+            columns,
+            "category.created",
+            lambda r: catalog_pb2.CategoryCreatedEvent(category=category_from_row(r)),
+        )
+        return category_from_row(row)
 
     async def update_category(
         self, category: catalog_pb2.Category, paths: Sequence[str]
@@ -223,7 +257,16 @@ class TaxonomyStore:
                         f"category {new_parent} is {category.id} or below it: "
                         "a category cannot become its own ancestor",
                     )
-            row = await self._update(conn, "categories", "category", category.id, columns)
+            row = await self._update(
+                conn,
+                "categories",
+                "category",
+                category.id,
+                columns,
+                lambda r, changed: catalog_pb2.CategoryUpdatedEvent(
+                    category=category_from_row(r), changed_fields=changed
+                ),
+            )
         return category_from_row(row)
 
     async def _descendants(
@@ -263,7 +306,13 @@ class TaxonomyStore:
 
     async def create_author(self, author: catalog_pb2.Author) -> catalog_pb2.Author:
         columns = author_columns(author, AUTHOR_CREATE_PATHS)
-        return author_from_row(await self._insert("authors", columns))
+        row = await self._create(
+            "authors",
+            columns,
+            "author.created",
+            lambda r: catalog_pb2.AuthorCreatedEvent(author=author_from_row(r)),
+        )
+        return author_from_row(row)
 
     async def update_author(
         self, author: catalog_pb2.Author, paths: Sequence[str]
@@ -271,9 +320,17 @@ class TaxonomyStore:
         columns = author_columns(author, paths)
         async with self.pool.acquire() as conn, conn.transaction():
             # A rename rewrites the search vectors of the author's books (trigger).
-            return author_from_row(
-                await self._update(conn, "authors", "author", author.id, columns)
+            row = await self._update(
+                conn,
+                "authors",
+                "author",
+                author.id,
+                columns,
+                lambda r, changed: catalog_pb2.AuthorUpdatedEvent(
+                    author=author_from_row(r), changed_fields=changed
+                ),
             )
+        return author_from_row(row)
 
     async def list_authors(
         self, last_name_prefix: str, after: Sequence[Any] | None, limit: int
@@ -294,14 +351,29 @@ class TaxonomyStore:
 
     async def create_publisher(self, publisher: catalog_pb2.Publisher) -> catalog_pb2.Publisher:
         columns = publisher_columns(publisher, PUBLISHER_CREATE_PATHS)
-        return publisher_from_row(await self._insert("publishers", columns))
+        row = await self._create(
+            "publishers",
+            columns,
+            "publisher.created",
+            lambda r: catalog_pb2.PublisherCreatedEvent(publisher=publisher_from_row(r)),
+        )
+        return publisher_from_row(row)
 
     async def update_publisher(
         self, publisher: catalog_pb2.Publisher, paths: Sequence[str]
     ) -> catalog_pb2.Publisher:
         columns = publisher_columns(publisher, paths)
-        async with self.pool.acquire() as conn:
-            row = await self._update(conn, "publishers", "publisher", publisher.id, columns)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await self._update(
+                conn,
+                "publishers",
+                "publisher",
+                publisher.id,
+                columns,
+                lambda r, changed: catalog_pb2.PublisherUpdatedEvent(
+                    publisher=publisher_from_row(r), changed_fields=changed
+                ),
+            )
         return publisher_from_row(row)
 
     async def list_publishers(

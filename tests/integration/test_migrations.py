@@ -30,6 +30,7 @@ CATALOG_VERSIONS = [
     202511001,
     202511002,
     202511101,
+    202511102,
     202511103,
     202511104,
     202511105,
@@ -91,6 +92,7 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.idempotency_keys" not in after_down
     assert await runner.down() == ["down 202511103 cache invalidations"]
     assert "book_catalog.cache_invalidations" not in await tables(scratch_dsn)
+    assert await runner.down() == ["down 202511102 outbox relay"]
     await runner.to(202501001)
     assert "book_catalog.series" not in await tables(scratch_dsn)
     states = await runner.status()

@@ -1607,3 +1607,346 @@ class RecordViewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordViewResponse: _TypeAlias = RecordViewResponse  # noqa: Y015
+
+@_typing.final
+class BookCreatedEvent(_message.Message):
+    """--- Integration events --------------------------------------------------------------------
+    The `data` of each event the catalog publishes (cloudshelf.common.v1.EventEnvelope),
+    written to the outbox from these messages, so the data cannot drift from its definition.
+    The envelope's `subject` is the aggregate id, `aggregate_version` its version after the
+    change. The README lists when each is emitted.
+
+    "book.created": subject = book id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def book(self) -> Global___Book: ...
+    def __init__(
+        self,
+        *,
+        book: Global___Book | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["book", b"book"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book", b"book"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookCreatedEvent: _TypeAlias = BookCreatedEvent  # noqa: Y015
+
+@_typing.final
+class BookUpdatedEvent(_message.Message):
+    """"book.updated": subject = book id. `before` and `after` are the whole book on either side
+    of the change (stock changes come as inventory.adjusted instead).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    PRICE_CHANGED_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    book_id: _builtins.int
+    price_changed: _builtins.bool
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Book field names, e.g. ["price", "title"]; "authors" when the author list changed."""
+
+    @_builtins.property
+    def before(self) -> Global___Book: ...
+    @_builtins.property
+    def after(self) -> Global___Book: ...
+    def __init__(
+        self,
+        *,
+        book_id: _builtins.int = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        price_changed: _builtins.bool = ...,
+        before: Global___Book | None = ...,
+        after: Global___Book | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "book_id", b"book_id", "changed_fields", b"changed_fields", "price_changed", b"price_changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookUpdatedEvent: _TypeAlias = BookUpdatedEvent  # noqa: Y015
+
+@_typing.final
+class InventoryAdjustedEvent(_message.Message):
+    """"inventory.adjusted": subject = book id, one event per book of an AdjustInventory call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    STOCK_QUANTITY_FIELD_NUMBER: _builtins.int
+    PURCHASED_FIELD_NUMBER: _builtins.int
+    book_id: _builtins.int
+    delta: _builtins.int
+    stock_quantity: _builtins.int
+    purchased: _builtins.int
+    """Units sold by this adjustment (a purchase), 0 otherwise."""
+    def __init__(
+        self,
+        *,
+        book_id: _builtins.int = ...,
+        delta: _builtins.int = ...,
+        stock_quantity: _builtins.int = ...,
+        purchased: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "delta", b"delta", "purchased", b"purchased", "stock_quantity", b"stock_quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InventoryAdjustedEvent: _TypeAlias = InventoryAdjustedEvent  # noqa: Y015
+
+@_typing.final
+class AuthorCreatedEvent(_message.Message):
+    """"author.created": subject = author id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def author(self) -> Global___Author: ...
+    def __init__(
+        self,
+        *,
+        author: Global___Author | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["author", b"author"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorCreatedEvent: _TypeAlias = AuthorCreatedEvent  # noqa: Y015
+
+@_typing.final
+class AuthorUpdatedEvent(_message.Message):
+    """"author.updated": subject = author id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def author(self) -> Global___Author: ...
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        author: Global___Author | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["author", b"author"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "changed_fields", b"changed_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorUpdatedEvent: _TypeAlias = AuthorUpdatedEvent  # noqa: Y015
+
+@_typing.final
+class PublisherCreatedEvent(_message.Message):
+    """"publisher.created": subject = publisher id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLISHER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def publisher(self) -> Global___Publisher: ...
+    def __init__(
+        self,
+        *,
+        publisher: Global___Publisher | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["publisher", b"publisher"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["publisher", b"publisher"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublisherCreatedEvent: _TypeAlias = PublisherCreatedEvent  # noqa: Y015
+
+@_typing.final
+class PublisherUpdatedEvent(_message.Message):
+    """"publisher.updated": subject = publisher id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLISHER_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def publisher(self) -> Global___Publisher: ...
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        publisher: Global___Publisher | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["publisher", b"publisher"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "publisher", b"publisher"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublisherUpdatedEvent: _TypeAlias = PublisherUpdatedEvent  # noqa: Y015
+
+@_typing.final
+class CategoryCreatedEvent(_message.Message):
+    """"category.created": subject = category id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def category(self) -> Global___Category: ...
+    def __init__(
+        self,
+        *,
+        category: Global___Category | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["category", b"category"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryCreatedEvent: _TypeAlias = CategoryCreatedEvent  # noqa: Y015
+
+@_typing.final
+class CategoryUpdatedEvent(_message.Message):
+    """"category.updated": subject = category id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def category(self) -> Global___Category: ...
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        category: Global___Category | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["category", b"category"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "changed_fields", b"changed_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryUpdatedEvent: _TypeAlias = CategoryUpdatedEvent  # noqa: Y015
+
+@_typing.final
+class ReviewAddedEvent(_message.Message):
+    """"review.added": subject = review id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def review(self) -> Global___Review: ...
+    def __init__(
+        self,
+        *,
+        review: Global___Review | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewAddedEvent: _TypeAlias = ReviewAddedEvent  # noqa: Y015
+
+@_typing.final
+class ReviewUpdatedEvent(_message.Message):
+    """"review.updated": subject = review id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def review(self) -> Global___Review: ...
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        review: Global___Review | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "review", b"review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewUpdatedEvent: _TypeAlias = ReviewUpdatedEvent  # noqa: Y015
+
+@_typing.final
+class ReviewModeratedEvent(_message.Message):
+    """"review.moderated": subject = review id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    previous_status: Global___ReviewStatus.ValueType
+    @_builtins.property
+    def review(self) -> Global___Review: ...
+    def __init__(
+        self,
+        *,
+        review: Global___Review | None = ...,
+        previous_status: Global___ReviewStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["previous_status", b"previous_status", "review", b"review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewModeratedEvent: _TypeAlias = ReviewModeratedEvent  # noqa: Y015
+
+@_typing.final
+class ReviewDeletedEvent(_message.Message):
+    """"review.deleted": subject = review id; aggregate_version is the deleted review's last
+    version + 1, so the deletion is the newest state a consumer holds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    review_id: _builtins.int
+    book_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        review_id: _builtins.int = ...,
+        book_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "review_id", b"review_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewDeletedEvent: _TypeAlias = ReviewDeletedEvent  # noqa: Y015

@@ -22,20 +22,21 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cloudshelf/common/v1/common.proto\x12\x14\x63loudshelf.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x05Money\x12\x13\n\x0bminor_units\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"\xa6\x01\n\rEventEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x12\n\ntracestate\x18\x06 \x01(\t\x12\x11\n\tdata_json\x18\x07 \x01(\t\"0\n\x04\x44\x61te\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cloudshelf/common/v1/common.proto\x12\x14\x63loudshelf.common.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x05Money\x12\x13\n\x0bminor_units\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"\x8a\x02\n\rEventEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x12\n\ntracestate\x18\x06 \x01(\t\x12%\n\x04\x64\x61ta\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07subject\x18\t \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\n \x01(\x03\x12\x11\n\tdata_type\x18\x0b \x01(\tJ\x04\x08\x07\x10\x08R\tdata_json\"0\n\x04\x44\x61te\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudshelf.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MONEY']._serialized_start=92
-  _globals['_MONEY']._serialized_end=143
-  _globals['_EVENTENVELOPE']._serialized_start=146
-  _globals['_EVENTENVELOPE']._serialized_end=312
-  _globals['_DATE']._serialized_start=314
-  _globals['_DATE']._serialized_end=362
+  _globals['_MONEY']._serialized_start=122
+  _globals['_MONEY']._serialized_end=173
+  _globals['_EVENTENVELOPE']._serialized_start=176
+  _globals['_EVENTENVELOPE']._serialized_end=442
+  _globals['_DATE']._serialized_start=444
+  _globals['_DATE']._serialized_end=492
 # @@protoc_insertion_point(module_scope)

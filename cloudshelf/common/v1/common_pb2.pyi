@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 import builtins as _builtins
 import sys
@@ -46,7 +47,9 @@ Global___Money: _TypeAlias = Money  # noqa: Y015
 @_typing.final
 class EventEnvelope(_message.Message):
     """The envelope every integration event travels in (EventBridge, Kinesis).
-    Defined once here so producers and consumers share one shape.
+    Defined once here so producers and consumers share one shape. On EventBridge the
+    envelope is the event's `detail`, in the proto3 JSON form with proto field names
+    (`aggregate_version`, `occurred_at`), so rules can match inside `data`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -57,20 +60,40 @@ class EventEnvelope(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
     TRACESTATE_FIELD_NUMBER: _builtins.int
-    DATA_JSON_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    AGGREGATE_VERSION_FIELD_NUMBER: _builtins.int
+    DATA_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Unique per event; consumers de-duplicate on it."""
+    """Unique per event; consumers de-duplicate on it (delivery is at-least-once)."""
     type: _builtins.str
     """Dotted type, e.g. "book.updated", "cart.item.added"."""
     source: _builtins.str
-    """Producing service, e.g. "catalog"."""
+    """Producing service, e.g. "cloudshelf.catalog"."""
     traceparent: _builtins.str
     """W3C trace context of the producing span, so consumers join its trace."""
     tracestate: _builtins.str
-    data_json: _builtins.str
-    """JSON document with the event's data."""
+    subject: _builtins.str
+    """The aggregate the event is about, e.g. the book id of "book.updated"."""
+    aggregate_version: _builtins.int
+    """The aggregate's version after the change: increases with every change of that
+    aggregate, committed in the same transaction by the database (gaps are possible).
+    Events may arrive out of order or twice: keep the highest version seen per subject.
+    """
+    data_type: _builtins.str
+    """Full name of the proto message `data` holds, e.g.
+    "cloudshelf.catalog.v1.BookUpdatedEvent".
+    """
     @_builtins.property
-    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the change was made: the database's clock at the start of its transaction."""
+
+    @_builtins.property
+    def data(self) -> _struct_pb2.Struct:
+        """The event's data as a JSON object: the JSON form (proto field names, int64 as strings,
+        enums by name, fields at their defaults included) of the message named by data_type.
+        """
+
     def __init__(
         self,
         *,
@@ -80,11 +103,14 @@ class EventEnvelope(_message.Message):
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         traceparent: _builtins.str = ...,
         tracestate: _builtins.str = ...,
-        data_json: _builtins.str = ...,
+        data: _struct_pb2.Struct | None = ...,
+        subject: _builtins.str = ...,
+        aggregate_version: _builtins.int = ...,
+        data_type: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "id", b"id", "occurred_at", b"occurred_at", "source", b"source", "traceparent", b"traceparent", "tracestate", b"tracestate", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_version", b"aggregate_version", "data", b"data", "data_type", b"data_type", "id", b"id", "occurred_at", b"occurred_at", "source", b"source", "subject", b"subject", "traceparent", b"traceparent", "tracestate", b"tracestate", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
