@@ -11,8 +11,9 @@ import asyncpg
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.runtime.errors import InvalidArgument
 from cloudshelf.runtime.events import OutboxRelay
-from cloudshelf.runtime.paging import decode_page_token, encode_page_token, split_page
+from cloudshelf.runtime.paging import Int, Text, decode_page_token, encode_page_token, split_page
 from cloudshelf.runtime.rpc import ServicerContext
+from cloudshelf.runtime.validation import check_text
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
 from services.catalog.cache import CatalogCache
 from services.catalog.popular import popular_books
@@ -28,15 +29,18 @@ from services.catalog.search import (
 from services.catalog.taxonomy import TaxonomyStore
 from services.catalog.validation import (
     FORMATS,
+    MAX_ID,
+    MAX_INT32,
     MAX_PAGE_SIZE,
     check_enum,
-    check_id,
     check_isbn10,
     check_isbn13,
     check_language,
+    check_lookup_id,
     check_slug,
     money_to_decimal,
     page_size,
+    refuse_output_only_book_fields,
 )
 
 MAX_BATCH = 1000
@@ -91,6 +95,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def CreateBook(
         self, request: catalog_pb2.CreateBookRequest, context: ServicerContext
     ) -> catalog_pb2.CreateBookResponse:
+        refuse_output_only_book_fields(request.book)
         columns = columns_for_create(request.book)
         book_id = await self.books.create(columns, author_links(request.book))
         self._events_written()
@@ -100,7 +105,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def UpdateBook(
         self, request: catalog_pb2.UpdateBookRequest, context: ServicerContext
     ) -> catalog_pb2.UpdateBookResponse:
-        book_id = check_id("book.id", request.book.id)
+        book_id = check_lookup_id("book.id", request.book.id, "book")
         paths = list(request.update_mask.paths)
         columns = columns_for_update(request.book, paths)
         links = author_links(request.book) if "authors" in paths else None
@@ -116,7 +121,8 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         match request.WhichOneof("key"):
             case "id":
                 response = catalog_pb2.GetBookResponse()
-                response.book.MergeFromString(await self._book_bytes(check_id("id", request.id)))
+                book_id = check_lookup_id("id", request.id, "book")
+                response.book.MergeFromString(await self._book_bytes(book_id))
                 return response
             case "isbn_13":
                 book = await self.books.get("isbn_13", check_isbn13("isbn_13", request.isbn_13))
@@ -133,9 +139,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.BatchGetBooksResponse:
         if len(request.ids) > MAX_BATCH:
             raise InvalidArgument("ids", f"at most {MAX_BATCH} ids per call")
-        ids = list(dict.fromkeys(check_id(f"ids[{i}]", v) for i, v in enumerate(request.ids)))
-        found = await self.cache.get_books(ids)
-        misses = [i for i in ids if i not in found]
+        ids = list(dict.fromkeys(_positive(f"ids[{i}]", v) for i, v in enumerate(request.ids)))
+        # Ids above what the store holds are unknown ids like any other: listed missing.
+        stored_ids = [i for i in ids if i <= MAX_ID]
+        found = await self.cache.get_books(stored_ids)
+        misses = [i for i in stored_ids if i not in found]
         if misses:
             loaded = {
                 i: b.SerializeToString() for i, b in (await self.books.get_many(misses)).items()
@@ -153,10 +161,10 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.ListBooksResponse:
         size = page_size(request.page_size)
         query = {"category": request.category_id, "size": size}
-        position = decode_page_token(request.page_token, query) or {"after": 0}
+        position = decode_page_token(request.page_token, query, {"after": Int()}) or {"after": 0}
         categories = None
         if request.category_id:
-            categories = await self._subtree(check_id("category_id", request.category_id))
+            categories = await self._subtree(_category("category_id", request.category_id))
         fetched = await self.books.list_in_categories(categories, int(position["after"]), size + 1)
         books, token = split_page(fetched, size, lambda b: {"after": b.id}, query)
         return catalog_pb2.ListBooksResponse(books=books, next_page_token=token)
@@ -164,8 +172,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def SearchBooks(
         self, request: catalog_pb2.SearchBooksRequest, context: ServicerContext
     ) -> catalog_pb2.SearchBooksResponse:
-        if len(request.query) > 500:
-            raise InvalidArgument("query", "at most 500 characters")
+        check_text("query", request.query, max_length=500)
         sort = SORTS.get(request.sort)
         if sort is None:
             raise InvalidArgument("sort", f"unknown value {request.sort}")
@@ -198,11 +205,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             "sort": sort,
             "size": size,
         }
-        offset = int((decode_page_token(request.page_token, query) or {"offset": 0})["offset"])
-        if offset > MAX_SEARCH_OFFSET:
-            raise InvalidArgument(
-                "page_token", f"results past {MAX_SEARCH_OFFSET} are not served; narrow the query"
-            )
+        # Tokens stop at MAX_SEARCH_OFFSET: deeper pages are not served (narrow the query).
+        shape = {"offset": Int(0, MAX_SEARCH_OFFSET)}
+        offset = int(
+            (decode_page_token(request.page_token, query, shape) or {"offset": 0})["offset"]
+        )
 
         page_key = await self.cache.search_key(json.dumps({**query, "offset": offset}))
         cached = await self.cache.get_search(page_key)
@@ -210,7 +217,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             return catalog_pb2.SearchBooksResponse.FromString(cached)
 
         if request.category_id:
-            subtree = await self._subtree(check_id("category_id", request.category_id))
+            subtree = await self._subtree(_category("category_id", request.category_id))
             filters = replace(filters, category_ids=tuple(subtree))
         has_terms = await has_search_terms(self.pool, filters.text)
         # The total (planner estimate, then a count or a sample) is cheap beside the page
@@ -252,7 +259,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         if isinstance(cached, catalog_pb2.ListPopularBooksResponse):
             return cached
         categories = (
-            await self._subtree(check_id("category_id", request.category_id))
+            await self._subtree(_category("category_id", request.category_id))
             if request.category_id
             else None
         )
@@ -272,11 +279,10 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             raise InvalidArgument("adjustments", "give at least one adjustment")
         if len(request.adjustments) > MAX_BATCH:
             raise InvalidArgument("adjustments", f"at most {MAX_BATCH} per call")
-        if len(request.request_id) > 100:
-            raise InvalidArgument("request_id", "at most 100 characters")
+        check_text("request_id", request.request_id, max_length=100)
         deltas: dict[int, tuple[int, int]] = {}
         for i, adjustment in enumerate(request.adjustments):
-            book_id = check_id(f"adjustments[{i}].book_id", adjustment.book_id)
+            book_id = check_lookup_id(f"adjustments[{i}].book_id", adjustment.book_id, "book")
             if adjustment.delta == 0:
                 raise InvalidArgument(f"adjustments[{i}].delta", "must not be 0")
             purchased = -adjustment.delta if adjustment.is_purchase and adjustment.delta < 0 else 0
@@ -285,7 +291,13 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                     f"adjustments[{i}].delta", "a purchase removes stock (delta < 0)"
                 )
             delta, bought = deltas.get(book_id, (0, 0))
-            deltas[book_id] = (delta + adjustment.delta, bought + purchased)
+            delta, bought = delta + adjustment.delta, bought + purchased
+            if abs(delta) > MAX_INT32 or bought > MAX_INT32:
+                raise InvalidArgument(
+                    f"adjustments[{i}].delta",
+                    f"the adjustments of book {book_id} add up past {MAX_INT32}",
+                )
+            deltas[book_id] = (delta, bought)
         levels = await self.books.adjust_inventory(deltas, request.request_id or None)
         self._events_written()
         # Stock shows on the product page: drop those books; search pages may lag (15 min).
@@ -297,7 +309,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def RecordView(
         self, request: catalog_pb2.RecordViewRequest, context: ServicerContext
     ) -> catalog_pb2.RecordViewResponse:
-        count = await self.books.record_view(check_id("book_id", request.book_id))
+        count = await self.books.record_view(check_lookup_id("book_id", request.book_id, "book"))
         return catalog_pb2.RecordViewResponse(view_count=count)
 
     # --- categories, authors, publishers -------------------------------------------------
@@ -327,13 +339,13 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             "direct": request.direct_children_only,
             "size": size,
         }
-        position = decode_page_token(request.page_token, query) or {"after": 0}
+        position = decode_page_token(request.page_token, query, {"after": Int()}) or {"after": 0}
         key = await self.cache.category_key(f"list:{json.dumps({**query, **position})}")
         cached = await self.cache.get_category(key)
         if cached is not None:
             return catalog_pb2.ListCategoriesResponse.FromString(cached)
         if request.parent_category_id:
-            await self._subtree(check_id("parent_category_id", request.parent_category_id))
+            await self._subtree(_category("parent_category_id", request.parent_category_id))
         categories = await self.taxonomy.list_categories(
             request.parent_category_id,
             request.direct_children_only,
@@ -370,9 +382,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListAuthors(
         self, request: catalog_pb2.ListAuthorsRequest, context: ServicerContext
     ) -> catalog_pb2.ListAuthorsResponse:
+        check_text("last_name_prefix", request.last_name_prefix, max_length=100)
         size = page_size(request.page_size)
         query = {"prefix": request.last_name_prefix, "size": size}
-        position = decode_page_token(request.page_token, query)
+        shape = {"after": (Text(100), Text(100), Int())}
+        position = decode_page_token(request.page_token, query, shape)
         after = tuple(position["after"]) if position else None
         authors = await self.taxonomy.list_authors(
             request.last_name_prefix.strip(), after, size + 1
@@ -402,7 +416,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.ListPublishersResponse:
         size = page_size(request.page_size)
         query = {"size": size}
-        position = decode_page_token(request.page_token, query)
+        position = decode_page_token(request.page_token, query, {"after": (Text(200), Int())})
         after = tuple(position["after"]) if position else None
         fetched = await self.taxonomy.list_publishers(after, size + 1)
         page, token = split_page(fetched, size, lambda p: {"after": [p.name, p.id]}, query)
@@ -443,8 +457,18 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.ListReviewsResponse:
         size = page_size(request.page_size)
         query = {"book": request.book_id, "status": request.status, "size": size}
-        position = decode_page_token(request.page_token, query)
+        position = decode_page_token(request.page_token, query, {"before": Int(1, MAX_ID)})
         before = int(position["before"]) if position else None
         reviews = await self.reviews.list(request.book_id, request.status, before, size + 1)
         page, token = split_page(reviews, size, lambda r: {"before": r.id}, query)
         return catalog_pb2.ListReviewsResponse(reviews=page, next_page_token=token)
+
+
+def _positive(field: str, value: int) -> int:
+    if value <= 0:
+        raise InvalidArgument(field, "must be a positive id")
+    return value
+
+
+def _category(field: str, category_id: int) -> int:
+    return check_lookup_id(field, category_id, "category")

@@ -16,6 +16,7 @@ from services.catalog.validation import (
     check_enum,
     check_id,
     check_length,
+    check_lookup_id,
     check_rating,
 )
 
@@ -81,7 +82,7 @@ class ReviewStore:
         return review_from_row(row)
 
     async def _set(self, review_id: int, columns: dict[str, Any]) -> catalog_pb2.Review:
-        check_id("review.id", review_id)
+        check_lookup_id("review.id", review_id, "review")
         if not columns:
             raise InvalidArgument("update_mask", "list the fields to change")
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, 2))
@@ -105,7 +106,7 @@ class ReviewStore:
 
     async def delete(self, review_id: int) -> int:
         """Deletes a review; returns its book's id."""
-        check_id("review_id", review_id)
+        check_lookup_id("review_id", review_id, "review")
         book_id = await self.pool.fetchval(
             "DELETE FROM book_catalog.reviews WHERE id = $1 RETURNING book_id", review_id
         )
@@ -116,7 +117,7 @@ class ReviewStore:
     async def list(
         self, book_id: int, status: int, before_id: int | None, limit: int
     ) -> list[catalog_pb2.Review]:
-        check_id("book_id", book_id)
+        check_lookup_id("book_id", book_id, "book")
         name = check_enum("status", status, REVIEW_STATUSES, default="published")
         exists = await self.pool.fetchval("SELECT 1 FROM book_catalog.books WHERE id = $1", book_id)
         if not exists:

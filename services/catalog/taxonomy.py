@@ -14,6 +14,7 @@ from services.catalog.validation import (
     check_date,
     check_id,
     check_length,
+    check_lookup_id,
     check_slug,
     slugify,
 )
@@ -189,7 +190,7 @@ class TaxonomyStore:
         row_id: int,
         columns: dict[str, Any],
     ) -> asyncpg.Record:
-        check_id(f"{entity}.id", row_id)
+        check_lookup_id(f"{entity}.id", row_id, entity)
         if not columns:
             raise InvalidArgument("update_mask", "list the fields to change")
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, 2))
@@ -212,6 +213,7 @@ class TaxonomyStore:
     async def update_category(
         self, category: catalog_pb2.Category, paths: Sequence[str]
     ) -> catalog_pb2.Category:
+        check_lookup_id("category.id", category.id, "category")
         columns = category_columns(category, paths)
         async with self.pool.acquire() as conn, conn.transaction():
             new_parent = columns.get("parent_category_id")
