@@ -306,6 +306,19 @@ def test_secrets_stay_out_of_the_manifests(manifests: list[Manifest]) -> None:
     }
 
 
+def test_every_pod_signs_page_tokens_with_the_shared_key(manifests: list[Manifest]) -> None:
+    shared = render({"pageTokenKey": {"existingSecret": "cloudshelf-paging", "key": "k"}})
+    for workload in workloads(shared):
+        env = env_of(workload["spec"]["template"]["spec"]["containers"][0])
+        assert env["CLOUDSHELF_PAGE_TOKEN_KEY"]["valueFrom"] == {
+            "secretKeyRef": {"name": "cloudshelf-paging", "key": "k"}
+        }
+    for workload in workloads(manifests):  # unset: each pod its own key (and a warning)
+        assert "CLOUDSHELF_PAGE_TOKEN_KEY" not in env_of(
+            workload["spec"]["template"]["spec"]["containers"][0]
+        )
+
+
 def test_service_accounts_take_annotations() -> None:
     role = "arn:aws:iam::123456789012:role/cloudshelf-cart"
     manifests = render(

@@ -106,6 +106,15 @@ cloudshelf/runtime/config.py reads. Secrets only by reference.
   value: {{ .url | quote }}
 {{- end }}
 {{- end }}
+{{- with $root.Values.pageTokenKey }}
+{{- if .existingSecret }}
+- name: CLOUDSHELF_PAGE_TOKEN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ required "pageTokenKey.key is required" .key }}
+{{- end }}
+{{- end }}
 {{- range $key, $value := $svc.env }}
 - name: {{ $key }}
   value: {{ $value | quote }}
