@@ -12,7 +12,12 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-from cloudshelf.runtime.errors import ErrorStatus, is_transaction_conflict, status_for
+from cloudshelf.runtime.errors import (
+    ErrorStatus,
+    InvalidArgument,
+    is_transaction_conflict,
+    status_for,
+)
 from cloudshelf.runtime.validation import check_message_text
 
 log = logging.getLogger("cloudshelf.rpc")
@@ -115,12 +120,15 @@ class ServerErrorInterceptor(grpc.aio.ServerInterceptor):
         async def unary_unary(request: Any, context: ServicerContext) -> Any:
             if isinstance(request, _UndecodableRequest):
                 await _abort(context, _undecodable(request))
+            try:
+                check_message_text(request)
+            except InvalidArgument as exc:
+                await _abort(context, _mapped(exc, method))
             remaining = context.time_remaining()
             _incoming_deadline.set(None if remaining is None else time.monotonic() + remaining)
             retried = False
             while True:
                 try:
-                    check_message_text(request)
                     return await inner(request, context)
                 except grpc.aio.AbortError:
                     raise
