@@ -72,133 +72,61 @@ def test_invalid_argument_names_the_field_in_message_and_details() -> None:
     assert (violation.field, violation.description) == ("book.isbn_13", "bad check digit")
 
 
-def _pg(cls: type[asyncpg.PostgresError], message: str) -> asyncpg.PostgresError:
-    return cls(message)
+_pg = asyncpg.exceptions
+# (exception class, what PostgreSQL says) by the status they must map to.
+POSTGRES_ERRORS: dict[tuple[Code, str], list[tuple[type[asyncpg.PostgresError], str]]] = {
+    # Failover, restart, a demoted primary, connection limits, lost connections.
+    (Code.UNAVAILABLE, "STORE_UNAVAILABLE"): [
+        (_pg.AdminShutdownError, "terminating connection due to administrator command"),
+        (_pg.CrashShutdownError, "terminating connection because of crash of another process"),
+        (_pg.CannotConnectNowError, "the database system is starting up"),
+        (_pg.TooManyConnectionsError, "sorry, too many clients already"),
+        (_pg.ReadOnlySQLTransactionError, "cannot execute UPDATE in a read-only transaction"),
+        (_pg.ConnectionDoesNotExistError, "connection was closed in the middle of operation"),
+        (_pg.ConnectionFailureError, "connection failure"),
+        (_pg.ClientCannotConnectError, "could not connect"),
+    ],
+    # Contention: the transaction was rolled back.
+    (Code.ABORTED, "TRANSACTION_CONFLICT"): [
+        (_pg.DeadlockDetectedError, "deadlock detected"),
+        (_pg.SerializationError, "could not serialize access due to concurrent update"),
+        (_pg.LockNotAvailableError, "could not obtain lock on row in relation books"),
+    ],
+    (Code.DEADLINE_EXCEEDED, "STORE_TIMEOUT"): [
+        (_pg.QueryCanceledError, "canceling statement due to statement timeout"),
+    ],
+    # A stored number would overflow (e.g. stock past 2^31-1).
+    (Code.FAILED_PRECONDITION, "VALUE_OUT_OF_RANGE"): [
+        (_pg.NumericValueOutOfRangeError, "integer out of range"),
+    ],
+    # Values the store refuses: the request was wrong.
+    (Code.INVALID_ARGUMENT, "VALUE_REJECTED_BY_STORE"): [
+        (_pg.CharacterNotInRepertoireError, 'invalid byte sequence for encoding "UTF8": 0x00'),
+        (_pg.StringDataRightTruncationError, "value too long for type character varying(10)"),
+        (_pg.InvalidTextRepresentationError, 'invalid input syntax for type integer: "x"'),
+        (_pg.DataError, "data exception"),
+    ],
+}
 
 
 @pytest.mark.parametrize(
-    ("error", "code", "reason"),
+    ("error_class", "text", "code", "reason"),
     [
-        # Failover, restart, demoted primary, connection limits, lost connections.
-        (
-            _pg(
-                asyncpg.exceptions.AdminShutdownError,
-                "terminating connection due to administrator command",
-            ),
-            Code.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-        ),
-        (
-            _pg(asyncpg.exceptions.CrashShutdownError, "crash shutdown"),
-            Code.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-        ),
-        (
-            _pg(asyncpg.exceptions.CannotConnectNowError, "the database system is starting up"),
-            Code.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-        ),
-        (
-            _pg(asyncpg.exceptions.TooManyConnectionsError, "too many clients already"),
-            Code.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-        ),
-        (
-            _pg(
-                asyncpg.exceptions.ReadOnlySQLTransactionError,
-                "cannot execute UPDATE in a read-only transaction",
-            ),
-            Code.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-        ),
-        (
-            _pg(asyncpg.exceptions.ConnectionDoesNotExistError, "connection was closed"),
-            Code.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-        ),
-        (
-            _pg(asyncpg.exceptions.ConnectionFailureError, "connection failure"),
-            Code.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-        ),
-        (
-            _pg(asyncpg.exceptions.ClientCannotConnectError, "cannot connect"),
-            Code.UNAVAILABLE,
-            "STORE_UNAVAILABLE",
-        ),
-        # Contention.
-        (
-            _pg(asyncpg.exceptions.DeadlockDetectedError, "deadlock detected"),
-            Code.ABORTED,
-            "TRANSACTION_CONFLICT",
-        ),
-        (
-            _pg(
-                asyncpg.exceptions.SerializationError,
-                "could not serialize access due to concurrent update",
-            ),
-            Code.ABORTED,
-            "TRANSACTION_CONFLICT",
-        ),
-        (
-            _pg(asyncpg.exceptions.LockNotAvailableError, "could not obtain lock on row"),
-            Code.ABORTED,
-            "TRANSACTION_CONFLICT",
-        ),
-        # Statement timeout.
-        (
-            _pg(
-                asyncpg.exceptions.QueryCanceledError,
-                "canceling statement due to statement timeout",
-            ),
-            Code.DEADLINE_EXCEEDED,
-            "STORE_TIMEOUT",
-        ),
-        # Overflow of a stored number (e.g. stock past 2^31-1).
-        (
-            _pg(asyncpg.exceptions.NumericValueOutOfRangeError, "integer out of range"),
-            Code.FAILED_PRECONDITION,
-            "VALUE_OUT_OF_RANGE",
-        ),
-        # Values the store refuses: the request was wrong.
-        (
-            _pg(
-                asyncpg.exceptions.CharacterNotInRepertoireError,
-                'invalid byte sequence for encoding "UTF8": 0x00',
-            ),
-            Code.INVALID_ARGUMENT,
-            "VALUE_REJECTED_BY_STORE",
-        ),
-        (
-            _pg(
-                asyncpg.exceptions.StringDataRightTruncationError,
-                "value too long for type character varying(10)",
-            ),
-            Code.INVALID_ARGUMENT,
-            "VALUE_REJECTED_BY_STORE",
-        ),
-        (
-            _pg(
-                asyncpg.exceptions.InvalidTextRepresentationError,
-                'invalid input syntax for type integer: "x"',
-            ),
-            Code.INVALID_ARGUMENT,
-            "VALUE_REJECTED_BY_STORE",
-        ),
-        (
-            _pg(asyncpg.exceptions.DataError, "data exception"),
-            Code.INVALID_ARGUMENT,
-            "VALUE_REJECTED_BY_STORE",
-        ),
+        (error_class, text, code, reason)
+        for (code, reason), errors in POSTGRES_ERRORS.items()
+        for error_class, text in errors
     ],
 )
-def test_postgres_errors(error: asyncpg.PostgresError, code: Code, reason: str) -> None:
+def test_postgres_errors(
+    error_class: type[asyncpg.PostgresError], text: str, code: Code, reason: str
+) -> None:
+    error = error_class(text)
     mapped = status_for(error)
     assert mapped is not None, f"{error!r} left for INTERNAL"
     assert (mapped.code, mapped.reason) == (code, reason)
     assert mapped.metadata["sqlstate"] == error.sqlstate
-    assert str(error) in mapped.message
-    assert type(error).__name__ not in mapped.message
+    assert text in mapped.message
+    assert error_class.__name__ not in mapped.message
     if code == Code.INVALID_ARGUMENT:
         assert mapped.message.startswith("request: ")
         assert [f for f, _ in mapped.field_violations] == ["request"]

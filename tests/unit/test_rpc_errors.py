@@ -101,15 +101,18 @@ async def test_a_deadlock_is_retried_once_and_the_retry_answers(
     assert servicer.attempts[DEADLOCK_ONCE] == 2
 
 
+async def _get_book_fails(channel: grpc.aio.Channel, book_id: int, reason: str) -> Details:
+    details = await _fails(_stub(channel).GetBook(catalog_pb2.GetBookRequest(id=book_id)))
+    assert details.error_info is not None and details.error_info.reason == reason
+    return details
+
+
 async def test_a_second_conflict_is_aborted(
     served: tuple[ScriptedCatalog, grpc.aio.Channel],
 ) -> None:
     servicer, channel = served
-    details = await _fails(_stub(channel).GetBook(catalog_pb2.GetBookRequest(id=ALWAYS_CONFLICT)))
-    assert details.code == grpc.StatusCode.ABORTED
-    assert details.error_info is not None
-    assert details.error_info.reason == "TRANSACTION_CONFLICT"
-    assert "retry" in details.message
+    details = await _get_book_fails(channel, ALWAYS_CONFLICT, "TRANSACTION_CONFLICT")
+    assert details.code == grpc.StatusCode.ABORTED and "retry" in details.message
     assert servicer.attempts[ALWAYS_CONFLICT] == 2
 
 
@@ -117,12 +120,11 @@ async def test_other_errors_are_not_retried(
     served: tuple[ScriptedCatalog, grpc.aio.Channel],
 ) -> None:
     servicer, channel = served
-    details = await _fails(_stub(channel).GetBook(catalog_pb2.GetBookRequest(id=FAILOVER)))
+    details = await _get_book_fails(channel, FAILOVER, "STORE_UNAVAILABLE")
     assert details.code == grpc.StatusCode.UNAVAILABLE
     assert details.error_info is not None
-    assert details.error_info.reason == "STORE_UNAVAILABLE"
     assert details.error_info.metadata["sqlstate"] == "57P01"
-    details = await _fails(_stub(channel).GetBook(catalog_pb2.GetBookRequest(id=NOT_FOUND)))
+    details = await _get_book_fails(channel, NOT_FOUND, "NOT_FOUND")
     assert (details.code, details.message) == (grpc.StatusCode.NOT_FOUND, "no book with id 5")
     assert servicer.attempts[FAILOVER] == servicer.attempts[NOT_FOUND] == 1
 
@@ -131,11 +133,10 @@ async def test_a_bug_is_internal_with_a_trace_id(
     served: tuple[ScriptedCatalog, grpc.aio.Channel],
 ) -> None:
     _, channel = served
-    details = await _fails(_stub(channel).GetBook(catalog_pb2.GetBookRequest(id=BUG)))
+    details = await _get_book_fails(channel, BUG, "INTERNAL")
     assert details.code == grpc.StatusCode.INTERNAL
     assert details.message.startswith("internal error (trace id ")
     assert "KeyError" not in details.message
-    assert details.error_info is not None and details.error_info.reason == "INTERNAL"
 
 
 async def test_an_rpc_not_built_yet_is_unimplemented(
