@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import os
+import secrets
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from cloudshelf.devstack.components import (
     wait_until,
 )
 from cloudshelf.runtime.config import DEFAULT_PORTS, Settings
+from cloudshelf.runtime.paging import PAGE_TOKEN_KEY_ENV
 
 SERVICES = tuple(DEFAULT_PORTS)
 # Dependency names the services report health for, as "dependency/<name>".
@@ -74,6 +76,7 @@ class Stack:
         self.ports = ports
         self.extra_env = extra_env or {}
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.page_token_key = _page_token_key(state_dir)
         self.postgres = Postgres(state_dir, ports.postgres, durable=durable)
         self.redis = Redis(state_dir, ports.redis)
         self.aws = AwsEmulator(state_dir, ports.aws)
@@ -104,6 +107,8 @@ class Stack:
                 "AWS_SECRET_ACCESS_KEY": "local",
                 "AWS_REGION": "us-east-1",
                 "OTEL_SERVICE_NAME": service,
+                # One key for every service and replica: a token from one is valid at all.
+                PAGE_TOKEN_KEY_ENV: self.page_token_key,
             }
         )
         env.update({f"CLOUDSHELF_{peer.upper()}_ADDR": self.address(peer) for peer in SERVICES})
@@ -215,6 +220,16 @@ class Stack:
 
     def health(self, service: str, check: str = "") -> str:
         return health_status(self.address(service), check)
+
+
+def _page_token_key(state_dir: Path) -> str:
+    """The stack's page-token signing key, made once and kept in its state folder, so
+    tokens stay valid across restarts of the services."""
+    path = state_dir / "page-token.key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def health_status(address: str, check: str = "") -> str:

@@ -6,14 +6,20 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-from cloudshelf.runtime.errors import status_for
+from cloudshelf.runtime.errors import (
+    ErrorStatus,
+    InvalidArgument,
+    is_transaction_conflict,
+    status_for,
+)
 from cloudshelf.runtime.telemetry import NOT_HEALTH_CHECK
+from cloudshelf.runtime.validation import check_message_text
 
 log = logging.getLogger("cloudshelf.rpc")
 
@@ -37,8 +43,69 @@ def _trace_id() -> str:
     return format(context.trace_id, "032x") if context.is_valid else "-"
 
 
+class _UndecodableRequest:
+    """Stands in for a request whose bytes did not parse, so the handler can answer
+    INVALID_ARGUMENT (a deserializer that raises makes grpc answer UNKNOWN, naming the
+    Python exception class)."""
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+def _tolerant_deserializer(
+    deserialize: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    message_class = getattr(deserialize, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    message_type = getattr(descriptor, "full_name", "the request message")
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return _UndecodableRequest(message_type)
+
+    return tolerant
+
+
+def _undecodable(request: _UndecodableRequest) -> ErrorStatus:
+    problem = (
+        f"the bytes are not a valid {request.message_type} "
+        "(malformed encoding, or a string field that is not UTF-8)"
+    )
+    return ErrorStatus(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"request: {problem}",
+        "UNDECODABLE_REQUEST",
+        {"field": "request"},
+        (("request", problem),),
+    )
+
+
+async def _abort(context: ServicerContext, error: ErrorStatus) -> NoReturn:
+    # The tracing wrapper of the context records the code from set_code, not from
+    # abort_with_status.
+    context.set_code(error.code)
+    context.set_details(error.message)
+    await context.abort_with_status(error.grpc_status())
+    raise AssertionError("abort_with_status returned")  # it always raises
+
+
 class ServerErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps exceptions to status codes and records each call's deadline for outgoing calls."""
+    """Maps every exception to a status with details, refuses requests that do not decode
+    or that carry control characters, retries a handler once after a deadlock or
+    serialization failure, and records each call's deadline for outgoing calls.
+
+    The retry is of the whole unary handler. It is safe because PostgreSQL rolls back the
+    transaction in which a deadlock (40P01) or serialization failure (40001) happens and
+    `conn.transaction()` ends it with the exception, so the failed attempt wrote nothing,
+    provided a handler's write transaction is the only one it commits, with nothing after
+    it but idempotent steps (cache invalidations, reads). Every catalog handler is built
+    that way; a handler that commits twice must not let these errors escape its second
+    transaction (catch and map them, e.g. to Aborted) or it could apply the first twice.
+    """
 
     async def intercept_service(
         self,
@@ -52,29 +119,64 @@ class ServerErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
 
         async def unary_unary(request: Any, context: ServicerContext) -> Any:
+            if isinstance(request, _UndecodableRequest):
+                await _abort(context, _undecodable(request))
+            try:
+                check_message_text(request)
+            except InvalidArgument as exc:
+                await _abort(context, _mapped(exc, method))
             remaining = context.time_remaining()
             _incoming_deadline.set(None if remaining is None else time.monotonic() + remaining)
-            try:
-                return await inner(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                mapped = status_for(exc)
-                if mapped is None:
-                    log.exception("unhandled error in %s", method)
-                    await context.abort(
-                        grpc.StatusCode.INTERNAL, f"internal error (trace id {_trace_id()})"
-                    )
-                code, message = mapped
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    log.warning("%s failed: %s", method, message, extra={"code": code.name})
-                await context.abort(code, message)
+            retried = False
+            while True:
+                try:
+                    return await inner(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    if is_transaction_conflict(exc) and not retried and _time_left(context):
+                        retried = True
+                        log.info("%s: retrying once after %s", method, exc)
+                        continue
+                    await _abort(context, _mapped(exc, method))
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def _time_left(context: ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is None or remaining > 0.05
+
+
+def _mapped(exc: Exception, method: str) -> ErrorStatus:
+    mapped = status_for(exc, method)
+    if mapped is None:
+        log.exception("unhandled error in %s", method, exc_info=exc)
+        trace_id = _trace_id()
+        return ErrorStatus(
+            grpc.StatusCode.INTERNAL,
+            f"internal error (trace id {trace_id})",
+            "INTERNAL",
+            {"trace_id": trace_id},
+        )
+    if mapped.code in _LOGGED_CODES:
+        log.warning("%s failed: %s", method, mapped.message, extra={"code": mapped.code.name})
+    return mapped
+
+
+# Answers an operator should see: the service itself had trouble serving them.
+_LOGGED_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
 
 
 class DeadlinePropagation(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]

@@ -12,8 +12,9 @@ from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.runtime.errors import InvalidArgument, NotFound
 from cloudshelf.runtime.events import OutboxRelay
 from cloudshelf.runtime.idempotency import IdempotentCall
-from cloudshelf.runtime.paging import decode_page_token, encode_page_token, split_page
+from cloudshelf.runtime.paging import Int, Text, decode_page_token, encode_page_token, split_page
 from cloudshelf.runtime.rpc import ServicerContext
+from cloudshelf.runtime.validation import check_text
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
 from services.catalog.cache import SEARCH_POPULAR, SEARCH_RATING, CatalogCache
 from services.catalog.invalidations import CacheInvalidations
@@ -30,15 +31,18 @@ from services.catalog.search import (
 from services.catalog.taxonomy import TaxonomyStore
 from services.catalog.validation import (
     FORMATS,
+    MAX_ID,
+    MAX_INT32,
     MAX_PAGE_SIZE,
     check_enum,
-    check_id,
     check_isbn10,
     check_isbn13,
     check_language,
+    check_lookup_id,
     check_slug,
     money_to_decimal,
     page_size,
+    refuse_output_only_book_fields,
 )
 
 MAX_BATCH = 1000
@@ -125,6 +129,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def CreateBook(
         self, request: catalog_pb2.CreateBookRequest, context: ServicerContext
     ) -> catalog_pb2.CreateBookResponse:
+        refuse_output_only_book_fields(request.book)
         columns = columns_for_create(request.book)
         book_id = await self.books.create(columns, author_links(request.book))
         self._events_written()
@@ -134,7 +139,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def UpdateBook(
         self, request: catalog_pb2.UpdateBookRequest, context: ServicerContext
     ) -> catalog_pb2.UpdateBookResponse:
-        book_id = check_id("book.id", request.book.id)
+        book_id = check_lookup_id("book.id", request.book.id, "book")
         paths = list(request.update_mask.paths)
         columns = columns_for_update(request.book, paths)
         links = author_links(request.book) if "authors" in paths else None
@@ -149,7 +154,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.GetBookResponse:
         match request.WhichOneof("key"):
             case "id":
-                return await self._book_by_id(check_id("id", request.id))
+                return await self._book_by_id(check_lookup_id("id", request.id, "book"))
             case "isbn_13":
                 book = await self.books.get("isbn_13", check_isbn13("isbn_13", request.isbn_13))
             case "isbn_10":
@@ -165,9 +170,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.BatchGetBooksResponse:
         if len(request.ids) > MAX_BATCH:
             raise InvalidArgument("ids", f"at most {MAX_BATCH} ids per call")
-        ids = list(dict.fromkeys(check_id(f"ids[{i}]", v) for i, v in enumerate(request.ids)))
-        found, views = await self.cache.get_books(ids)
-        misses = [i for i in ids if i not in found]
+        ids = list(dict.fromkeys(_positive(f"ids[{i}]", v) for i, v in enumerate(request.ids)))
+        # Ids above what the store holds are unknown ids like any other: listed missing.
+        stored_ids = [i for i in ids if i <= MAX_ID]
+        found, views = await self.cache.get_books(stored_ids)
+        misses = [i for i in stored_ids if i not in found]
         if misses:
             loaded = {
                 i: (version, book.SerializeToString())
@@ -190,10 +197,10 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         query: dict[str, object] = {"category": request.category_id, "size": size}
         if request.include_inactive:  # tokens of the default listing keep their shape
             query["inactive"] = True
-        position = decode_page_token(request.page_token, query) or {"after": 0}
+        position = decode_page_token(request.page_token, query, {"after": Int()}) or {"after": 0}
         categories = None
         if request.category_id:
-            categories = await self._subtree(check_id("category_id", request.category_id))
+            categories = await self._subtree(_category("category_id", request.category_id))
         fetched = await self.books.list_in_categories(
             categories, int(position["after"]), size + 1, active_only=not request.include_inactive
         )
@@ -203,8 +210,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def SearchBooks(
         self, request: catalog_pb2.SearchBooksRequest, context: ServicerContext
     ) -> catalog_pb2.SearchBooksResponse:
-        if len(request.query) > 500:
-            raise InvalidArgument("query", "at most 500 characters")
+        check_text("query", request.query, max_length=500)
         sort = SORTS.get(request.sort)
         if sort is None:
             raise InvalidArgument("sort", f"unknown value {request.sort}")
@@ -237,11 +243,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             "sort": sort,
             "size": size,
         }
-        offset = int((decode_page_token(request.page_token, query) or {"offset": 0})["offset"])
-        if offset > MAX_SEARCH_OFFSET:
-            raise InvalidArgument(
-                "page_token", f"results past {MAX_SEARCH_OFFSET} are not served; narrow the query"
-            )
+        # Tokens stop at MAX_SEARCH_OFFSET: deeper pages are not served (narrow the query).
+        shape = {"offset": Int(0, MAX_SEARCH_OFFSET)}
+        offset = int(
+            (decode_page_token(request.page_token, query, shape) or {"offset": 0})["offset"]
+        )
 
         # A page is cached under the search generation, and under its sort's own one when
         # a narrower write can reorder it: reviews the rating sort, purchases the best
@@ -262,7 +268,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         async def load() -> bytes:
             scoped = filters
             if request.category_id:
-                subtree = await self._subtree(check_id("category_id", request.category_id))
+                subtree = await self._subtree(_category("category_id", request.category_id))
                 scoped = replace(filters, category_ids=tuple(subtree))
             has_terms = await has_search_terms(self.pool, scoped.text)
             # The total (planner estimate, then a count or a sample) is cheap beside the
@@ -309,7 +315,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         if isinstance(cached, catalog_pb2.ListPopularBooksResponse):
             return cached
         categories = (
-            await self._subtree(check_id("category_id", request.category_id))
+            await self._subtree(_category("category_id", request.category_id))
             if request.category_id
             else None
         )
@@ -332,7 +338,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         idempotent = IdempotentCall.of(ADJUST_INVENTORY, request)
         deltas: dict[int, tuple[int, int]] = {}
         for i, adjustment in enumerate(request.adjustments):
-            book_id = check_id(f"adjustments[{i}].book_id", adjustment.book_id)
+            book_id = check_lookup_id(f"adjustments[{i}].book_id", adjustment.book_id, "book")
             if adjustment.delta == 0:
                 raise InvalidArgument(f"adjustments[{i}].delta", "must not be 0")
             purchased = -adjustment.delta if adjustment.is_purchase and adjustment.delta < 0 else 0
@@ -341,7 +347,13 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                     f"adjustments[{i}].delta", "a purchase removes stock (delta < 0)"
                 )
             delta, bought = deltas.get(book_id, (0, 0))
-            deltas[book_id] = (delta + adjustment.delta, bought + purchased)
+            delta, bought = delta + adjustment.delta, bought + purchased
+            if abs(delta) > MAX_INT32 or bought > MAX_INT32:
+                raise InvalidArgument(
+                    f"adjustments[{i}].delta",
+                    f"the adjustments of book {book_id} add up past {MAX_INT32}",
+                )
+            deltas[book_id] = (delta, bought)
         response = await self.books.adjust_inventory(deltas, idempotent)
         self._events_written()
         # Stock shows on the product page: those books are invalidated. Search pages are
@@ -353,7 +365,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def RecordView(
         self, request: catalog_pb2.RecordViewRequest, context: ServicerContext
     ) -> catalog_pb2.RecordViewResponse:
-        book_id = check_id("book_id", request.book_id)
+        book_id = check_lookup_id("book_id", request.book_id, "book")
         count = await self.books.record_view(book_id)
         # No invalidation (a view changes no search result, and dropping hot books on every
         # view would defeat their cache): GetBook raises a cached Book's count to this one.
@@ -389,13 +401,13 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             "direct": request.direct_children_only,
             "size": size,
         }
-        position = decode_page_token(request.page_token, query) or {"after": 0}
+        position = decode_page_token(request.page_token, query, {"after": Int()}) or {"after": 0}
         key = await self.cache.category_key(f"list:{json.dumps({**query, **position})}")
         cached = await self.cache.get_category(key)
         if cached is not None:
             return catalog_pb2.ListCategoriesResponse.FromString(cached)
         if request.parent_category_id:
-            await self._subtree(check_id("parent_category_id", request.parent_category_id))
+            await self._subtree(_category("parent_category_id", request.parent_category_id))
         categories = await self.taxonomy.list_categories(
             request.parent_category_id,
             request.direct_children_only,
@@ -427,9 +439,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListAuthors(
         self, request: catalog_pb2.ListAuthorsRequest, context: ServicerContext
     ) -> catalog_pb2.ListAuthorsResponse:
+        check_text("last_name_prefix", request.last_name_prefix, max_length=100)
         size = page_size(request.page_size)
         query = {"prefix": request.last_name_prefix, "size": size}
-        position = decode_page_token(request.page_token, query)
+        shape = {"after": (Text(100), Text(100), Int())}
+        position = decode_page_token(request.page_token, query, shape)
         after = tuple(position["after"]) if position else None
         authors = await self.taxonomy.list_authors(
             request.last_name_prefix.strip(), after, size + 1
@@ -460,7 +474,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.ListPublishersResponse:
         size = page_size(request.page_size)
         query = {"size": size}
-        position = decode_page_token(request.page_token, query)
+        position = decode_page_token(request.page_token, query, {"after": (Text(200), Int())})
         after = tuple(position["after"]) if position else None
         fetched = await self.taxonomy.list_publishers(after, size + 1)
         page, token = split_page(fetched, size, lambda p: {"after": [p.name, p.id]}, query)
@@ -505,7 +519,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.ListReviewsResponse:
         size = page_size(request.page_size)
         query = {"book": request.book_id, "status": request.status, "size": size}
-        position = decode_page_token(request.page_token, query)
+        position = decode_page_token(request.page_token, query, {"before": Int(1, MAX_ID)})
         before = int(position["before"]) if position else None
         reviews = await self.reviews.list(request.book_id, request.status, before, size + 1)
         page, token = split_page(reviews, size, lambda r: {"before": r.id}, query)
@@ -524,3 +538,13 @@ def _book_response(data: bytes, views: int | None) -> catalog_pb2.GetBookRespons
     response.book.MergeFromString(data)
     _raise_view_count(response.book, views)
     return response
+
+
+def _positive(field: str, value: int) -> int:
+    if value <= 0:
+        raise InvalidArgument(field, "must be a positive id")
+    return value
+
+
+def _category(field: str, category_id: int) -> int:
+    return check_lookup_id(field, category_id, "category")

@@ -18,6 +18,7 @@ from services.catalog.validation import (
     check_enum,
     check_id,
     check_length,
+    check_lookup_id,
     check_rating,
 )
 
@@ -93,7 +94,7 @@ class ReviewStore:
     ) -> catalog_pb2.Review:
         """Writes the columns that differ with a "review.updated" (or, for a status,
         "review.moderated") event; a change to nothing writes neither."""
-        check_id("review.id", review_id)
+        check_lookup_id("review.id", review_id, "review")
         if not columns:
             raise InvalidArgument("update_mask", "list the fields to change")
         async with self.pool.acquire() as conn, conn.transaction():
@@ -137,7 +138,7 @@ class ReviewStore:
 
     async def delete(self, review_id: int) -> int:
         """Deletes a review; returns its book's id."""
-        check_id("review_id", review_id)
+        check_lookup_id("review_id", review_id, "review")
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "DELETE FROM book_catalog.reviews WHERE id = $1 RETURNING book_id, version",
@@ -155,7 +156,7 @@ class ReviewStore:
     async def list(
         self, book_id: int, status: int, before_id: int | None, limit: int
     ) -> list[catalog_pb2.Review]:
-        check_id("book_id", book_id)
+        check_lookup_id("book_id", book_id, "book")
         name = check_enum("status", status, REVIEW_STATUSES, default="published")
         exists = await self.pool.fetchval("SELECT 1 FROM book_catalog.books WHERE id = $1", book_id)
         if not exists:

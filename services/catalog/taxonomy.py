@@ -17,6 +17,7 @@ from services.catalog.validation import (
     check_date,
     check_id,
     check_length,
+    check_lookup_id,
     check_slug,
     slugify,
 )
@@ -206,7 +207,7 @@ class TaxonomyStore:
     ) -> asyncpg.Record:
         """Writes the columns that differ and an "<entity>.updated" event, in the caller's
         transaction; an update that changes nothing writes neither."""
-        check_id(f"{entity}.id", row_id)
+        check_lookup_id(f"{entity}.id", row_id, entity)
         if not columns:
             raise InvalidArgument("update_mask", "list the fields to change")
         old = await conn.fetchrow(
@@ -246,6 +247,7 @@ class TaxonomyStore:
     async def update_category(
         self, category: catalog_pb2.Category, paths: Sequence[str]
     ) -> catalog_pb2.Category:
+        check_lookup_id("category.id", category.id, "category")
         columns = category_columns(category, paths)
         async with self.pool.acquire() as conn, conn.transaction():
             new_parent = columns.get("parent_category_id")

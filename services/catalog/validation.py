@@ -13,7 +13,8 @@ from typing import Any
 
 from cloudshelf.catalog.v1 import catalog_pb2
 from cloudshelf.common.v1 import common_pb2
-from cloudshelf.runtime.errors import InvalidArgument
+from cloudshelf.runtime.errors import InvalidArgument, NotFound
+from cloudshelf.runtime.validation import check_text
 
 CATALOG_CURRENCY = "USD"
 # The seed's data-quality rule: price < 10,000.
@@ -21,6 +22,10 @@ MAX_PRICE_MINOR = 1_000_000
 MAX_TITLE = 500
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
+# Ids are int64 in the contract and INTEGER (SERIAL) columns in the store.
+MAX_ID = 2**31 - 1
+# Stock, counts and other INTEGER columns.
+MAX_INT32 = 2**31 - 1
 
 FORMATS = {
     catalog_pb2.BOOK_FORMAT_HARDCOVER: "hardcover",
@@ -45,8 +50,9 @@ REVIEW_STATUSES = {
     catalog_pb2.REVIEW_STATUS_REJECTED: "rejected",
 }
 
-_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
+_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+# At most 10 characters: the column's width.
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,6})?")
 
 
 def normalize_isbn(raw: str) -> str:
@@ -116,16 +122,17 @@ def decimal_to_money(amount: Decimal) -> common_pb2.Money:
 
 
 def check_title(field: str, title: str) -> str:
-    title = title.strip()
-    if not title:
-        raise InvalidArgument(field, "must not be empty")
+    title = check_text(field, title).strip()
     if len(title) > MAX_TITLE:
         raise InvalidArgument(field, f"must be at most {MAX_TITLE} characters")
+    if not title:
+        raise InvalidArgument(field, "must not be empty")
     return title
 
 
 def check_length(field: str, value: str, limit: int) -> str | None:
-    value = value.strip()
+    """An optional text: stripped, at most `limit` characters, None when empty."""
+    value = check_text(field, value).strip()
     if len(value) > limit:
         raise InvalidArgument(field, f"must be at most {limit} characters")
     return value or None
@@ -151,7 +158,7 @@ def check_enum(
 
 
 def check_slug(field: str, slug: str) -> str:
-    if not _SLUG.match(slug) or len(slug) > 500:
+    if len(slug) > 500 or not _SLUG.fullmatch(slug):
         raise InvalidArgument(field, "lower-case letters, digits and single hyphens only")
     return slug
 
@@ -162,7 +169,7 @@ def slugify(text: str) -> str:
 
 def check_language(field: str, value: str) -> str:
     value = value.strip() or "en"
-    if not _LANGUAGE.match(value):
+    if not _LANGUAGE.fullmatch(value):
         raise InvalidArgument(field, "an ISO 639 code such as 'en' or 'pt-BR'")
     return value
 
@@ -174,9 +181,45 @@ def check_rating(field: str, rating: int) -> int:
 
 
 def check_id(field: str, value: int) -> int:
+    """An id the request refers to (e.g. book.category_id): INVALID_ARGUMENT outside
+    1..MAX_ID."""
     if value <= 0:
         raise InvalidArgument(field, "must be a positive id")
+    if value > MAX_ID:
+        raise InvalidArgument(field, f"must be at most {MAX_ID}: no such id exists")
     return value
+
+
+def check_lookup_id(field: str, value: int, entity: str) -> int:
+    """The id of the entity a request looks up or acts on: INVALID_ARGUMENT when not
+    positive, NOT_FOUND above MAX_ID (no such entity can exist), as for any unknown id."""
+    if value > MAX_ID:
+        raise NotFound(f"no {entity} with id {value}")
+    return check_id(field, value)
+
+
+def refuse_output_only_book_fields(book: catalog_pb2.Book) -> None:
+    """CreateBook refuses what it would otherwise drop, so a caller never believes it set
+    a value the catalog ignored."""
+    if book.stock_quantity:
+        raise InvalidArgument(
+            "book.stock_quantity",
+            "a new book starts with no stock: add stock with AdjustInventory once it exists",
+        )
+    if book.id:
+        raise InvalidArgument("book.id", "the catalog assigns ids; leave it unset")
+    for name in ("view_count", "purchase_count", "rating_average", "rating_count"):
+        if getattr(book, name):
+            raise InvalidArgument(f"book.{name}", "output only, computed by the catalog")
+    if book.HasField("create_time"):
+        raise InvalidArgument("book.create_time", "output only, set by the catalog")
+    if book.HasField("update_time"):
+        raise InvalidArgument("book.update_time", "output only, set by the catalog")
+    for i, author in enumerate(book.authors):
+        if author.display_name:
+            raise InvalidArgument(
+                f"book.authors[{i}].display_name", "output only, from the author's name"
+            )
 
 
 def page_size(value: int) -> int:

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from cloudshelf.common.v1 import common_pb2
 from cloudshelf.runtime.errors import InvalidArgument
-from cloudshelf.runtime.paging import decode_page_token, encode_page_token, split_page
+from cloudshelf.runtime.paging import Int, decode_page_token, encode_page_token, split_page
 from services.catalog.cache import CatalogCache
 from services.catalog.search import SearchFilters, count_sql, page_sql, round_estimate
 from services.catalog.validation import (
@@ -53,18 +53,19 @@ def test_money_round_trips_exactly() -> None:
 
 
 def test_page_tokens_are_bound_to_their_query() -> None:
+    after = {"after": Int()}
     token = encode_page_token({"after": 42}, {"category": 7})
-    assert decode_page_token(token, {"category": 7}) == {"after": 42}
-    assert decode_page_token("", {"category": 7}) is None
+    assert decode_page_token(token, {"category": 7}, after) == {"after": 42}
+    assert decode_page_token("", {"category": 7}, after) is None
     with pytest.raises(InvalidArgument, match="different query"):
-        decode_page_token(token, {"category": 8})
+        decode_page_token(token, {"category": 8}, after)
     with pytest.raises(InvalidArgument, match="page_token"):
-        decode_page_token("not-a-token!", {"category": 7})
+        decode_page_token("not-a-token!", {"category": 7}, after)
 
 
 def test_split_page_knows_when_another_page_exists() -> None:
     page, token = split_page([1, 2, 3], 2, lambda x: {"after": x}, "q")
-    assert list(page) == [1, 2] and decode_page_token(token, "q") == {"after": 2}
+    assert list(page) == [1, 2] and decode_page_token(token, "q", {"after": Int()}) == {"after": 2}
     assert split_page([1, 2], 2, lambda x: {"after": x}, "q") == ([1, 2], "")
 
 

@@ -529,4 +529,4 @@ def test_page_token_key_comes_from_a_secret_to_every_service(manifests: list[Man
             "valueFrom": {"secretKeyRef": {"name": "cloudshelf-page-tokens", "key": "key"}},
         }
     with pytest.raises(helm_python.errors.HelmRenderError, match=r"pageTokenKey\.key is required"):
-        render({"pageTokenKey": {"existingSecret": "cloudshelf-page-tokens"}})
+        render({"pageTokenKey": {"existingSecret": "cloudshelf-page-tokens", "key": ""}})

@@ -457,7 +457,9 @@ class CreateBookRequest(_message.Message):
     BOOK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def book(self) -> Global___Book:
-        """id and output-only fields are ignored."""
+        """id, stock_quantity and output-only fields are refused (INVALID_ARGUMENT): stock is
+        added with AdjustInventory.
+        """
 
     def __init__(
         self,
