@@ -87,7 +87,8 @@ class RequestIdReused(FailedPrecondition):
     def __init__(self) -> None:
         super().__init__(
             "request_id reused with a different request: a retry must repeat the first "
-            "request exactly; send a new request_id for a new request"
+            "request exactly; send a new request_id for a new request",
+            reason="REQUEST_ID_REUSED",
         )
 
 

@@ -390,7 +390,9 @@ class BookStore:
                 delta = deltas[book_id][0]
                 if stock[book_id] + delta < 0:
                     raise FailedPrecondition(
-                        f"book {book_id}: {stock[book_id]} in stock, cannot remove {-delta}"
+                        f"book {book_id}: {stock[book_id]} in stock, cannot remove {-delta}",
+                        reason="INSUFFICIENT_STOCK",
+                        metadata={"book_id": str(book_id)},
                     )
             updated = await conn.fetch(
                 "UPDATE book_catalog.books b "

@@ -23,6 +23,7 @@ from cloudshelf.runtime.idempotency import (
     prune_expired_keys,
 )
 from tests.conftest import expect_error, run_cli
+from tests.error_details import details_of_error
 from tests.integration.test_catalog_reviews_inventory import adjust, create
 
 if TYPE_CHECKING:
@@ -91,6 +92,12 @@ async def test_a_request_id_reused_with_a_different_request_is_refused(
         REUSED,
     )
     assert "new request_id" in details
+    try:
+        await catalog.AdjustInventory(adjust((a.id, 100), request_id=key))
+        raise AssertionError("a reused request_id was accepted")
+    except grpc.aio.AioRpcError as exc:
+        info = details_of_error(exc).error_info
+        assert info is not None and info.reason == "REQUEST_ID_REUSED"
     await expect_error(
         catalog.AdjustInventory(adjust((a.id, -5), purchase=True, request_id=key)),
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -119,11 +126,15 @@ async def test_a_failed_attempt_leaves_no_key_so_it_can_be_retried(
     a = await create(catalog)
     await catalog.AdjustInventory(adjust((a.id, 3)))
     key = str(uuid.uuid4())
-    await expect_error(
-        catalog.AdjustInventory(adjust((a.id, -5), purchase=True, request_id=key)),
-        grpc.StatusCode.FAILED_PRECONDITION,
-        f"book {a.id}",
-    )
+    try:
+        await catalog.AdjustInventory(adjust((a.id, -5), purchase=True, request_id=key))
+        raise AssertionError("an oversell was accepted")
+    except grpc.aio.AioRpcError as exc:
+        refused = details_of_error(exc)
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION and f"book {a.id}" in refused.message
+    assert refused.error_info is not None
+    assert refused.error_info.reason == "INSUFFICIENT_STOCK"
+    assert refused.error_info.metadata["book_id"] == str(a.id)
     # AIP-155 keeps only successful requests: the same id runs again once the cause is
     # fixed (here a restock), and is then held like any other.
     await catalog.AdjustInventory(adjust((a.id, 7)))

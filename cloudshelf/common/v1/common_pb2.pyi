@@ -67,7 +67,7 @@ class EventEnvelope(_message.Message):
     id: _builtins.str
     """Unique per event; consumers de-duplicate on it (delivery is at-least-once)."""
     type: _builtins.str
-    """Dotted type, e.g. "book.updated", "cart.item.added"."""
+    """Dotted type, <aggregate>.<past-tense verb>: e.g. "book.updated", "inventory.adjusted"."""
     source: _builtins.str
     """Producing service, e.g. "cloudshelf.catalog"."""
     traceparent: _builtins.str
