@@ -106,8 +106,11 @@ class ReloadingCertificates:
             return configuration
 
     def server_credentials(self) -> grpc.ServerCredentials:
+        # grpc's fetcher may return None ("no change"); types-grpcio's stub omits it.
         return grpc.dynamic_ssl_server_credentials(
-            self.initial, self.fetch, require_client_authentication=self.mutual
+            self.initial,
+            self.fetch,  # type: ignore[arg-type]
+            require_client_authentication=self.mutual,
         )
 
 
