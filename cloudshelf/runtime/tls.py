@@ -72,6 +72,9 @@ class ReloadingCertificates:
         return [_signature(path) for path in self._paths()]
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        cert = _read(self.cert_file, "TLS certificate")
+        key = _read(self.key_file, "TLS key")
+        ca = None if self.ca_file is None else _read(self.ca_file, "TLS CA")
         try:
             # A pair caught mid-rotation (new certificate, old key) is refused here, with a
             # readable reason, instead of failing every handshake.
@@ -83,9 +86,6 @@ class ReloadingCertificates:
                 f"the TLS certificate {self.cert_file} and key {self.key_file} "
                 f"do not form a usable pair: {exc}"
             ) from exc
-        cert = _read(self.cert_file, "TLS certificate")
-        key = _read(self.key_file, "TLS key")
-        ca = None if self.ca_file is None else _read(self.ca_file, "TLS CA")
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
