@@ -6,9 +6,13 @@ AWS endpoints and credentials use boto's own variables (AWS_ENDPOINT_URL, AWS_RE
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeAlias
+
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Default gRPC ports of the local stack; a cluster sets CLOUDSHELF_LISTEN_ADDR instead.
 DEFAULT_PORTS: dict[str, int] = {
@@ -52,6 +56,69 @@ def service_address(service: str, environ: Mapping[str, str] | None = None) -> s
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of one side of TLS connections.
+
+    On a server: its certificate chain and key, and the CA that client certificates must be
+    signed by (when set, a client without such a certificate is refused: mTLS). On the
+    client side of peer channels: the certificate and key presented to peers (optional) and
+    the CA that peers' certificates are verified against (unset: the system's roots).
+    """
+
+    cert_file: str | None
+    key_file: str | None
+    ca_file: str | None
+
+
+def _server_tls(environ: Mapping[str, str] | None) -> TlsFiles | None:
+    cert = _env("CLOUDSHELF_TLS_CERT_FILE", "", environ) or None
+    key = _env("CLOUDSHELF_TLS_KEY_FILE", "", environ) or None
+    ca = _env("CLOUDSHELF_TLS_CA_FILE", "", environ) or None
+    if (cert is None) != (key is None) or (ca and not cert):
+        raise ValueError(
+            "CLOUDSHELF_TLS_CERT_FILE and CLOUDSHELF_TLS_KEY_FILE go together, and "
+            "CLOUDSHELF_TLS_CA_FILE needs both"
+        )
+    return None if cert is None else TlsFiles(cert, key, ca)
+
+
+def _peer_tls(environ: Mapping[str, str] | None) -> TlsFiles | None:
+    """Each CLOUDSHELF_PEER_TLS_* file defaults to its CLOUDSHELF_TLS_* one: one certificate
+    (usages server and client auth) serves a service both ways."""
+
+    def file(name: str) -> str | None:
+        own = _env(f"CLOUDSHELF_{name}", "", environ)
+        return _env(f"CLOUDSHELF_PEER_{name}", own, environ) or None
+
+    cert, key, ca = file("TLS_CERT_FILE"), file("TLS_KEY_FILE"), file("TLS_CA_FILE")
+    if (cert is None) != (key is None):
+        raise ValueError(
+            "CLOUDSHELF_PEER_TLS_CERT_FILE and CLOUDSHELF_PEER_TLS_KEY_FILE go together"
+        )
+    return None if cert is None and ca is None else TlsFiles(cert, key, ca)
+
+
+def parse_cidrs(name: str, raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs (or bare addresses) of the variable `name`."""
+    networks = []
+    for item in raw.split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {item.strip()!r} is not a CIDR") from exc
+    return tuple(networks)
+
+
+TRUSTED_PROXY_CIDRS_ENV = "CLOUDSHELF_TRUSTED_PROXY_CIDRS"
+
+
+def trusted_proxy_cidrs(environ: Mapping[str, str] | None = None) -> tuple[IPNetwork, ...]:
+    """The gateways whose x-forwarded-for and gateway headers are believed (none by default)."""
+    return parse_cidrs(TRUSTED_PROXY_CIDRS_ENV, _env(TRUSTED_PROXY_CIDRS_ENV, "", environ))
+
+
+@dataclass(frozen=True)
 class Settings:
     service: str
     listen_addr: str
@@ -73,6 +140,14 @@ class Settings:
     # Seconds between rounds of the catalog's loop that applies cache invalidations that
     # their writer could not apply (Redis unreachable, or the writer died after commit).
     cache_invalidation_interval: float = 1.0
+    # None: plaintext (the local default). Server side, and the side of peer channels.
+    server_tls: TlsFiles | None = None
+    peer_tls: TlsFiles | None = None
+    # A plaintext port that serves only grpc.health.v1 (the kubelet's gRPC probes speak no
+    # TLS); None: health is served on the main port only.
+    health_listen_addr: str | None = None
+    # Gateways whose forwarded client address and headers are believed (client_info.py).
+    trusted_proxy_cidrs: tuple[IPNetwork, ...] = ()
     cart_table: str = "CloudShelf-ShoppingCart"
     sessions_table: str = "CloudShelf-UserSessions"
     analytics_stream: str = "cloudshelf-analytics-stream"
@@ -129,6 +204,10 @@ class Settings:
             cache_invalidation_interval=env_float(
                 "CLOUDSHELF_CACHE_INVALIDATION_INTERVAL_SECONDS", cls.cache_invalidation_interval
             ),
+            server_tls=_server_tls(environ),
+            peer_tls=_peer_tls(environ),
+            health_listen_addr=env("CLOUDSHELF_HEALTH_LISTEN_ADDR", "") or None,
+            trusted_proxy_cidrs=trusted_proxy_cidrs(environ),
             cart_table=env("CLOUDSHELF_CART_TABLE", cls.cart_table),
             sessions_table=env("CLOUDSHELF_SESSIONS_TABLE", cls.sessions_table),
             analytics_stream=env("CLOUDSHELF_ANALYTICS_STREAM", cls.analytics_stream),

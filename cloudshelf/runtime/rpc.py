@@ -12,6 +12,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from cloudshelf.runtime.config import TlsFiles
 from cloudshelf.runtime.errors import (
     ErrorStatus,
     InvalidArgument,
@@ -19,6 +20,7 @@ from cloudshelf.runtime.errors import (
     status_for,
 )
 from cloudshelf.runtime.telemetry import NOT_HEALTH_CHECK
+from cloudshelf.runtime.tls import channel_credentials
 from cloudshelf.runtime.validation import check_message_text
 
 log = logging.getLogger("cloudshelf.rpc")
@@ -204,11 +206,16 @@ class DeadlinePropagation(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
         return await continuation(details, request)
 
 
-def peer_channel(address: str, default_timeout: float) -> grpc.aio.Channel:
+def peer_channel(
+    address: str, default_timeout: float, *, tls: TlsFiles | None = None
+) -> grpc.aio.Channel:
     """A channel to another CloudShelf service: traced (W3C context in metadata, health
-    checks excepted) and with deadlines propagated."""
+    checks excepted) and with deadlines propagated; over TLS with `tls` (Settings.peer_tls),
+    presenting its certificate when it has one (mTLS)."""
     interceptors: list[Any] = [
         *aio_client_interceptors(filter_=NOT_HEALTH_CHECK),
         DeadlinePropagation(default_timeout),
     ]
-    return grpc.aio.insecure_channel(address, interceptors=interceptors)
+    if tls is None:
+        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, channel_credentials(tls), interceptors=interceptors)

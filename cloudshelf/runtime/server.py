@@ -2,7 +2,8 @@
 
 `setup` opens the service's stores (registering their clean-up on the exit stack) and
 returns its servicers, dependency checks and background jobs. The runtime adds the rest:
-JSON logs, tracing, error mapping, health, reflection, and a graceful SIGTERM drain.
+JSON logs, tracing, error mapping, health, reflection, TLS when certificate files are
+configured (tls.py), and a graceful SIGTERM drain.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cloudshelf.runtime.health import SERVING, Dependency, DependencyMonitor
 from cloudshelf.runtime.logs import configure_logging
 from cloudshelf.runtime.rpc import ServerErrorInterceptor
 from cloudshelf.runtime.telemetry import NOT_HEALTH_CHECK, configure_telemetry, shutdown_telemetry
+from cloudshelf.runtime.tls import ReloadingCertificates
 
 log = logging.getLogger("cloudshelf.server")
 
@@ -115,8 +117,14 @@ async def serve(settings: Settings, setup: Setup) -> None:
             ],
             server,
         )
-        if server.add_insecure_port(settings.listen_addr) == 0:
-            raise RuntimeError(f"cannot listen on {settings.listen_addr}")
+        _add_port(server, settings)
+        health_server = None
+        if settings.health_listen_addr:
+            # Plaintext, health only: the kubelet's gRPC probes speak no TLS.
+            health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+            if health_server.add_insecure_port(settings.health_listen_addr) == 0:
+                raise RuntimeError(f"cannot listen on {settings.health_listen_addr}")
 
         # Liveness answers "the process serves": dependency outages must not restart it.
         await health.set(LIVENESS, SERVING)
@@ -125,11 +133,18 @@ async def serve(settings: Settings, setup: Setup) -> None:
         )
         await monitor.check_once()
         await server.start()
+        if health_server is not None:
+            await health_server.start()
         log.info(
             "%s serving on %s",
             settings.service,
             settings.listen_addr,
-            extra={"services": service_names, "degraded": monitor.degraded},
+            extra={
+                "services": service_names,
+                "degraded": monitor.degraded,
+                "transport": _transport(settings),
+                "health_addr": settings.health_listen_addr,
+            },
         )
         monitor_task = asyncio.create_task(monitor.run(), name="health-monitor")
         jobs = [asyncio.create_task(job(), name=job.__name__) for job in app.background]
@@ -139,8 +154,27 @@ async def serve(settings: Settings, setup: Setup) -> None:
         await _cancel([monitor_task])
         await health.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace)
+        if health_server is not None:
+            await health_server.stop(0)
         await _cancel(jobs)
         log.info("%s stopped", settings.service)
+
+
+def _add_port(server: grpc.aio.Server, settings: Settings) -> None:
+    """Plaintext unless certificate files are configured: then TLS, and mTLS with a CA."""
+    if settings.server_tls is None:
+        port = server.add_insecure_port(settings.listen_addr)
+    else:
+        certificates = ReloadingCertificates(settings.server_tls)
+        port = server.add_secure_port(settings.listen_addr, certificates.server_credentials())
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {settings.listen_addr}")
+
+
+def _transport(settings: Settings) -> str:
+    if settings.server_tls is None:
+        return "plaintext"
+    return "mtls" if settings.server_tls.ca_file else "tls"
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -19,7 +19,9 @@ from services.storefront.handlers import StorefrontHandlers
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     channels = {}
     for peer in ("cart", "catalog"):
-        channel = peer_channel(settings.peers[peer], settings.default_call_timeout)
+        channel = peer_channel(
+            settings.peers[peer], settings.default_call_timeout, tls=settings.peer_tls
+        )
         stack.push_async_callback(channel.close)
         channels[peer] = channel
 

@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cloudshelf.runtime.config import DEFAULT_PORTS
+from cloudshelf.runtime.config import DEFAULT_PORTS, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "cloudshelf"
@@ -530,3 +530,86 @@ def test_page_token_key_comes_from_a_secret_to_every_service(manifests: list[Man
         }
     with pytest.raises(helm_python.errors.HelmRenderError, match=r"pageTokenKey\.key is required"):
         render({"pageTokenKey": {"existingSecret": "cloudshelf-page-tokens", "key": ""}})
+
+
+TLS_DIR = "/etc/cloudshelf/tls"
+TLS_ENV = {
+    "CLOUDSHELF_TLS_CERT_FILE",
+    "CLOUDSHELF_TLS_KEY_FILE",
+    "CLOUDSHELF_TLS_CA_FILE",
+    "CLOUDSHELF_PEER_TLS_CA_FILE",
+    "CLOUDSHELF_HEALTH_LISTEN_ADDR",
+}
+
+
+def plain_env(container: Manifest) -> dict[str, str]:
+    return {name: entry["value"] for name, entry in env_of(container).items() if "value" in entry}
+
+
+def test_plaintext_by_default(manifests: list[Manifest]) -> None:
+    for workload in workloads(manifests):
+        assert not TLS_ENV & env_of(container_of(workload)).keys()
+        assert "tls" not in {v["name"] for v in pod_template(workload)["spec"]["volumes"]}
+
+
+def test_tls_mounts_the_secret_and_probes_a_plaintext_health_port(
+    services: dict[str, Any],
+) -> None:
+    manifests = render(
+        {
+            "defaults": {"tls": {"enabled": True}},
+            "services": {"catalog": {"tls": {"secretName": "catalog-cert"}}},
+        }
+    )
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+    deployments = of_kind(manifests, "Deployment")
+    for name in services:
+        pod = deployments[f"{RELEASE}-{name}"]["spec"]["template"]["spec"]
+        container = container_of(deployments[f"{RELEASE}-{name}"])
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+        secret = "catalog-cert" if name == "catalog" else f"{RELEASE}-{name}-tls"
+        assert volume["secret"]["secretName"] == secret
+        # The whole Secret, never a subPath: kubelet then updates the files on renewal.
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+        assert mount == {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}
+
+        env = plain_env(container)
+        assert env["CLOUDSHELF_TLS_CERT_FILE"] == f"{TLS_DIR}/tls.crt"
+        assert env["CLOUDSHELF_TLS_KEY_FILE"] == f"{TLS_DIR}/tls.key"
+        assert env["CLOUDSHELF_TLS_CA_FILE"] == f"{TLS_DIR}/ca.crt"  # mutual by default
+        # The runtime reads this environment as mTLS on the service port, plus a
+        # plaintext health port that is exactly where both probes point.
+        settings = Settings.from_env(name, env)
+        assert settings.server_tls is not None and settings.server_tls.ca_file
+        assert settings.peer_tls == settings.server_tls
+        assert settings.health_listen_addr is not None
+        health_port = int(settings.health_listen_addr.rsplit(":", 1)[1])
+        assert health_port != services[name]["port"]
+        assert {"name": "health", "containerPort": health_port, "protocol": "TCP"} in container[
+            "ports"
+        ]
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == health_port
+        assert container["readinessProbe"]["grpc"]["service"] == ""
+        assert container["livenessProbe"]["grpc"]["service"] == "liveness"
+        # The Service still exposes only the TLS port.
+        (port,) = of_kind(manifests, "Service")[f"{RELEASE}-{name}"]["spec"]["ports"]
+        assert port["port"] == services[name]["port"]
+
+    # Hook and scheduled Jobs serve nothing: no certificates, no Secret to wait for.
+    for workload in workloads(manifests):
+        if workload["kind"] != "Deployment":
+            assert not TLS_ENV & env_of(container_of(workload)).keys()
+            assert "tls" not in {v["name"] for v in pod_template(workload)["spec"]["volumes"]}
+
+
+def test_tls_without_client_certificates_still_verifies_peers() -> None:
+    manifests = render({"defaults": {"tls": {"enabled": True, "mutual": False}}})
+    for deployment in of_kind(manifests, "Deployment").values():
+        env = plain_env(container_of(deployment))
+        assert "CLOUDSHELF_TLS_CA_FILE" not in env
+        assert env["CLOUDSHELF_PEER_TLS_CA_FILE"] == f"{TLS_DIR}/ca.crt"
+        settings = Settings.from_env("cart", env)
+        assert settings.server_tls is not None and settings.server_tls.ca_file is None
+        assert settings.peer_tls is not None and settings.peer_tls.ca_file == f"{TLS_DIR}/ca.crt"

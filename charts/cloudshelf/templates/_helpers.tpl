@@ -119,10 +119,31 @@ aim one service's migrations at another's database. */}}
       key: {{ required "pageTokenKey.key is required" .key }}
 {{- end }}
 {{- end }}
+{{- if eq (include "cloudshelf.tlsEnabled" .) "true" }}
+{{- $dir := include "cloudshelf.tlsDir" . }}
+- name: CLOUDSHELF_TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: CLOUDSHELF_TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" $dir | quote }}
+{{- /* With a CA the server requires client certificates; without, only peers are verified. */}}
+- name: {{ ternary "CLOUDSHELF_TLS_CA_FILE" "CLOUDSHELF_PEER_TLS_CA_FILE" (eq (toString $svc.tls.mutual) "true") }}
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+- name: CLOUDSHELF_HEALTH_LISTEN_ADDR
+  value: {{ printf "0.0.0.0:%d" (int $svc.tls.healthPort) | quote }}
+{{- end }}
 {{- range $key, $value := $svc.env }}
 - name: {{ $key }}
   value: {{ $value | quote }}
 {{- end }}
+{{- end -}}
+
+{{/* "true" when the pod serves (a Deployment's, not a Job's) with TLS on. */}}
+{{- define "cloudshelf.tlsEnabled" -}}
+{{- if and .serving .svc.tls.enabled }}true{{ else }}false{{ end -}}
+{{- end -}}
+
+{{- define "cloudshelf.tlsDir" -}}
+/etc/cloudshelf/tls
 {{- end -}}
 
 {{/* A grpc probe on the service's port; the rest of the probe's fields come from values. */}}
@@ -150,6 +171,13 @@ volumes:
       {{- with .root.Values.tmpVolume.sizeLimit }}
       sizeLimit: {{ . }}
       {{- end }}
+{{- if eq (include "cloudshelf.tlsEnabled" .) "true" }}
+  # Mounted whole (no subPath), so a renewed Secret reaches the files and the server.
+  - name: tls
+    secret:
+      secretName: {{ .svc.tls.secretName | default (printf "%s-tls" (include "cloudshelf.componentName" .)) }}
+      defaultMode: 0440
+{{- end }}
 {{- with .svc.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -179,6 +207,11 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+{{- if eq (include "cloudshelf.tlsEnabled" .) "true" }}
+  - name: tls
+    mountPath: {{ include "cloudshelf.tlsDir" . }}
+    readOnly: true
+{{- end }}
 {{- end -}}
 
 
