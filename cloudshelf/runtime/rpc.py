@@ -12,6 +12,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from cloudshelf.runtime.auth import CallerCredentials
 from cloudshelf.runtime.errors import (
     ErrorStatus,
     InvalidArgument,
@@ -206,9 +207,11 @@ class DeadlinePropagation(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
 
 def peer_channel(address: str, default_timeout: float) -> grpc.aio.Channel:
     """A channel to another CloudShelf service: traced (W3C context in metadata, health
-    checks excepted) and with deadlines propagated."""
+    checks excepted), with deadlines propagated, and carrying the caller's token (or the
+    service's own outside a call: see auth.CallerCredentials)."""
     interceptors: list[Any] = [
         *aio_client_interceptors(filter_=NOT_HEALTH_CHECK),
         DeadlinePropagation(default_timeout),
+        CallerCredentials(),
     ]
     return grpc.aio.insecure_channel(address, interceptors=interceptors)

@@ -530,3 +530,22 @@ def test_page_token_key_comes_from_a_secret_to_every_service(manifests: list[Man
         }
     with pytest.raises(helm_python.errors.HelmRenderError, match=r"pageTokenKey\.key is required"):
         render({"pageTokenKey": {"existingSecret": "cloudshelf-page-tokens", "key": ""}})
+
+
+def test_auth_settings_reach_every_service(manifests: list[Manifest]) -> None:
+    for workload in workloads(manifests):
+        assert not [name for name in env_of(container_of(workload)) if "_AUTH_" in name]
+    pool = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC"
+    configured = render(
+        {
+            "auth": {
+                "issuer": pool,
+                "clientIds": ["web-client", "m2m-client"],
+            }
+        }
+    )
+    for workload in workloads(configured):
+        env = env_of(container_of(workload))
+        assert env["CLOUDSHELF_AUTH_ISSUER"]["value"] == pool
+        assert env["CLOUDSHELF_AUTH_CLIENT_IDS"]["value"] == "web-client,m2m-client"
+        assert "CLOUDSHELF_AUTH_JWKS_URL" not in env  # derived from the issuer

@@ -119,6 +119,20 @@ aim one service's migrations at another's database. */}}
       key: {{ required "pageTokenKey.key is required" .key }}
 {{- end }}
 {{- end }}
+{{- with $root.Values.auth }}
+{{- if .issuer }}
+- name: CLOUDSHELF_AUTH_ISSUER
+  value: {{ .issuer | quote }}
+{{- end }}
+{{- if .jwksUrl }}
+- name: CLOUDSHELF_AUTH_JWKS_URL
+  value: {{ .jwksUrl | quote }}
+{{- end }}
+{{- if .clientIds }}
+- name: CLOUDSHELF_AUTH_CLIENT_IDS
+  value: {{ join "," .clientIds | quote }}
+{{- end }}
+{{- end }}
 {{- range $key, $value := $svc.env }}
 - name: {{ $key }}
   value: {{ $value | quote }}
