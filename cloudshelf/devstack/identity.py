@@ -86,10 +86,13 @@ class LocalIdentity:
         """The auth settings of one service process (empty before provisioning)."""
         if not self.pool_id:
             return {}
+        user = service_user(service)
         return {
             "CLOUDSHELF_AUTH_ISSUER": self.issuer,
             "CLOUDSHELF_AUTH_JWKS_URL": self.jwks_url,
             "CLOUDSHELF_AUTH_CLIENT_IDS": self.client_id,
+            "CLOUDSHELF_AUTH_SERVICE_USERNAME": user,
+            "CLOUDSHELF_AUTH_SERVICE_PASSWORD": self.passwords.get(user, ""),
         }
 
     # --- the emulator ----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Who is calling and what they may do, for every service: one server interceptor that
 verifies the caller's token and applies the service's per-RPC policy, and one client
-interceptor that carries the caller's identity to peers.
+interceptor that carries the caller's identity (or the service's own) to peers.
 
 Authentication: a bearer JWT in the `authorization` metadata, issued by a Cognito user
 pool (moto's emulator locally). It is verified with PyJWT: RS256 only, the signature
@@ -22,16 +22,22 @@ the role). A token is checked whenever one is sent, also on public RPCs: a bad c
 is refused rather than silently ignored.
 
 Across hops: a handler's calls to peers (through `rpc.peer_channel`) carry the incoming
-`authorization` unchanged, so the peer checks the same caller again.
+`authorization` unchanged, so the peer checks the same caller again; work done outside any
+call (a background job), or inside `acting_as_service()`, carries the service's own token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import contextvars
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NoReturn
@@ -40,7 +46,7 @@ import grpc
 import jwt
 from google.protobuf import descriptor_pool
 
-from cloudshelf.runtime.config import AuthSettings
+from cloudshelf.runtime.config import AuthSettings, Settings
 from cloudshelf.runtime.errors import (
     ErrorStatus,
     PermissionDenied,
@@ -49,6 +55,7 @@ from cloudshelf.runtime.errors import (
     status_for,
 )
 from cloudshelf.runtime.idempotency import current_principal
+from cloudshelf.runtime.stores import aws_session
 
 log = logging.getLogger("cloudshelf.auth")
 
@@ -125,6 +132,9 @@ class _IncomingCall:
 _incoming: contextvars.ContextVar[_IncomingCall | None] = contextvars.ContextVar(
     "incoming_call", default=None
 )
+_acting_as_service: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "acting_as_service", default=False
+)
 
 
 def caller() -> Principal | None:
@@ -142,6 +152,18 @@ def signed_in_caller() -> Principal:
             reason=TOKEN_MISSING,
         )
     return principal
+
+
+@contextlib.contextmanager
+def acting_as_service() -> Iterator[None]:
+    """Peer calls made inside carry the service's own credentials (role `service`), not
+    the caller's: for work the service does on its own authority (e.g. reserving stock at
+    checkout), after it has checked the caller itself."""
+    token = _acting_as_service.set(True)
+    try:
+        yield
+    finally:
+        _acting_as_service.reset(token)
 
 
 # --- verification ----------------------------------------------------------------------
@@ -512,13 +534,134 @@ def server_interceptor(
     return AuthInterceptor(TokenVerifier(settings), policies)
 
 
+# --- the service's own identity ----------------------------------------------------------
+
+# Fetches a new access token: (token, seconds it is valid).
+TokenSource = Callable[[], Awaitable[tuple[str, float]]]
+
+
+class ServiceCredentials:
+    """The service's own access token, fetched when first needed and again once less than
+    `refresh_margin` seconds of it are left, so a call never carries an expired one."""
+
+    def __init__(
+        self,
+        source: TokenSource,
+        *,
+        refresh_margin: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.refresh_margin = refresh_margin
+        self.fetches = 0
+        self._clock = clock
+        self._token = ""
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def _fresh(self) -> bool:
+        return bool(self._token) and self._expires_at - self._clock() > self.refresh_margin
+
+    async def token(self) -> str:
+        if self._fresh():
+            return self._token
+        async with self._lock:
+            if not self._fresh():
+                started = self._clock()
+                token, valid_for = await self.source()
+                self.fetches += 1
+                self._token, self._expires_at = token, started + valid_for
+        return self._token
+
+
+def cognito_password_source(settings: Settings) -> TokenSource:
+    """The local stack's service identity: a Cognito user in the services group, signing
+    in with USER_PASSWORD_AUTH (moto implements no OAuth token endpoint)."""
+    auth = settings.auth
+
+    async def fetch() -> tuple[str, float]:
+        session = aws_session(settings)
+        async with session.client("cognito-idp", endpoint_url=settings.aws_endpoint_url) as idp:
+            answer = await idp.initiate_auth(
+                ClientId=auth.service_client_id,
+                AuthFlow="USER_PASSWORD_AUTH",
+                AuthParameters={
+                    "USERNAME": auth.service_username,
+                    "PASSWORD": auth.service_password,
+                },
+            )
+        result = answer["AuthenticationResult"]
+        return str(result["AccessToken"]), float(result["ExpiresIn"])
+
+    return fetch
+
+
+def client_credentials_source(auth: AuthSettings) -> TokenSource:
+    """AWS: Cognito's machine-to-machine flow, the OAuth 2.0 client-credentials grant at
+    the user pool domain's /oauth2/token, with an app client that has a secret and the
+    service scope."""
+
+    def post() -> tuple[str, float]:
+        basic = base64.b64encode(
+            f"{auth.service_client_id}:{auth.service_client_secret}".encode()
+        ).decode()
+        body = urllib.parse.urlencode(
+            {"grant_type": "client_credentials", "scope": auth.service_scope}
+        ).encode()
+        request = urllib.request.Request(
+            auth.token_url,
+            data=body,
+            headers={
+                "Authorization": f"Basic {basic}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        return str(answer["access_token"]), float(answer["expires_in"])
+
+    async def fetch() -> tuple[str, float]:
+        return await asyncio.to_thread(post)
+
+    return fetch
+
+
+_service_credentials: ServiceCredentials | None = None
+
+
+def configure_service_credentials(settings: Settings) -> ServiceCredentials | None:
+    """Installs the process's own credentials (used by `CallerCredentials` for calls made
+    as the service), from the settings; None when none are configured."""
+    global _service_credentials
+    auth = settings.auth
+    source: TokenSource | None = None
+    if auth.disabled:
+        source = None
+    elif auth.token_url and auth.service_client_secret:
+        source = client_credentials_source(auth)
+    elif auth.service_username and auth.service_password:
+        source = cognito_password_source(settings)
+    _service_credentials = ServiceCredentials(source) if source is not None else None
+    return _service_credentials
+
+
 class CallerCredentials(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Adds `authorization` to outgoing calls: inside a call, the caller's own, forwarded
-    as received (nothing when the caller is anonymous)."""
+    """Adds `authorization` to outgoing calls: inside a call, the caller's own (forwarded
+    as received, nothing when the caller is anonymous); outside any call (background jobs)
+    or inside `acting_as_service()`, the service's own token."""
+
+    def __init__(self, service_credentials: ServiceCredentials | None = None) -> None:
+        self._own = service_credentials
 
     async def _authorization(self) -> str | None:
         call = _incoming.get()
-        return call.authorization if call is not None else None
+        if call is not None and not _acting_as_service.get():
+            return call.authorization
+        credentials = self._own or _service_credentials
+        if credentials is None:
+            return None
+        return f"Bearer {await credentials.token()}"
 
     async def intercept_unary_unary(
         self,

@@ -84,6 +84,14 @@ class AuthSettings:
     service_scope: str = "cloudshelf/service"
     # Only for benchmarks and experiments: no interceptor at all, every RPC open.
     disabled: bool = False
+    # The service's own identity, for calls it makes as itself. Either a Cognito user in
+    # service_group signing in with USER_PASSWORD_AUTH (the local stack), or an app client
+    # with a secret using the OAuth client-credentials grant at token_url (AWS).
+    service_client_id: str = ""
+    service_username: str = ""
+    service_password: str = field(default="", repr=False)
+    service_client_secret: str = field(default="", repr=False)
+    token_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -105,6 +113,11 @@ class AuthSettings:
             service_group=env("SERVICE_GROUP", cls.service_group),
             service_scope=env("SERVICE_SCOPE", cls.service_scope),
             disabled=_env_bool(AUTH_DISABLED_ENV, environ),
+            service_client_id=env("SERVICE_CLIENT_ID", min(client_ids, default="")),
+            service_username=env("SERVICE_USERNAME"),
+            service_password=env("SERVICE_PASSWORD"),
+            service_client_secret=env("SERVICE_CLIENT_SECRET"),
+            token_url=env("TOKEN_URL"),
         )
 
     def problems(self) -> list[str]:

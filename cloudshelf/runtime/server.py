@@ -23,7 +23,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from cloudshelf.runtime.auth import Policy, server_interceptor
+from cloudshelf.runtime.auth import Policy, configure_service_credentials, server_interceptor
 from cloudshelf.runtime.config import Settings, _env_float
 from cloudshelf.runtime.health import SERVING, Dependency, DependencyMonitor
 from cloudshelf.runtime.logs import configure_logging
@@ -96,6 +96,7 @@ async def serve(settings: Settings, setup: Setup) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     async with AsyncExitStack() as stack:
+        configure_service_credentials(settings)
         app = await setup(settings, stack)
         auth = server_interceptor(settings.auth, [(s.full_name, s.policy) for s in app.servicers])
         server = grpc.aio.server(

@@ -410,3 +410,38 @@ async def test_a_shopper_cannot_change_or_delete_another_shoppers_review(
     )
     await catalog.DeleteReview(pb.DeleteReviewRequest(review_id=review.id))
     assert not (await catalog.ListReviews(pb.ListReviewsRequest(book_id=target.id))).reviews
+
+
+# --- identity across hops -----------------------------------------------------------------
+
+
+async def test_a_service_calls_a_peer_as_itself_with_its_own_credentials(
+    stack: Stack, anonymous_catalog: Catalog
+) -> None:
+    """Outside any incoming call (a background job), the runtime's client interceptor
+    signs calls with the service's own token: the `service` role, from the pool."""
+    settings = stack.settings("storefront")
+    credentials = auth.ServiceCredentials(auth.cognito_password_source(settings))
+    channel = grpc.aio.insecure_channel(
+        stack.address("catalog"), interceptors=[auth.CallerCredentials(credentials)]
+    )
+    async with channel:
+        stub: Catalog = catalog_pb2_grpc.CatalogServiceStub(channel)  # type: ignore[assignment]
+        created = await stub.CreateAuthor(
+            pb.CreateAuthorRequest(author=pb.Author(first_name="Service", last_name=word())),
+            timeout=10,
+        )
+        assert created.author.id > 0
+        # Shoppers' RPCs are not the service's.
+        await expect_error(
+            stub.AddReview(pb.AddReviewRequest(review=pb.Review(book_id=1, rating=3))),
+            PERMISSION_DENIED,
+            "shopper",
+        )
+    assert credentials.fetches == 1
+    await expect_error(
+        anonymous_catalog.CreateAuthor(
+            pb.CreateAuthorRequest(author=pb.Author(first_name="No", last_name=word()))
+        ),
+        UNAUTHENTICATED,
+    )

@@ -1,6 +1,7 @@
 """The pure parts of the runtime's auth: the JWKS key cache and its refetch gate, the
-bearer header, and the verifier's claim checks and cache. Keys and tokens are made here;
-the JWKS endpoint is a real HTTP server on 127.0.0.1."""
+service's own token and its refresh, the client-credentials request, the bearer header,
+and the verifier's claim checks and cache. Keys and tokens are made here; the JWKS and
+token endpoints are real HTTP servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import base64
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cloudshelf.runtime import auth
-from cloudshelf.runtime.auth import Role, SigningKeys, TokenVerifier
+from cloudshelf.runtime.auth import Role, ServiceCredentials, SigningKeys, TokenVerifier
 from cloudshelf.runtime.config import AuthSettings
 from cloudshelf.runtime.errors import Unauthenticated, Unavailable
 
@@ -276,4 +278,44 @@ def test_problems_name_what_is_missing() -> None:
         {"CLOUDSHELF_AUTH_ISSUER": ISSUER + "/", "CLOUDSHELF_AUTH_CLIENT_IDS": "a, b"}
     )
     assert loaded.jwks_url == f"{ISSUER}/.well-known/jwks.json"
-    assert loaded.client_ids == {"a", "b"}
+    assert loaded.client_ids == {"a", "b"} and loaded.service_client_id == "a"
+
+
+# --- the service's own token -----------------------------------------------------------------
+
+
+async def test_the_service_token_is_fetched_once_and_refreshed_before_it_expires() -> None:
+    clock = Clock()
+    issued: list[str] = []
+
+    async def source() -> tuple[str, float]:
+        issued.append(f"token-{len(issued)}")
+        return issued[-1], 3600.0
+
+    credentials = ServiceCredentials(source, refresh_margin=300, clock=clock)
+    assert await credentials.token() == "token-0"
+    clock.now += 3299
+    assert await credentials.token() == "token-0"
+    clock.now += 2  # less than the margin left: a new one, before the old one expires
+    assert await credentials.token() == "token-1"
+    assert await asyncio.gather(*(credentials.token() for _ in range(20))) == ["token-1"] * 20
+    assert credentials.fetches == 2
+
+
+async def test_client_credentials_grant(endpoint: Endpoint) -> None:
+    endpoint.body = json.dumps({"access_token": "machine-token", "expires_in": 3600}).encode()
+    source = auth.client_credentials_source(
+        AuthSettings(
+            token_url=endpoint.url,
+            service_client_id="svc",
+            service_client_secret="s3cret",
+            service_scope="cloudshelf/service",
+        )
+    )
+    assert await source() == ("machine-token", 3600.0)
+    headers, body = endpoint.requests[0]
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"svc:s3cret").decode()
+    assert urllib.parse.parse_qs(body.decode()) == {
+        "grant_type": ["client_credentials"],
+        "scope": ["cloudshelf/service"],
+    }

@@ -541,6 +541,8 @@ def test_auth_settings_reach_every_service(manifests: list[Manifest]) -> None:
             "auth": {
                 "issuer": pool,
                 "clientIds": ["web-client", "m2m-client"],
+                "tokenUrl": "https://shop.auth.eu-west-1.amazoncognito.com/oauth2/token",
+                "serviceClient": {"existingSecret": "cloudshelf-m2m"},
             }
         }
     )
@@ -549,3 +551,7 @@ def test_auth_settings_reach_every_service(manifests: list[Manifest]) -> None:
         assert env["CLOUDSHELF_AUTH_ISSUER"]["value"] == pool
         assert env["CLOUDSHELF_AUTH_CLIENT_IDS"]["value"] == "web-client,m2m-client"
         assert "CLOUDSHELF_AUTH_JWKS_URL" not in env  # derived from the issuer
+        assert env["CLOUDSHELF_AUTH_TOKEN_URL"]["value"].endswith("/oauth2/token")
+        assert env["CLOUDSHELF_AUTH_SERVICE_CLIENT_SECRET"]["valueFrom"] == {
+            "secretKeyRef": {"name": "cloudshelf-m2m", "key": "client-secret"}
+        }
