@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
+from cloudshelf.devstack.identity import ADMIN_GROUP, ADMIN_USER, SHOPPER_USER
 from cloudshelf.devstack.stack import POSTGRES_SERVICES, REPO_ROOT, SERVICES, Stack
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.events import OutboxTables, list_dead_letters, replay_dead_letter
@@ -22,6 +23,7 @@ from cloudshelf.runtime.migrations import MigrationError, runner_for
 from cloudshelf.runtime.stores import init_postgres_connection
 
 STATE_DIR = REPO_ROOT / ".state"
+TOKEN_COMMAND = ".venv/bin/cloudshelf token --user NAME [--admin]"
 # Services with an outbox: each has services/<name>/outbox.py defining OUTBOX.
 OUTBOX_SERVICES = [
     name for name in POSTGRES_SERVICES if importlib.util.find_spec(f"services.{name}.outbox")
@@ -48,16 +50,42 @@ def local_up(state_dir: Path) -> int:
     print(f"\n  postgres    {stack.postgres.dsn('<service>')}")
     print(f"  redis       {stack.redis.url}")
     print(f"  aws         {stack.aws.url}  (AWS_ENDPOINT_URL)")
+    shopper = stack.identity.token(SHOPPER_USER)
+    admin = stack.identity.token(ADMIN_USER)
+    print(f"\nTokens (Cognito on the emulator, valid 1 h; more: {TOKEN_COMMAND}):\n")
+    print(f"  {SHOPPER_USER} (shopper):\n    {shopper}")
+    print(f"  {ADMIN_USER} (admin):\n    {admin}")
+    curl = ".venv/bin/buf curl --protocol grpc --http2-prior-knowledge"
     print("\nTry (server reflection, no proto files needed):\n")
     print(
-        "  .venv/bin/buf curl --protocol grpc --http2-prior-knowledge "
-        f'-d \'{{"owner": {{"user_id": "demo-user"}}}}\' '
-        f"http://{stack.address('storefront')}/cloudshelf.storefront.v1.StorefrontService/GetCartView"
+        f"  {curl} -H 'authorization: Bearer {shopper}' -d '{{}}' "
+        f"http://{stack.address('storefront')}/cloudshelf.storefront.v1.StorefrontService/GetCartView\n"
     )
     print(
-        f"  .venv/bin/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{stack.address('catalog')}"
+        f"  {curl} -H 'authorization: Bearer {admin}' "
+        '-d \'{"author": {"first_name": "Ursula", "last_name": "Le Guin"}}\' '
+        f"http://{stack.address('catalog')}/cloudshelf.catalog.v1.CatalogService/CreateAuthor\n"
     )
+    print(f"  {curl} --list-methods http://{stack.address('catalog')}")
     print(f"\nLogs: make logs ({state_dir / 'logs'})   Stop: make down")
+    return 0
+
+
+def local_token(state_dir: Path, user: str, admin: bool) -> int:
+    """Prints an access token of a user of the local stack's pool, creating the user (a
+    shopper; with --admin, also in the admins group) when new. Local only: it talks to the
+    stack's own emulator and refuses anything else."""
+    stack = Stack.load(state_dir)
+    identity = stack.identity
+    if not identity.is_local() or not identity.pool_id or not stack.aws.running():
+        print(
+            "cloudshelf token works with the local stack only, and it is not running "
+            "(make up); for a real pool, sign in through its hosted UI or SDK",
+            file=sys.stderr,
+        )
+        return 1
+    identity.ensure_user(user, [ADMIN_GROUP] if admin else [])
+    print(identity.token(user))
     return 0
 
 
@@ -214,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("action", choices=["up", "down", "status"])
     local.add_argument("--state-dir", type=Path, default=STATE_DIR)
 
+    token = commands.add_parser(
+        "token", help="print an access token of a local user (local stack only)"
+    )
+    token.add_argument("--user", required=True, help="user name; created (a shopper) if new")
+    token.add_argument("--admin", action="store_true", help="also in the admins group")
+    token.add_argument("--state-dir", type=Path, default=STATE_DIR)
+
     mig = commands.add_parser("migrate", help="PostgreSQL schema migrations")
     mig.add_argument("action", choices=["status", "up", "down", "to"])
     mig.add_argument("version", nargs="?", type=int, help="target version for `to` (0: none)")
@@ -249,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "local":
             action = {"up": local_up, "down": local_down, "status": local_status}[args.action]
             return action(args.state_dir)
+        if args.command == "token":
+            return local_token(args.state_dir, args.user, args.admin)
         if args.command == "migrate":
             if args.action == "to" and args.version is None:
                 print("cloudshelf migrate to VERSION: give a version", file=sys.stderr)

@@ -12,7 +12,9 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
@@ -21,7 +23,9 @@ import pytest_asyncio
 
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.devstack.components import ManagedProcess, free_port, wait_until
+from cloudshelf.devstack.identity import ADMIN_GROUP, SERVICE_GROUP
 from cloudshelf.devstack.stack import REPO_ROOT, Stack, StackPorts, health_status
+from cloudshelf.runtime.auth import AUTHORIZATION
 from cloudshelf.runtime.migrations import migrate_to_latest
 from tests.otlp_receiver import OtlpReceiver
 
@@ -89,13 +93,118 @@ def stack(state_dir: Path, otlp: OtlpReceiver) -> Iterator[Stack]:
     assert not left and not test_stack.postgres.running(), f"still running after down: {left}"
 
 
+# --- identity: tokens from the stack's Cognito pool (moto) --------------------------------
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    # The user id services see (the token's `sub`).
+    subject: str
+    token: str = field(repr=False)
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    """Call metadata that authenticates as the token's user."""
+    return ((AUTHORIZATION, f"Bearer {token}"),)
+
+
+class _BearerToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Sends `authorization: Bearer <token>` with every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self.metadata = bearer(token)
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata)
+        return await continuation(
+            grpc.aio.ClientCallDetails(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+            ),
+            request,
+        )
+
+
+def authorized_channel(address: str, token: str | None) -> grpc.aio.Channel:
+    """A channel whose calls carry `token` (None: anonymous calls)."""
+    interceptors = [_BearerToken(token)] if token is not None else []
+    return grpc.aio.insecure_channel(address, interceptors=interceptors)
+
+
+NewUser = Callable[..., User]
+
+
+@pytest.fixture(scope="session")
+def new_user(stack: Stack) -> NewUser:
+    """new_user() -> a fresh shopper of the stack's pool; new_user(admin=True) an admin,
+    new_user(service=True) a service identity."""
+
+    def create(*, admin: bool = False, service: bool = False, prefix: str = "test") -> User:
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        groups = [ADMIN_GROUP] if admin else [SERVICE_GROUP] if service else []
+        stack.identity.ensure_user(name, groups)
+        return User(name, stack.identity.subject(name), stack.identity.token(name))
+
+    return create
+
+
+@pytest.fixture(scope="session")
+def shopper(new_user: NewUser) -> User:
+    return new_user(prefix="shopper")
+
+
+@pytest.fixture(scope="session")
+def shopper_token(shopper: User) -> str:
+    return shopper.token
+
+
+@pytest.fixture(scope="session")
+def admin(new_user: NewUser) -> User:
+    return new_user(admin=True, prefix="admin")
+
+
+@pytest.fixture(scope="session")
+def admin_token(admin: User) -> str:
+    return admin.token
+
+
+@pytest.fixture(scope="session")
+def service_token(new_user: NewUser) -> str:
+    return new_user(service=True, prefix="service").token
+
+
+class _AsAdmin:
+    """channel_to's default: the session's admin token."""
+
+
+AS_ADMIN = _AsAdmin()
+
+
+class ChannelTo(Protocol):
+    def __call__(
+        self, service: str, token: str | _AsAdmin | None = AS_ADMIN
+    ) -> grpc.aio.Channel: ...
+
+
 @pytest_asyncio.fixture
-async def channel_to(stack: Stack) -> AsyncIterator[Callable[[str], grpc.aio.Channel]]:
-    """channel_to("catalog") -> a grpc.aio channel to that service, closed after the test."""
+async def channel_to(stack: Stack, admin_token: str) -> AsyncIterator[ChannelTo]:
+    """channel_to("catalog") -> a grpc.aio channel to that service whose calls carry the
+    session admin's token; channel_to("storefront", token=shopper_token) another user's,
+    token=None none. Closed after the test."""
     channels: list[grpc.aio.Channel] = []
 
-    def open_channel(service: str) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(stack.address(service))
+    def open_channel(service: str, token: str | _AsAdmin | None = AS_ADMIN) -> grpc.aio.Channel:
+        chosen = admin_token if isinstance(token, _AsAdmin) else token
+        channel = authorized_channel(stack.address(service), chosen)
         channels.append(channel)
         return channel
 
@@ -108,10 +217,17 @@ class ServiceSpawner:
     """Starts extra service processes (own port, own overrides) beside the shared stack,
     for tests that stop or freeze something; every one is stopped after the test."""
 
-    def __init__(self, stack: Stack, state_dir: Path) -> None:
+    def __init__(self, stack: Stack, state_dir: Path, admin_token: str) -> None:
         self.stack = stack
         self.state_dir = state_dir
+        self.admin_token = admin_token
         self.started: list[ManagedProcess] = []
+
+    def channel(self, address: str, token: str | _AsAdmin | None = AS_ADMIN) -> grpc.aio.Channel:
+        """A channel to a spawned service whose calls carry the session admin's token (or
+        `token`; None: anonymous)."""
+        chosen = self.admin_token if isinstance(token, _AsAdmin) else token
+        return authorized_channel(address, chosen)
 
     def __call__(self, service: str, **overrides: str) -> tuple[ManagedProcess, str]:
         address = f"127.0.0.1:{free_port()}"
@@ -133,8 +249,8 @@ class ServiceSpawner:
 
 
 @pytest.fixture
-def spawn_service(stack: Stack, tmp_path: Path) -> Iterator[ServiceSpawner]:
-    spawner = ServiceSpawner(stack, tmp_path)
+def spawn_service(stack: Stack, tmp_path: Path, admin_token: str) -> Iterator[ServiceSpawner]:
+    spawner = ServiceSpawner(stack, tmp_path, admin_token)
     yield spawner
     spawner.stop_all()
 
@@ -153,10 +269,42 @@ def wait_for_health(address: str, expected: str, check: str = "", timeout: float
 
 
 @pytest_asyncio.fixture
-async def catalog(
-    channel_to: Callable[[str], grpc.aio.Channel],
-) -> catalog_pb2_grpc.CatalogServiceAsyncStub:
+async def catalog(channel_to: ChannelTo) -> catalog_pb2_grpc.CatalogServiceAsyncStub:
+    """The catalog as the session's admin (every RPC is open to them)."""
     return catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))  # type: ignore[return-value]
+
+
+CatalogAs = Callable[[User], "catalog_pb2_grpc.CatalogServiceAsyncStub"]
+
+
+@pytest_asyncio.fixture
+async def catalog_as(channel_to: ChannelTo) -> CatalogAs:
+    """catalog_as(user) -> the catalog as that user."""
+
+    def stub(user: User) -> catalog_pb2_grpc.CatalogServiceAsyncStub:
+        return catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog", user.token))  # type: ignore[return-value]
+
+    return stub
+
+
+@pytest.fixture(scope="session")
+def reviewers(new_user: NewUser) -> list[User]:
+    """30 shoppers, for tests that need several authors (one review per user and book)."""
+    return [new_user(prefix="reviewer") for _ in range(30)]
+
+
+@pytest_asyncio.fixture
+async def anonymous_catalog(channel_to: ChannelTo) -> catalog_pb2_grpc.CatalogServiceAsyncStub:
+    """The catalog without a token."""
+    return catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog", None))  # type: ignore[return-value]
+
+
+@pytest_asyncio.fixture
+async def shopper_catalog(
+    channel_to: ChannelTo, shopper_token: str
+) -> catalog_pb2_grpc.CatalogServiceAsyncStub:
+    """The catalog as the session's shopper."""
+    return catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog", shopper_token))  # type: ignore[return-value]
 
 
 @pytest_asyncio.fixture

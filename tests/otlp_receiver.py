@@ -75,6 +75,7 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self._spans: list[ReceivedSpan] = []
+        self._exported: list[bytes] = []
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
@@ -119,7 +120,14 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                     )
         with self._lock:
             self._spans.extend(received)
+            self._exported.append(request.SerializeToString())
         return trace_service_pb2.ExportTraceServiceResponse()
+
+    def exported_bytes(self) -> bytes:
+        """Every trace export received so far, as sent: every attribute, event and
+        resource of every span, for tests that search them for what must not be there."""
+        with self._lock:
+            return b"".join(self._exported)
 
     def spans_of_trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:

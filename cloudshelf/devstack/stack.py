@@ -24,6 +24,7 @@ from cloudshelf.devstack.components import (
     free_port,
     wait_until,
 )
+from cloudshelf.devstack.identity import LocalIdentity
 from cloudshelf.runtime.config import DEFAULT_PORTS, Settings
 from cloudshelf.runtime.paging import PAGE_TOKEN_KEY_ENV
 
@@ -80,6 +81,8 @@ class Stack:
         self.postgres = Postgres(state_dir, ports.postgres, durable=durable)
         self.redis = Redis(state_dir, ports.redis)
         self.aws = AwsEmulator(state_dir, ports.aws)
+        # The token issuer (a Cognito pool on the emulator); known once provisioned.
+        self.identity = LocalIdentity.load(state_dir, self.aws.url)
         self.services = {
             name: ManagedProcess(
                 name, [sys.executable, "-m", f"services.{name}"], state_dir, self.service_env(name)
@@ -111,6 +114,8 @@ class Stack:
                 PAGE_TOKEN_KEY_ENV: self.page_token_key,
             }
         )
+        # Who issues tokens, which app client, and the service's own sign-in.
+        env.update(self.identity.service_env(service))
         env.update({f"CLOUDSHELF_{peer.upper()}_ADDR": self.address(peer) for peer in SERVICES})
         env.update(self.extra_env)
         env.update(overrides or {})
@@ -139,8 +144,10 @@ class Stack:
         self.aws.start()
 
     async def provision(self) -> list[str]:
-        """Creates databases, schemas, tables, streams and buckets; safe to repeat."""
-        done = [
+        """Creates the identity pool and its users, databases, schemas, tables, streams and
+        buckets; safe to repeat."""
+        done = await asyncio.to_thread(self.identity.provision, SERVICES)
+        done += [
             f"database {name}: created"
             for name in await self.postgres.create_databases(list(POSTGRES_SERVICES))
         ]
@@ -153,6 +160,8 @@ class Stack:
 
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
         for name in names:
+            # Provisioning may have made a new identity pool since this object was built.
+            self.services[name].env = self.service_env(name)
             self.services[name].start()
 
     def wait_until_serving(self, names: tuple[str, ...] = SERVICES, timeout: float = 60.0) -> None:

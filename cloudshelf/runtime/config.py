@@ -49,6 +49,98 @@ def _env_int(name: str, default: int, environ: Mapping[str, str] | None = None) 
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _env_list(name: str, environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    return frozenset(item.strip() for item in _env(name, "", environ).split(",") if item.strip())
+
+
+def _env_bool(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    raw = _env(name, "false", environ).lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("true", "1", "yes")
+
+
+AUTH_DISABLED_ENV = "CLOUDSHELF_AUTH_DISABLED"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may call: the token issuer (a Cognito user pool) and, for calls a service makes
+    as itself, the service's own credentials. See cloudshelf/runtime/auth.py."""
+
+    # The `iss` claim tokens must carry, e.g. https://cognito-idp.<region>.amazonaws.com/<pool>.
+    issuer: str = ""
+    # Where the issuer's public keys are: <issuer>/.well-known/jwks.json unless set (the
+    # local emulator serves them at another address than the issuer it writes in tokens).
+    jwks_url: str = ""
+    # App clients whose tokens are accepted: `client_id` of access tokens, `aud` of id tokens.
+    client_ids: frozenset[str] = frozenset()
+    # Kinds of token accepted (`token_use`): access tokens only unless "id" is added.
+    token_uses: frozenset[str] = frozenset({"access"})
+    # Seconds of clock skew tolerated on exp, nbf and iat.
+    leeway: float = 30.0
+    # Shortest time between two fetches of the JWKS (a token with an unknown `kid`).
+    jwks_refetch_interval: float = 60.0
+    # Cognito groups (`cognito:groups`) that grant the admin and service roles; a token
+    # whose `scope` holds service_scope (Cognito's client-credentials flow) is a service too.
+    admin_group: str = "admins"
+    service_group: str = "services"
+    service_scope: str = "cloudshelf/service"
+    # Only for benchmarks and experiments: no interceptor at all, every RPC open.
+    disabled: bool = False
+    # The service's own identity, for calls it makes as itself. Either a Cognito user in
+    # service_group signing in with USER_PASSWORD_AUTH (the local stack), or an app client
+    # with a secret using the OAuth client-credentials grant at token_url (AWS).
+    service_client_id: str = ""
+    service_username: str = ""
+    service_password: str = field(default="", repr=False)
+    service_client_secret: str = field(default="", repr=False)
+    token_url: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
+        def env(name: str, default: str = "") -> str:
+            return _env(f"CLOUDSHELF_AUTH_{name}", default, environ)
+
+        issuer = env("ISSUER").rstrip("/")
+        client_ids = _env_list("CLOUDSHELF_AUTH_CLIENT_IDS", environ)
+        return cls(
+            issuer=issuer,
+            jwks_url=env("JWKS_URL", f"{issuer}/.well-known/jwks.json" if issuer else ""),
+            client_ids=client_ids,
+            token_uses=_env_list("CLOUDSHELF_AUTH_TOKEN_USES", environ) or cls.token_uses,
+            leeway=_env_float("CLOUDSHELF_AUTH_LEEWAY_SECONDS", cls.leeway, environ),
+            jwks_refetch_interval=_env_float(
+                "CLOUDSHELF_AUTH_JWKS_REFETCH_SECONDS", cls.jwks_refetch_interval, environ
+            ),
+            admin_group=env("ADMIN_GROUP", cls.admin_group),
+            service_group=env("SERVICE_GROUP", cls.service_group),
+            service_scope=env("SERVICE_SCOPE", cls.service_scope),
+            disabled=_env_bool(AUTH_DISABLED_ENV, environ),
+            service_client_id=env("SERVICE_CLIENT_ID", min(client_ids, default="")),
+            service_username=env("SERVICE_USERNAME"),
+            service_password=env("SERVICE_PASSWORD"),
+            service_client_secret=env("SERVICE_CLIENT_SECRET"),
+            token_url=env("TOKEN_URL"),
+        )
+
+    def problems(self) -> list[str]:
+        """What keeps a service from verifying tokens (empty: nothing)."""
+        if self.disabled:
+            return []
+        problems = []
+        if not self.issuer:
+            problems.append(
+                f"CLOUDSHELF_AUTH_ISSUER is not set (or set {AUTH_DISABLED_ENV}=true, "
+                "never in a cluster)"
+            )
+        if not self.client_ids:
+            problems.append("CLOUDSHELF_AUTH_CLIENT_IDS lists no app client")
+        if not self.token_uses <= {"access", "id"}:
+            problems.append("CLOUDSHELF_AUTH_TOKEN_USES may list only access and id")
+        return problems
+
+
 def service_address(service: str, environ: Mapping[str, str] | None = None) -> str:
     """Where a service is reached by its peers: CLOUDSHELF_<SERVICE>_ADDR."""
     default = f"127.0.0.1:{DEFAULT_PORTS[service]}"
@@ -159,6 +251,7 @@ class Settings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     peers: dict[str, str] = field(default_factory=dict)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -220,4 +313,5 @@ class Settings:
             peers={
                 name: service_address(name, environ) for name in DEFAULT_PORTS if name != service
             },
+            auth=AuthSettings.from_env(environ),
         )

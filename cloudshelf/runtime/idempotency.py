@@ -66,9 +66,9 @@ _UUID_TEXT = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 
-# The authenticated principal of the current call. Nothing sets it yet (there is no
-# authentication): the identity work's server interceptor will set it from the verified
-# token, the way rpc.py sets the incoming deadline, and every key is then scoped by it.
+# The authenticated principal of the current call (the token's `sub`; None for an
+# anonymous caller), set by the auth interceptor (cloudshelf/runtime/auth.py) for every
+# call: every key is scoped by it.
 current_principal: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "current_principal", default=None
 )
@@ -112,12 +112,11 @@ def check_request_id(field: str, value: str) -> uuid.UUID | None:
 def caller_scope(rpc: str) -> str:
     """The scope a key lives in: the RPC, plus the caller's principal when there is one.
 
-    Today nothing is authenticated, so a scope is the fully qualified RPC name alone and
-    every client of that RPC shares it (UUIDs keep their keys apart). Once calls carry
-    tokens, `current_principal` holds the token's subject (an end user's `sub`, or the
-    calling service's client id) and the scope becomes "<rpc> <principal>": two callers
-    sending the same UUID then hold two keys, and one caller can never be answered with the
-    response stored for another.
+    `current_principal` holds the verified caller's subject (an end user's `sub`, or the
+    calling service's identity) and the scope is "<rpc> <principal>": two callers sending
+    the same UUID hold two keys, and one caller can never be answered with the response
+    stored for another. An anonymous caller's scope is the RPC name alone (UUIDs keep
+    their keys apart); no RPC that takes a key is open to anonymous callers today.
     """
     principal = current_principal.get()
     return f"{rpc} {principal}" if principal else rpc

@@ -12,6 +12,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from cloudshelf.runtime.auth import CallerCredentials
 from cloudshelf.runtime.config import TlsFiles
 from cloudshelf.runtime.errors import (
     ErrorStatus,
@@ -210,11 +211,13 @@ def peer_channel(
     address: str, default_timeout: float, *, tls: TlsFiles | None = None
 ) -> grpc.aio.Channel:
     """A channel to another CloudShelf service: traced (W3C context in metadata, health
-    checks excepted) and with deadlines propagated; over TLS with `tls` (Settings.peer_tls),
-    presenting its certificate when it has one (mTLS)."""
+    checks excepted), with deadlines propagated, carrying the caller's token (or the
+    service's own outside a call: see auth.CallerCredentials); over TLS with `tls`
+    (Settings.peer_tls), presenting its certificate when it has one (mTLS)."""
     interceptors: list[Any] = [
         *aio_client_interceptors(filter_=NOT_HEALTH_CHECK),
         DeadlinePropagation(default_timeout),
+        CallerCredentials(),
     ]
     if tls is None:
         return grpc.aio.insecure_channel(address, interceptors=interceptors)

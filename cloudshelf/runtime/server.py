@@ -2,8 +2,9 @@
 
 `setup` opens the service's stores (registering their clean-up on the exit stack) and
 returns its servicers, dependency checks and background jobs. The runtime adds the rest:
-JSON logs, tracing, error mapping, health, reflection, TLS when certificate files are
-configured (tls.py), and a graceful SIGTERM drain.
+JSON logs, tracing, authentication and each servicer's authorization policy, error
+mapping, health, reflection, TLS when certificate files are configured (tls.py), and a
+graceful SIGTERM drain.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from cloudshelf.runtime.auth import Policy, configure_service_credentials, server_interceptor
 from cloudshelf.runtime.config import Settings, _env_float
 from cloudshelf.runtime.health import SERVING, Dependency, DependencyMonitor
 from cloudshelf.runtime.logs import configure_logging
@@ -53,13 +55,16 @@ def server_options(max_connection_age: float, grace: float) -> list[tuple[str, i
 
 @dataclass(frozen=True)
 class Servicer:
-    """A servicer and the generated function that registers it, e.g.
-    Servicer(CatalogHandlers(...), catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
-    "cloudshelf.catalog.v1.CatalogService")."""
+    """A servicer, the generated function that registers it, and who may call each of its
+    RPCs, e.g. Servicer(CatalogHandlers(...),
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
+    "cloudshelf.catalog.v1.CatalogService", CATALOG_POLICY). An RPC missing from the
+    policy refuses every call (PERMISSION_DENIED), and start-up logs a warning."""
 
     implementation: Any
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     full_name: str
+    policy: Policy = field(default_factory=dict)
 
 
 @dataclass
@@ -93,10 +98,15 @@ async def serve(settings: Settings, setup: Setup) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     async with AsyncExitStack() as stack:
+        configure_service_credentials(settings)
         app = await setup(settings, stack)
+        auth = server_interceptor(settings.auth, [(s.full_name, s.policy) for s in app.servicers])
         server = grpc.aio.server(
             interceptors=[
                 aio_server_interceptor(filter_=NOT_HEALTH_CHECK),
+                # Before the error mapping's request checks: a caller who may not call
+                # learns nothing about the request's validity.
+                *([auth] if auth is not None else []),
                 ServerErrorInterceptor(),
                 *app.interceptors,
             ],

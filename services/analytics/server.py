@@ -10,6 +10,7 @@ from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres
+from services.analytics.policy import ANALYTICS_POLICY
 
 
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
@@ -33,6 +34,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
                 analytics_pb2_grpc.AnalyticsServiceServicer(),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
                 analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server,
                 analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name,
+                ANALYTICS_POLICY,
             )
         ],
         dependencies=[

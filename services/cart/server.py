@@ -10,6 +10,7 @@ from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client, open_aws_resource
 from services.cart.handlers import CartHandlers
+from services.cart.policy import CART_POLICY, SESSION_POLICY
 from services.cart.store import CartStore
 
 SERVICES = cart_pb2.DESCRIPTOR.services_by_name
@@ -33,11 +34,13 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
                 CartHandlers(carts),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
                 cart_pb2_grpc.add_CartServiceServicer_to_server,
                 SERVICES["CartService"].full_name,
+                CART_POLICY,
             ),
             Servicer(
                 cart_pb2_grpc.SessionServiceServicer(),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
                 cart_pb2_grpc.add_SessionServiceServicer_to_server,
                 SERVICES["SessionService"].full_name,
+                SESSION_POLICY,
             ),
         ],
         dependencies=[Dependency("dynamodb", tables_ready)],

@@ -9,6 +9,7 @@ from dataclasses import replace
 import asyncpg
 
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from cloudshelf.runtime.auth import Role, signed_in_caller
 from cloudshelf.runtime.errors import InvalidArgument, NotFound
 from cloudshelf.runtime.events import OutboxRelay
 from cloudshelf.runtime.idempotency import IdempotentCall
@@ -485,7 +486,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def AddReview(
         self, request: catalog_pb2.AddReviewRequest, context: ServicerContext
     ) -> catalog_pb2.AddReviewResponse:
-        review = await self.reviews.add(request.review)
+        # The author is the caller; Review.user_id and is_verified_purchase in the request
+        # are output only and ignored (catalog.proto).
+        review = await self.reviews.add(request.review, signed_in_caller().subject)
         self._events_written()
         await self._cache_written()  # the book's rating, and the rating sort
         return catalog_pb2.AddReviewResponse(review=review)
@@ -493,7 +496,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def UpdateReview(
         self, request: catalog_pb2.UpdateReviewRequest, context: ServicerContext
     ) -> catalog_pb2.UpdateReviewResponse:
-        review = await self.reviews.update(request.review, list(request.update_mask.paths))
+        review = await self.reviews.update(
+            request.review, list(request.update_mask.paths), signed_in_caller().subject
+        )
         self._events_written()
         await self._cache_written()
         return catalog_pb2.UpdateReviewResponse(review=review)
@@ -509,7 +514,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def DeleteReview(
         self, request: catalog_pb2.DeleteReviewRequest, context: ServicerContext
     ) -> catalog_pb2.DeleteReviewResponse:
-        await self.reviews.delete(request.review_id)
+        caller = signed_in_caller()
+        # An admin may delete any review; a shopper only their own.
+        await self.reviews.delete(
+            request.review_id, None if caller.has(Role.ADMIN) else caller.subject
+        )
         self._events_written()
         await self._cache_written()
         return catalog_pb2.DeleteReviewResponse()

@@ -9,7 +9,8 @@ from typing import Any
 import asyncpg
 
 from cloudshelf.catalog.v1 import catalog_pb2
-from cloudshelf.runtime.errors import InvalidArgument, NotFound
+from cloudshelf.runtime.auth import NOT_OWNER
+from cloudshelf.runtime.errors import InvalidArgument, NotFound, PermissionDenied
 from cloudshelf.runtime.events import new_event, write_outbox
 from services.catalog.constraints import constraint_errors
 from services.catalog.outbox import OUTBOX
@@ -24,6 +25,15 @@ from services.catalog.validation import (
 
 _STATUS_ENUM = {name: number for number, name in REVIEW_STATUSES.items()}
 EDITABLE_PATHS = ("rating", "title", "content")
+# reviews.user_id is VARCHAR(50); Cognito's user ids (sub) are 36-character UUIDs.
+MAX_USER_ID = 50
+
+
+def _check_author(row: asyncpg.Record, author: str | None) -> None:
+    if author is not None and row["user_id"] != author:
+        raise PermissionDenied(
+            "this review is another user's: only its author may change it", reason=NOT_OWNER
+        )
 
 
 def review_from_row(row: asyncpg.Record) -> catalog_pb2.Review:
@@ -63,11 +73,13 @@ class ReviewStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def add(self, review: catalog_pb2.Review) -> catalog_pb2.Review:
+    async def add(self, review: catalog_pb2.Review, author: str) -> catalog_pb2.Review:
+        """Adds `review` by `author` (the caller's user id); the request's user_id and
+        is_verified_purchase are not read. A purchase is verified from orders, which do not
+        exist yet: false until they do."""
         check_id("review.book_id", review.book_id)
-        user_id = check_length("review.user_id", review.user_id, 50)
-        if not user_id:
-            raise InvalidArgument("review.user_id", "must not be empty")
+        if not 0 < len(author) <= MAX_USER_ID:
+            raise InvalidArgument("review", "the caller's user id does not fit a review")
         columns = review_columns(review, EDITABLE_PATHS)
         async with self.pool.acquire() as conn, conn.transaction():
             with constraint_errors():
@@ -76,11 +88,11 @@ class ReviewStore:
                     "(book_id, user_id, rating, title, content, is_verified_purchase) "
                     "VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
                     review.book_id,
-                    user_id,
+                    author,
                     columns["rating"],
                     columns["title"],
                     columns["content"],
-                    review.is_verified_purchase,
+                    False,
                 )
             added = review_from_row(row)
             event = catalog_pb2.ReviewAddedEvent(review=added)
@@ -90,10 +102,11 @@ class ReviewStore:
         return added
 
     async def _set(
-        self, review_id: int, columns: dict[str, Any], moderation: bool
+        self, review_id: int, columns: dict[str, Any], moderation: bool, author: str | None
     ) -> catalog_pb2.Review:
         """Writes the columns that differ with a "review.updated" (or, for a status,
-        "review.moderated") event; a change to nothing writes neither."""
+        "review.moderated") event; a change to nothing writes neither. With an `author`,
+        only that user's review may be changed."""
         check_lookup_id("review.id", review_id, "review")
         if not columns:
             raise InvalidArgument("update_mask", "list the fields to change")
@@ -103,6 +116,7 @@ class ReviewStore:
             )
             if old is None:
                 raise NotFound(f"no review with id {review_id}")
+            _check_author(old, author)
             changed = {name: value for name, value in columns.items() if old[name] != value}
             if not changed:
                 return review_from_row(old)
@@ -127,25 +141,32 @@ class ReviewStore:
             )
         return review
 
-    async def update(self, review: catalog_pb2.Review, paths: Sequence[str]) -> catalog_pb2.Review:
-        return await self._set(review.id, review_columns(review, paths), moderation=False)
+    async def update(
+        self, review: catalog_pb2.Review, paths: Sequence[str], author: str
+    ) -> catalog_pb2.Review:
+        """Changes the review's text or rating; only its author may."""
+        return await self._set(review.id, review_columns(review, paths), False, author)
 
     async def moderate(self, review_id: int, status: int) -> catalog_pb2.Review:
         if status == catalog_pb2.REVIEW_STATUS_UNSPECIFIED:
             raise InvalidArgument("status", "choose published, pending or rejected")
         name = check_enum("status", status, REVIEW_STATUSES, default=None)
-        return await self._set(review_id, {"status": name}, moderation=True)
+        return await self._set(review_id, {"status": name}, True, None)
 
-    async def delete(self, review_id: int) -> int:
-        """Deletes a review; returns its book's id."""
+    async def delete(self, review_id: int, author: str | None) -> int:
+        """Deletes a review (with an `author`: only that user's); returns its book's id."""
         check_lookup_id("review_id", review_id, "review")
         async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                "SELECT user_id FROM book_catalog.reviews WHERE id = $1 FOR UPDATE", review_id
+            )
+            if old is None:
+                raise NotFound(f"no review with id {review_id}")
+            _check_author(old, author)
             row = await conn.fetchrow(
                 "DELETE FROM book_catalog.reviews WHERE id = $1 RETURNING book_id, version",
                 review_id,
             )
-            if row is None:
-                raise NotFound(f"no review with id {review_id}")
             # The deletion is the review's newest state: one version past its last.
             event = catalog_pb2.ReviewDeletedEvent(review_id=review_id, book_id=row["book_id"])
             await write_outbox(

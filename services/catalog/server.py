@@ -17,6 +17,7 @@ from services.catalog.handlers import CatalogHandlers
 from services.catalog.invalidations import CacheInvalidations
 from services.catalog.jobs import warm_cache
 from services.catalog.outbox import EVENT_SOURCE, OUTBOX
+from services.catalog.policy import CATALOG_POLICY
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
                 CatalogHandlers(pool, cache, relay, invalidations),
                 catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
                 catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+                CATALOG_POLICY,
             )
         ],
         # Events wait in the outbox while the bus is down: degraded, not down.

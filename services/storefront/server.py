@@ -14,6 +14,7 @@ from cloudshelf.runtime.rpc import peer_channel
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
 from services.storefront.handlers import StorefrontHandlers
+from services.storefront.policy import STOREFRONT_POLICY
 
 
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
@@ -47,6 +48,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
                 handlers,
                 storefront_pb2_grpc.add_StorefrontServiceServicer_to_server,
                 storefront_pb2.DESCRIPTOR.services_by_name["StorefrontService"].full_name,
+                STOREFRONT_POLICY,
             )
         ],
         dependencies=[peer_check("cart"), peer_check("catalog")],

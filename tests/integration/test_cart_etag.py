@@ -3,20 +3,16 @@ carts larger than one catalog batch."""
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import aioboto3
-import grpc
 
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.devstack.stack import Stack
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
-
-Channels = Callable[[str], grpc.aio.Channel]
+from tests.conftest import ChannelTo, NewUser
 
 
 async def _store_cart(stack: Stack, user_id: str, version: int, lines: int = 1) -> None:
@@ -52,14 +48,16 @@ async def _store_cart(stack: Stack, user_id: str, version: int, lines: int = 1) 
 
 
 async def test_a_carts_etag_follows_its_writes_and_reaches_the_storefront(
-    stack: Stack, channel_to: Channels
+    stack: Stack, channel_to: ChannelTo, new_user: NewUser
 ) -> None:
-    carts = cart_pb2_grpc.CartServiceStub(channel_to("cart"))
-    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront"))
-    owner = cart_pb2.CartOwner(user_id=f"user-{secrets.token_hex(4)}")
+    shopper = new_user()
+    carts = cart_pb2_grpc.CartServiceStub(channel_to("cart", shopper.token))
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront", shopper.token))
+    owner = cart_pb2.CartOwner(user_id=shopper.subject)
 
     async def etag() -> str:
-        cart = (await carts.GetCart(cart_pb2.GetCartRequest(owner=owner), timeout=5)).cart
+        cart = (await carts.GetCart(cart_pb2.GetCartRequest(), timeout=5)).cart
+        assert cart.owner == owner
         return cart.etag
 
     absent = await etag()
@@ -68,26 +66,24 @@ async def test_a_carts_etag_follows_its_writes_and_reaches_the_storefront(
     await _store_cart(stack, owner.user_id, version=1)
     first = await etag()
     assert first != absent and first == await etag()
-    view = await storefront.GetCartView(storefront_pb2.GetCartViewRequest(owner=owner), timeout=5)
+    view = await storefront.GetCartView(storefront_pb2.GetCartViewRequest(), timeout=5)
     assert view.cart_view.cart_etag == first
 
     await _store_cart(stack, owner.user_id, version=2)
     second = await etag()
     assert second not in (first, absent)
-    view = await storefront.GetCartView(storefront_pb2.GetCartViewRequest(owner=owner), timeout=5)
+    view = await storefront.GetCartView(storefront_pb2.GetCartViewRequest(), timeout=5)
     assert view.cart_view.cart_etag == second
 
 
 async def test_a_cart_larger_than_one_catalog_batch_is_viewed_whole(
-    stack: Stack, channel_to: Channels
+    stack: Stack, channel_to: ChannelTo, new_user: NewUser
 ) -> None:
     # BatchGetBooks takes at most 1,000 ids: the storefront asks in batches.
-    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront"))
-    owner = cart_pb2.CartOwner(user_id=f"user-{secrets.token_hex(4)}")
-    await _store_cart(stack, owner.user_id, version=1, lines=1_201)
-    view = (
-        await storefront.GetCartView(storefront_pb2.GetCartViewRequest(owner=owner), timeout=10)
-    ).cart_view
+    shopper = new_user()
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront", shopper.token))
+    await _store_cart(stack, shopper.subject, version=1, lines=1_201)
+    view = (await storefront.GetCartView(storefront_pb2.GetCartViewRequest(), timeout=10)).cart_view
     assert len(view.items) == 1_201 and not view.catalog_unavailable
     # The catalog answered every batch: none of these books is in it.
     assert not any(line.in_catalog for line in view.items)

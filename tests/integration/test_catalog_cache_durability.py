@@ -60,7 +60,7 @@ async def test_readiness_holds_while_the_request_pool_is_exhausted(
     await asyncio.sleep(1.0)  # the start-up cache warm-up is done
     conn = await asyncpg.connect(stack.postgres.dsn("catalog"))
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with spawn_service.channel(address) as channel:
             catalog = stub(channel)
             transaction = conn.transaction()
             await transaction.start()
@@ -108,7 +108,7 @@ async def test_a_partitioned_writers_update_is_not_served_stale_by_another_repli
 
     _, writer_address = spawn_service("catalog", CLOUDSHELF_REDIS_URL=UNREACHABLE_REDIS)
     await asyncio.to_thread(wait_for_health, writer_address, "SERVING")
-    async with grpc.aio.insecure_channel(writer_address) as channel:
+    async with spawn_service.channel(writer_address) as channel:
         writer = stub(channel)
         await set_price(writer, created.id, 4242)
         # The writer reads its own write (from PostgreSQL while Redis is away).
@@ -144,7 +144,7 @@ async def test_a_dead_writers_invalidations_are_applied_after_a_restart(
         )
         await asyncio.to_thread(wait_for_health, address, "SERVING")
         tag = word()
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with spawn_service.channel(address) as channel:
             catalog = stub(channel)
             created = (
                 await catalog.CreateBook(pb.CreateBookRequest(book=book(title=f"Durable {tag}")))
@@ -161,7 +161,7 @@ async def test_a_dead_writers_invalidations_are_applied_after_a_restart(
             "catalog", CLOUDSHELF_POSTGRES_DSN=catalog_dsn, CLOUDSHELF_REDIS_URL=UNREACHABLE_REDIS
         )
         await asyncio.to_thread(wait_for_health, address, "SERVING")
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with spawn_service.channel(address) as channel:
             await stub(channel).UpdateBook(
                 pb.UpdateBookRequest(
                     book=pb.Book(id=created.id, title=f"Renamed {word()}", price=usd(777)),
@@ -189,7 +189,7 @@ async def test_a_dead_writers_invalidations_are_applied_after_a_restart(
             return int(await conn.fetchval(pending)) == 0
 
         await eventually(applied, 10, "the invalidations applied")
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with spawn_service.channel(address) as channel:
             catalog = stub(channel)
             shown = (await catalog.GetBook(pb.GetBookRequest(id=created.id))).book
             assert shown.price == usd(777) and shown.title.startswith("Renamed")

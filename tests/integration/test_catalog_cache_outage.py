@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
@@ -22,7 +21,7 @@ async def test_catalog_answers_without_redis_and_is_fresh_after(
     try:
         _, address = spawn_service("catalog", CLOUDSHELF_REDIS_URL=redis.url)
         wait_for_health(address, "SERVING", "dependency/redis")
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with spawn_service.channel(address) as channel:
             catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
             tag = word()
             created = (

@@ -246,9 +246,7 @@ async def test_authors_publishers_categories_and_reviews_publish_their_events(
 
     target = (await catalog.CreateBook(pb.CreateBookRequest(book=book()))).book
     review = (
-        await catalog.AddReview(
-            pb.AddReviewRequest(review=pb.Review(book_id=target.id, user_id="u-1", rating=4))
-        )
+        await catalog.AddReview(pb.AddReviewRequest(review=pb.Review(book_id=target.id, rating=4)))
     ).review
     await catalog.UpdateReview(
         pb.UpdateReviewRequest(

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
-from tests.conftest import expect_error
+from tests.conftest import CatalogAs, User, expect_error
 from tests.factories import book, word
 
 if TYPE_CHECKING:
@@ -30,24 +30,22 @@ async def rating_of(catalog: CatalogServiceAsyncStub, book_id: int) -> tuple[flo
     return shown.rating_average, shown.rating_count
 
 
-async def add_review(
-    catalog: CatalogServiceAsyncStub, book_id: int, user: str, rating: int
-) -> pb.Review:
-    request = pb.AddReviewRequest(
-        review=pb.Review(book_id=book_id, user_id=user, rating=rating, title="t")
-    )
+async def add_review(catalog: CatalogServiceAsyncStub, book_id: int, rating: int) -> pb.Review:
+    """A review by the stub's caller (the token's user)."""
+    request = pb.AddReviewRequest(review=pb.Review(book_id=book_id, rating=rating, title="t"))
     return (await catalog.AddReview(request)).review
 
 
 async def test_ratings_are_exact_after_add_edit_moderate_delete(
-    catalog: CatalogServiceAsyncStub,
+    catalog: CatalogServiceAsyncStub, catalog_as: CatalogAs, reviewers: list[User]
 ) -> None:
     target = await create(catalog)
-    first = await add_review(catalog, target.id, "u1", 5)
-    await add_review(catalog, target.id, "u2", 2)
+    first_author, second_author = catalog_as(reviewers[0]), catalog_as(reviewers[1])
+    first = await add_review(first_author, target.id, 5)
+    await add_review(second_author, target.id, 2)
     assert await rating_of(catalog, target.id) == (3.5, 2)
 
-    await catalog.UpdateReview(
+    await first_author.UpdateReview(
         pb.UpdateReviewRequest(
             review=pb.Review(id=first.id, rating=4), update_mask=FieldMask(paths=["rating"])
         )
@@ -59,7 +57,7 @@ async def test_ratings_are_exact_after_add_edit_moderate_delete(
     )
     assert await rating_of(catalog, target.id) == (2.0, 1)
     published = await catalog.ListReviews(pb.ListReviewsRequest(book_id=target.id))
-    assert [r.user_id for r in published.reviews] == ["u2"]
+    assert [r.user_id for r in published.reviews] == [reviewers[1].subject]
     rejected = await catalog.ListReviews(
         pb.ListReviewsRequest(book_id=target.id, status=pb.REVIEW_STATUS_REJECTED)
     )
@@ -68,42 +66,47 @@ async def test_ratings_are_exact_after_add_edit_moderate_delete(
     await catalog.ModerateReview(
         pb.ModerateReviewRequest(review_id=first.id, status=pb.REVIEW_STATUS_PUBLISHED)
     )
-    await catalog.DeleteReview(pb.DeleteReviewRequest(review_id=first.id))
+    await first_author.DeleteReview(pb.DeleteReviewRequest(review_id=first.id))
     assert await rating_of(catalog, target.id) == (2.0, 1)
 
 
-async def test_concurrent_reviews_are_all_counted(catalog: CatalogServiceAsyncStub) -> None:
+async def test_concurrent_reviews_are_all_counted(
+    catalog: CatalogServiceAsyncStub, catalog_as: CatalogAs, reviewers: list[User]
+) -> None:
     target = await create(catalog)
-    ratings = [(i % 5) + 1 for i in range(30)]
+    ratings = [(i % 5) + 1 for i in range(len(reviewers))]
+    authors = [catalog_as(user) for user in reviewers]
     await asyncio.gather(
-        *(add_review(catalog, target.id, f"user-{i}", r) for i, r in enumerate(ratings))
+        *(add_review(a, target.id, r) for a, r in zip(authors, ratings, strict=True))
     )
     average, count = await rating_of(catalog, target.id)
-    assert count == 30
-    assert average == round(sum(ratings) / 30, 2)
+    assert count == len(reviewers)
+    assert average == round(sum(ratings) / len(reviewers), 2)
 
 
-async def test_review_errors(catalog: CatalogServiceAsyncStub) -> None:
+async def test_review_errors(
+    catalog: CatalogServiceAsyncStub, catalog_as: CatalogAs, reviewers: list[User]
+) -> None:
     target = await create(catalog)
-    await add_review(catalog, target.id, "dup", 4)
+    author = catalog_as(reviewers[0])
+    await add_review(author, target.id, 4)
+    # One review per user and book, whatever user_id the request names.
     await expect_error(
-        catalog.AddReview(
-            pb.AddReviewRequest(review=pb.Review(book_id=target.id, user_id="dup", rating=3))
+        author.AddReview(
+            pb.AddReviewRequest(review=pb.Review(book_id=target.id, user_id="other", rating=3))
         ),
         grpc.StatusCode.ALREADY_EXISTS,
     )
+    other = catalog_as(reviewers[1])
     for review, field in (
-        (pb.Review(book_id=target.id, user_id="x", rating=0), "review.rating"),
-        (pb.Review(book_id=target.id, user_id="x", rating=6), "review.rating"),
-        (pb.Review(book_id=target.id, user_id="", rating=3), "review.user_id"),
-        (pb.Review(book_id=target.id, user_id="x", rating=3, title="t" * 201), "review.title"),
-        (pb.Review(book_id=0, user_id="x", rating=3), "review.book_id"),
+        (pb.Review(book_id=target.id, rating=0), "review.rating"),
+        (pb.Review(book_id=target.id, rating=6), "review.rating"),
+        (pb.Review(book_id=target.id, rating=3, title="t" * 201), "review.title"),
+        (pb.Review(book_id=0, rating=3), "review.book_id"),
     ):
-        await expect_error(catalog.AddReview(pb.AddReviewRequest(review=review)), INVALID, field)
+        await expect_error(other.AddReview(pb.AddReviewRequest(review=review)), INVALID, field)
     await expect_error(
-        catalog.AddReview(
-            pb.AddReviewRequest(review=pb.Review(book_id=2_000_000_000, user_id="x", rating=3))
-        ),
+        other.AddReview(pb.AddReviewRequest(review=pb.Review(book_id=2_000_000_000, rating=3))),
         NOT_FOUND,
     )
     await expect_error(

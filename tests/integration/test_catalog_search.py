@@ -74,12 +74,8 @@ async def test_every_sort_order(catalog: CatalogServiceAsyncStub) -> None:
         price=usd(4000),
         publication_date=common_pb2.Date(year=2010, month=1, day=1),
     )
-    await catalog.AddReview(
-        pb.AddReviewRequest(review=pb.Review(book_id=mid.id, user_id="u1", rating=5))
-    )
-    await catalog.AddReview(
-        pb.AddReviewRequest(review=pb.Review(book_id=dear.id, user_id="u1", rating=3))
-    )
+    await catalog.AddReview(pb.AddReviewRequest(review=pb.Review(book_id=mid.id, rating=5)))
+    await catalog.AddReview(pb.AddReviewRequest(review=pb.Review(book_id=dear.id, rating=3)))
 
     def ids(*books: pb.Book) -> list[int]:
         return [b.id for b in books]

@@ -11,6 +11,10 @@ it serves and what their requests look like; then every unary RPC gets:
 2. random requests that hypothesis builds from the message descriptors (derandomized:
    every run sends the same requests).
 
+The sweep runs once per kind of caller: anonymous, a shopper, an admin and a service, so
+that it reaches past authorization into every handler (each RPC is open to at least one of
+them), and refusals by authentication and authorization are checked like any other answer.
+
 No answer may be INTERNAL or UNKNOWN, and none may run into its deadline: nothing here
 is heavy on a test-sized stack, so a DEADLINE_EXCEEDED means a hang. Every error from a
 CloudShelf service must carry an ErrorInfo, and every service must still be SERVING at
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import descriptor_pool, message_factory, text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -38,6 +43,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from cloudshelf.devstack.stack import SERVICES, Stack
+from tests.conftest import bearer
 from tests.error_details import details_of
 from tests.factories import isbn13, word
 
@@ -343,6 +349,8 @@ def malformed_payloads(rpc: Rpc) -> Iterator[tuple[str, bytes]]:
 
 @dataclass
 class Sweep:
+    # The caller's credentials, sent with every call (empty: anonymous).
+    metadata: tuple[tuple[str, str], ...] = ()
     calls: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -350,7 +358,7 @@ class Sweep:
         self.calls += 1
         call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = rpc.channel.unary_unary(rpc.path)
         try:
-            call(payload, timeout=CALL_TIMEOUT)
+            call(payload, timeout=CALL_TIMEOUT, metadata=self.metadata)
         except grpc.RpcError as exc:
             problem = self.judge(rpc, exc)
             if problem is not None:
@@ -474,7 +482,11 @@ def random_requests(sweep: Sweep, rpc: Rpc) -> None:
     send_random()
 
 
-def test_no_rpc_answers_internal_unknown_or_hangs_on_hostile_input(stack: Stack) -> None:
+@pytest.mark.parametrize("caller", ["anonymous", "shopper", "admin", "service"])
+def test_no_rpc_answers_internal_unknown_or_hangs_on_hostile_input(
+    stack: Stack, caller: str, request: pytest.FixtureRequest
+) -> None:
+    token = None if caller == "anonymous" else request.getfixturevalue(f"{caller}_token")
     channels: dict[str, grpc.Channel] = {}
     try:
         rpcs = discover(stack, channels)
@@ -483,7 +495,7 @@ def test_no_rpc_answers_internal_unknown_or_hangs_on_hostile_input(stack: Stack)
         assert {"grpc.health.v1.Health", "cloudshelf.catalog.v1.CatalogService"} <= services
         assert len({rpc.process for rpc in rpcs}) == len(SERVICES)
 
-        sweep = Sweep()
+        sweep = Sweep(bearer(token) if token is not None else ())
         started = time.monotonic()
         for rpc in rpcs:
             systematic(sweep, rpc)
@@ -495,7 +507,7 @@ def test_no_rpc_answers_internal_unknown_or_hangs_on_hostile_input(stack: Stack)
 
     shown = "\n".join(sweep.failures[:30])
     assert not sweep.failures, (
-        f"{len(sweep.failures)} of {sweep.calls} calls to {len(rpcs)} RPCs failed "
+        f"as {caller}: {len(sweep.failures)} of {sweep.calls} calls to {len(rpcs)} RPCs failed "
         f"({elapsed:.0f} s):\n{shown}"
     )
     not_serving = {name: stack.health(name) for name in SERVICES if stack.health(name) != "SERVING"}

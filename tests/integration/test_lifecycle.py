@@ -10,10 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.devstack.components import Postgres, Redis, free_port
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
-from tests.conftest import ServiceSpawner, wait_for_health
+from tests.conftest import ServiceSpawner, User, authorized_channel, wait_for_health
 
 
 def test_cache_outage_degrades_the_catalog_and_recovery_restores_it(
@@ -58,7 +57,7 @@ def test_database_outage_takes_the_service_out_and_recovery_brings_it_back(
 
 
 async def test_sigterm_lets_the_in_flight_call_finish_and_refuses_new_ones(
-    spawn_service: ServiceSpawner,
+    spawn_service: ServiceSpawner, shopper: User
 ) -> None:
     cart, cart_address = spawn_service("cart")
     storefront, storefront_address = spawn_service(
@@ -66,8 +65,8 @@ async def test_sigterm_lets_the_in_flight_call_finish_and_refuses_new_ones(
     )
     wait_for_health(storefront_address, "SERVING")
 
-    request = storefront_pb2.GetCartViewRequest(owner=cart_pb2.CartOwner(user_id="drain"))
-    async with grpc.aio.insecure_channel(storefront_address) as channel:
+    request = storefront_pb2.GetCartViewRequest()
+    async with authorized_channel(storefront_address, shopper.token) as channel:
         stub = storefront_pb2_grpc.StorefrontServiceStub(channel)
         # Freeze the cart service so the storefront's call is held in flight.
         cart.signal(signal.SIGSTOP)
@@ -84,7 +83,7 @@ async def test_sigterm_lets_the_in_flight_call_finish_and_refuses_new_ones(
         cart.signal(signal.SIGCONT)
         started = time.monotonic()
         response = await in_flight
-        assert response.cart_view.owner.user_id == "drain"
+        assert response.cart_view.owner.user_id == shopper.subject
         assert time.monotonic() - started < 10
 
     assert await asyncio.to_thread(storefront.wait_exit, 20) == 0

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.devstack.stack import REPO_ROOT, Stack
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
+from tests.conftest import ChannelTo, NewUser
 from tests.otlp_receiver import OtlpReceiver
 
 Channels = Callable[[str], grpc.aio.Channel]
@@ -68,35 +69,36 @@ def test_buf_curl_reaches_services_over_reflection(stack: Stack) -> None:
     assert "cloudshelf.catalog.v1.CatalogService/SearchBooks" in result.stdout.split()
 
 
-async def test_an_unknown_owner_gets_an_empty_cart_view(channel_to: Channels) -> None:
-    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront"))
-    owner = cart_pb2.CartOwner(user_id=f"user-{secrets.token_hex(4)}")
-    response = await storefront.GetCartView(
-        storefront_pb2.GetCartViewRequest(owner=owner), timeout=5
-    )
-    assert response.cart_view.owner == owner
+async def test_a_new_shopper_gets_an_empty_cart_view_of_their_own(
+    channel_to: ChannelTo, new_user: NewUser
+) -> None:
+    shopper = new_user()
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront", shopper.token))
+    response = await storefront.GetCartView(storefront_pb2.GetCartViewRequest(), timeout=5)
+    # The owner is the caller, from the token forwarded by the storefront to the cart.
+    assert response.cart_view.owner == cart_pb2.CartOwner(user_id=shopper.subject)
     assert len(response.cart_view.items) == 0
     assert response.cart_view.total_amount.currency_code == "USD"
 
 
-async def test_a_cart_view_without_owner_is_invalid(channel_to: Channels) -> None:
-    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront"))
+async def test_a_cart_view_without_a_token_is_unauthenticated(channel_to: ChannelTo) -> None:
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront", None))
     try:
         await storefront.GetCartView(storefront_pb2.GetCartViewRequest(), timeout=5)
     except grpc.aio.AioRpcError as exc:
-        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "owner" in (exc.details() or "")
+        assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "authorization" in (exc.details() or "")
     else:
-        raise AssertionError("expected INVALID_ARGUMENT")
+        raise AssertionError("expected UNAUTHENTICATED")
 
 
 async def test_trace_context_crosses_the_storefront_to_cart_hop(
-    channel_to: Channels, otlp: OtlpReceiver
+    channel_to: ChannelTo, otlp: OtlpReceiver, shopper_token: str
 ) -> None:
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
-    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront"))
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront", shopper_token))
     await storefront.GetCartView(
-        storefront_pb2.GetCartViewRequest(owner=cart_pb2.CartOwner(session_id="s-trace")),
+        storefront_pb2.GetCartViewRequest(),
         metadata=(("traceparent", f"00-{trace_id}-{caller_span}-01"),),
         timeout=5,
     )

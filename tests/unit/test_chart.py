@@ -613,3 +613,28 @@ def test_tls_without_client_certificates_still_verifies_peers() -> None:
         settings = Settings.from_env("cart", env)
         assert settings.server_tls is not None and settings.server_tls.ca_file is None
         assert settings.peer_tls is not None and settings.peer_tls.ca_file == f"{TLS_DIR}/ca.crt"
+
+
+def test_auth_settings_reach_every_service(manifests: list[Manifest]) -> None:
+    for workload in workloads(manifests):
+        assert not [name for name in env_of(container_of(workload)) if "_AUTH_" in name]
+    pool = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC"
+    configured = render(
+        {
+            "auth": {
+                "issuer": pool,
+                "clientIds": ["web-client", "m2m-client"],
+                "tokenUrl": "https://shop.auth.eu-west-1.amazoncognito.com/oauth2/token",
+                "serviceClient": {"existingSecret": "cloudshelf-m2m"},
+            }
+        }
+    )
+    for workload in workloads(configured):
+        env = env_of(container_of(workload))
+        assert env["CLOUDSHELF_AUTH_ISSUER"]["value"] == pool
+        assert env["CLOUDSHELF_AUTH_CLIENT_IDS"]["value"] == "web-client,m2m-client"
+        assert "CLOUDSHELF_AUTH_JWKS_URL" not in env  # derived from the issuer
+        assert env["CLOUDSHELF_AUTH_TOKEN_URL"]["value"].endswith("/oauth2/token")
+        assert env["CLOUDSHELF_AUTH_SERVICE_CLIENT_SECRET"]["valueFrom"] == {
+            "secretKeyRef": {"name": "cloudshelf-m2m", "key": "client-secret"}
+        }

@@ -131,6 +131,38 @@ aim one service's migrations at another's database. */}}
 - name: CLOUDSHELF_HEALTH_LISTEN_ADDR
   value: {{ printf "0.0.0.0:%d" (int $svc.tls.healthPort) | quote }}
 {{- end }}
+{{- with $root.Values.auth }}
+{{- if .issuer }}
+- name: CLOUDSHELF_AUTH_ISSUER
+  value: {{ .issuer | quote }}
+{{- end }}
+{{- if .jwksUrl }}
+- name: CLOUDSHELF_AUTH_JWKS_URL
+  value: {{ .jwksUrl | quote }}
+{{- end }}
+{{- if .clientIds }}
+- name: CLOUDSHELF_AUTH_CLIENT_IDS
+  value: {{ join "," .clientIds | quote }}
+{{- end }}
+{{- if .tokenUrl }}
+- name: CLOUDSHELF_AUTH_TOKEN_URL
+  value: {{ .tokenUrl | quote }}
+{{- end }}
+{{- with .serviceClient }}
+{{- if .existingSecret }}
+- name: CLOUDSHELF_AUTH_SERVICE_CLIENT_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ required "auth.serviceClient.clientIdKey is required" .clientIdKey }}
+- name: CLOUDSHELF_AUTH_SERVICE_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ required "auth.serviceClient.clientSecretKey is required" .clientSecretKey }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $key, $value := $svc.env }}
 - name: {{ $key }}
   value: {{ $value | quote }}

@@ -22,7 +22,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class CartOwner(_message.Message):
-    """Who a cart belongs to."""
+    """Who a cart belongs to (output only: in answers, never in requests)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -154,17 +154,12 @@ Global___Cart: _TypeAlias = Cart  # noqa: Y015
 class GetCartRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    OWNER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def owner(self) -> Global___CartOwner: ...
     def __init__(
         self,
-        *,
-        owner: Global___CartOwner | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,7 +189,6 @@ Global___GetCartResponse: _TypeAlias = GetCartResponse  # noqa: Y015
 class AddItemRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    OWNER_FIELD_NUMBER: _builtins.int
     ITEM_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
@@ -204,23 +198,20 @@ class AddItemRequest(_message.Message):
     request_id: _builtins.str
     """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     @_builtins.property
-    def owner(self) -> Global___CartOwner: ...
-    @_builtins.property
     def item(self) -> Global___CartItem: ...
     @_builtins.property
     def metadata(self) -> Global___RequestMetadata: ...
     def __init__(
         self,
         *,
-        owner: Global___CartOwner | None = ...,
         item: Global___CartItem | None = ...,
         metadata: Global___RequestMetadata | None = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "metadata", b"metadata", "owner", b"owner"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "item", b"item", "metadata", b"metadata", "owner", b"owner", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "item", b"item", "metadata", b"metadata", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,7 +241,6 @@ Global___AddItemResponse: _TypeAlias = AddItemResponse  # noqa: Y015
 class UpdateItemQuantityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    OWNER_FIELD_NUMBER: _builtins.int
     BOOK_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
@@ -262,20 +252,17 @@ class UpdateItemQuantityRequest(_message.Message):
     """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
     request_id: _builtins.str
     """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
-    @_builtins.property
-    def owner(self) -> Global___CartOwner: ...
     def __init__(
         self,
         *,
-        owner: Global___CartOwner | None = ...,
         book_id: _builtins.int = ...,
         quantity: _builtins.int = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "etag", b"etag", "owner", b"owner", "quantity", b"quantity", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "etag", b"etag", "quantity", b"quantity", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -305,7 +292,6 @@ Global___UpdateItemQuantityResponse: _TypeAlias = UpdateItemQuantityResponse  # 
 class RemoveItemRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    OWNER_FIELD_NUMBER: _builtins.int
     BOOK_ID_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -314,19 +300,16 @@ class RemoveItemRequest(_message.Message):
     """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
     request_id: _builtins.str
     """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
-    @_builtins.property
-    def owner(self) -> Global___CartOwner: ...
     def __init__(
         self,
         *,
-        owner: Global___CartOwner | None = ...,
         book_id: _builtins.int = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "etag", b"etag", "owner", b"owner", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "etag", b"etag", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,25 +339,21 @@ Global___RemoveItemResponse: _TypeAlias = RemoveItemResponse  # noqa: Y015
 class ClearCartRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    OWNER_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     etag: _builtins.str
     """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
     request_id: _builtins.str
     """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
-    @_builtins.property
-    def owner(self) -> Global___CartOwner: ...
     def __init__(
         self,
         *,
-        owner: Global___CartOwner | None = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "owner", b"owner", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -400,11 +379,12 @@ class MergeCartsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
-    USER_ID_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
-    user_id: _builtins.str
+    """The anonymous session whose cart moves into the caller's own cart (the caller is the
+    signed-in user of the authorization metadata).
+    """
     etag: _builtins.str
     """The etag of the user's cart (the target) as last read; empty: no precondition."""
     request_id: _builtins.str
@@ -413,13 +393,12 @@ class MergeCartsRequest(_message.Message):
         self,
         *,
         session_id: _builtins.str = ...,
-        user_id: _builtins.str = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "request_id", b"request_id", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -735,18 +714,16 @@ class AuthenticateSessionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
-    USER_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
-    user_id: _builtins.str
+    """Bound to the caller, the signed-in user of the authorization metadata."""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
-        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -808,12 +785,12 @@ Global___DeleteSessionResponse: _TypeAlias = DeleteSessionResponse  # noqa: Y015
 
 @_typing.final
 class ListUserSessionsRequest(_message.Message):
+    """The caller's own sessions (the signed-in user of the authorization metadata)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    USER_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
-    user_id: _builtins.str
     page_size: _builtins.int
     """0: the default (20); at most 100, larger values are read as 100."""
     page_token: _builtins.str
@@ -821,13 +798,12 @@ class ListUserSessionsRequest(_message.Message):
     def __init__(
         self,
         *,
-        user_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,6 +28,9 @@ if _version_not_supported:
 class CartServiceStub:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
+    Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
+    the caller, from the `authorization` metadata, never a field of the request.
+
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
     (a UUID, reused by the retries of one request) so that a retry is applied once.
@@ -73,6 +76,9 @@ class CartServiceStub:
 
 class CartServiceServicer:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
+    the caller, from the `authorization` metadata, never a field of the request.
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
@@ -161,6 +167,9 @@ def add_CartServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CartService:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
+    the caller, from the `authorization` metadata, never a field of the request.
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`

@@ -29,6 +29,9 @@ GRPC_VERSION: str
 class CartServiceStub:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
+    Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
+    the caller, from the `authorization` metadata, never a field of the request.
+
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
     (a UUID, reused by the retries of one request) so that a retry is applied once.
@@ -53,6 +56,9 @@ class CartServiceStub:
 class CartServiceAsyncStub(CartServiceStub):
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
+    Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
+    the caller, from the `authorization` metadata, never a field of the request.
+
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
     (a UUID, reused by the retries of one request) so that a retry is applied once.
@@ -72,6 +78,9 @@ class CartServiceAsyncStub(CartServiceStub):
 
 class CartServiceServicer(metaclass=_abc_1.ABCMeta):
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
+
+    Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
+    the caller, from the `authorization` metadata, never a field of the request.
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`

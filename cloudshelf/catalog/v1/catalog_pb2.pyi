@@ -415,10 +415,16 @@ class Review(_message.Message):
     id: _builtins.int
     book_id: _builtins.int
     user_id: _builtins.str
+    """Output only: the author, the signed-in caller who added the review (the token's
+    `sub`). Ignored in requests: AddReview records the caller whatever is sent here.
+    """
     rating: _builtins.int
     title: _builtins.str
     content: _builtins.str
     is_verified_purchase: _builtins.bool
+    """Output only: set by the server from the author's orders (false until orders exist).
+    Ignored in requests.
+    """
     helpful_votes: _builtins.int
     total_votes: _builtins.int
     status: Global___ReviewStatus.ValueType

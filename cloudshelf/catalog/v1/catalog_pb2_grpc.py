@@ -255,25 +255,29 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddReview(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A signed-in shopper reviews a book as themselves (Review.user_id is the caller).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateReview(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The author only: another user's review is PERMISSION_DENIED.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ModerateReview(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Admins and services (services/catalog/policy.py has every RPC's callers).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteReview(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The author, or an admin; another shopper's review is PERMISSION_DENIED.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

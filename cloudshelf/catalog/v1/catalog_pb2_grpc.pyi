@@ -52,9 +52,13 @@ class CatalogServiceStub:
     UpdateCategory: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateCategoryRequest, _catalog_pb2.UpdateCategoryResponse]
     ListCategories: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListCategoriesRequest, _catalog_pb2.ListCategoriesResponse]
     AddReview: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.AddReviewRequest, _catalog_pb2.AddReviewResponse]
+    """A signed-in shopper reviews a book as themselves (Review.user_id is the caller)."""
     UpdateReview: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateReviewRequest, _catalog_pb2.UpdateReviewResponse]
+    """The author only: another user's review is PERMISSION_DENIED."""
     ModerateReview: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ModerateReviewRequest, _catalog_pb2.ModerateReviewResponse]
+    """Admins and services (services/catalog/policy.py has every RPC's callers)."""
     DeleteReview: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.DeleteReviewRequest, _catalog_pb2.DeleteReviewResponse]
+    """The author, or an admin; another shopper's review is PERMISSION_DENIED."""
     ListReviews: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListReviewsRequest, _catalog_pb2.ListReviewsResponse]
     AdjustInventory: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.AdjustInventoryRequest, _catalog_pb2.AdjustInventoryResponse]
     """Applies a batch of stock changes atomically: all or nothing."""
@@ -84,9 +88,13 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     UpdateCategory: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateCategoryRequest, _catalog_pb2.UpdateCategoryResponse]  # type: ignore[assignment]
     ListCategories: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListCategoriesRequest, _catalog_pb2.ListCategoriesResponse]  # type: ignore[assignment]
     AddReview: _aio.UnaryUnaryMultiCallable[_catalog_pb2.AddReviewRequest, _catalog_pb2.AddReviewResponse]  # type: ignore[assignment]
+    """A signed-in shopper reviews a book as themselves (Review.user_id is the caller)."""
     UpdateReview: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateReviewRequest, _catalog_pb2.UpdateReviewResponse]  # type: ignore[assignment]
+    """The author only: another user's review is PERMISSION_DENIED."""
     ModerateReview: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ModerateReviewRequest, _catalog_pb2.ModerateReviewResponse]  # type: ignore[assignment]
+    """Admins and services (services/catalog/policy.py has every RPC's callers)."""
     DeleteReview: _aio.UnaryUnaryMultiCallable[_catalog_pb2.DeleteReviewRequest, _catalog_pb2.DeleteReviewResponse]  # type: ignore[assignment]
+    """The author, or an admin; another shopper's review is PERMISSION_DENIED."""
     ListReviews: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListReviewsRequest, _catalog_pb2.ListReviewsResponse]  # type: ignore[assignment]
     AdjustInventory: _aio.UnaryUnaryMultiCallable[_catalog_pb2.AdjustInventoryRequest, _catalog_pb2.AdjustInventoryResponse]  # type: ignore[assignment]
     """Applies a batch of stock changes atomically: all or nothing."""
@@ -214,28 +222,32 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _catalog_pb2.AddReviewRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_catalog_pb2.AddReviewResponse, _abc.Awaitable[_catalog_pb2.AddReviewResponse]]: ...
+    ) -> _typing.Union[_catalog_pb2.AddReviewResponse, _abc.Awaitable[_catalog_pb2.AddReviewResponse]]:
+        """A signed-in shopper reviews a book as themselves (Review.user_id is the caller)."""
 
     @_abc_1.abstractmethod
     def UpdateReview(
         self,
         request: _catalog_pb2.UpdateReviewRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_catalog_pb2.UpdateReviewResponse, _abc.Awaitable[_catalog_pb2.UpdateReviewResponse]]: ...
+    ) -> _typing.Union[_catalog_pb2.UpdateReviewResponse, _abc.Awaitable[_catalog_pb2.UpdateReviewResponse]]:
+        """The author only: another user's review is PERMISSION_DENIED."""
 
     @_abc_1.abstractmethod
     def ModerateReview(
         self,
         request: _catalog_pb2.ModerateReviewRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_catalog_pb2.ModerateReviewResponse, _abc.Awaitable[_catalog_pb2.ModerateReviewResponse]]: ...
+    ) -> _typing.Union[_catalog_pb2.ModerateReviewResponse, _abc.Awaitable[_catalog_pb2.ModerateReviewResponse]]:
+        """Admins and services (services/catalog/policy.py has every RPC's callers)."""
 
     @_abc_1.abstractmethod
     def DeleteReview(
         self,
         request: _catalog_pb2.DeleteReviewRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_catalog_pb2.DeleteReviewResponse, _abc.Awaitable[_catalog_pb2.DeleteReviewResponse]]: ...
+    ) -> _typing.Union[_catalog_pb2.DeleteReviewResponse, _abc.Awaitable[_catalog_pb2.DeleteReviewResponse]]:
+        """The author, or an admin; another shopper's review is PERMISSION_DENIED."""
 
     @_abc_1.abstractmethod
     def ListReviews(

@@ -115,17 +115,12 @@ Global___CartView: _TypeAlias = CartView  # noqa: Y015
 class GetCartViewRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    OWNER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def owner(self) -> _cart_pb2.CartOwner: ...
     def __init__(
         self,
-        *,
-        owner: _cart_pb2.CartOwner | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,7 +47,7 @@ class StorefrontServiceServicer:
     """
 
     def GetCartView(self, request, context):
-        """The owner's cart with each item checked against the live catalog.
+        """The caller's cart with each item checked against the live catalog.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

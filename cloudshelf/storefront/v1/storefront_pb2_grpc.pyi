@@ -34,7 +34,7 @@ class StorefrontServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> StorefrontServiceAsyncStub: ...
     GetCartView: _grpc.UnaryUnaryMultiCallable[_storefront_pb2.GetCartViewRequest, _storefront_pb2.GetCartViewResponse]
-    """The owner's cart with each item checked against the live catalog."""
+    """The caller's cart with each item checked against the live catalog."""
 
 @_typing.type_check_only
 class StorefrontServiceAsyncStub(StorefrontServiceStub):
@@ -42,7 +42,7 @@ class StorefrontServiceAsyncStub(StorefrontServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCartView: _aio.UnaryUnaryMultiCallable[_storefront_pb2.GetCartViewRequest, _storefront_pb2.GetCartViewResponse]  # type: ignore[assignment]
-    """The owner's cart with each item checked against the live catalog."""
+    """The caller's cart with each item checked against the live catalog."""
 
 class StorefrontServiceServicer(metaclass=_abc_1.ABCMeta):
     """Read models that combine several contexts for the shop's pages."""
@@ -53,6 +53,6 @@ class StorefrontServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _storefront_pb2.GetCartViewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_storefront_pb2.GetCartViewResponse, _abc.Awaitable[_storefront_pb2.GetCartViewResponse]]:
-        """The owner's cart with each item checked against the live catalog."""
+        """The caller's cart with each item checked against the live catalog."""
 
 def add_StorefrontServiceServicer_to_server(servicer: StorefrontServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
