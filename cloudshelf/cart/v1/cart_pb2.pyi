@@ -81,31 +81,6 @@ class CartItem(_message.Message):
 Global___CartItem: _TypeAlias = CartItem  # noqa: Y015
 
 @_typing.final
-class RequestMetadata(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    USER_AGENT_FIELD_NUMBER: _builtins.int
-    IP_ADDRESS_FIELD_NUMBER: _builtins.int
-    REFERRER_FIELD_NUMBER: _builtins.int
-    user_agent: _builtins.str
-    ip_address: _builtins.str
-    referrer: _builtins.str
-    def __init__(
-        self,
-        *,
-        user_agent: _builtins.str = ...,
-        ip_address: _builtins.str = ...,
-        referrer: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_address", b"ip_address", "referrer", b"referrer", "user_agent", b"user_agent"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RequestMetadata: _TypeAlias = RequestMetadata  # noqa: Y015
-
-@_typing.final
 class Cart(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -190,7 +165,6 @@ class AddItemRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEM_FIELD_NUMBER: _builtins.int
-    METADATA_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     etag: _builtins.str
@@ -199,19 +173,16 @@ class AddItemRequest(_message.Message):
     """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     @_builtins.property
     def item(self) -> Global___CartItem: ...
-    @_builtins.property
-    def metadata(self) -> Global___RequestMetadata: ...
     def __init__(
         self,
         *,
         item: Global___CartItem | None = ...,
-        metadata: Global___RequestMetadata | None = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "item", b"item", "metadata", b"metadata", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "item", b"item", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -494,6 +465,9 @@ class Session(_message.Message):
     user_id: _builtins.str
     is_authenticated: _builtins.bool
     ip_address: _builtins.str
+    """Output only, Confidential: recorded from the transport or trusted gateway headers
+    (cloudshelf.runtime.client_info) when the session was created; never logged.
+    """
     user_agent: _builtins.str
     etag: _builtins.str
     """Output only (AIP-154): changes with every write of the session."""
@@ -534,12 +508,8 @@ Global___Session: _TypeAlias = Session  # noqa: Y015
 class CreateSessionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    IP_ADDRESS_FIELD_NUMBER: _builtins.int
-    USER_AGENT_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
-    ip_address: _builtins.str
-    user_agent: _builtins.str
     request_id: _builtins.str
     """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
     @_builtins.property
@@ -547,14 +517,12 @@ class CreateSessionRequest(_message.Message):
     def __init__(
         self,
         *,
-        ip_address: _builtins.str = ...,
-        user_agent: _builtins.str = ...,
         preferences: Global___Preferences | None = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_address", b"ip_address", "preferences", b"preferences", "request_id", b"request_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
