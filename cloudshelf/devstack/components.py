@@ -280,10 +280,9 @@ class AwsEmulator(ManagedProcess):
     """moto's server: DynamoDB (+ Streams), Kinesis, S3, Timestream and EventBridge."""
 
     def __init__(self, state_dir: Path, port: int) -> None:
-        moto_server = Path(sys.executable).parent / "moto_server"
-        super().__init__(
-            "aws-emulator", [str(moto_server), "-H", LOCALHOST, "-p", str(port)], state_dir
-        )
+        # moto's server with DynamoDB's atomicity restored (see aws_emulator.py).
+        command = [sys.executable, "-m", "cloudshelf.devstack.aws_emulator"]
+        super().__init__("aws-emulator", [*command, "-H", LOCALHOST, "-p", str(port)], state_dir)
         self.port = port
 
     def _answers(self) -> bool:

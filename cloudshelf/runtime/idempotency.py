@@ -48,10 +48,11 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -252,3 +253,89 @@ async def prune_expired_keys(pool: asyncpg.Pool, table: str, batch: int = PRUNE_
         pruned += deleted
         if deleted < batch:
             return pruned
+
+
+class DynamoDBIdempotencyKeys:
+    """Keys in one DynamoDB table (hash key `pk`, TTL on `expiresAt`), for services on DynamoDB.
+
+    The "transaction" is the list of TransactWriteItems the work is building: `claim` reads
+    the key (consistent GetItem), `complete` appends a Put of the key with the response,
+    conditioned on the key still being absent or expired. The caller runs the transaction
+    and, when it is cancelled by that condition (`key_condition_failed`: a concurrent
+    attempt with the same key committed first), calls `claim` again, which then answers
+    with that attempt's response (or refuses a different request). The work and the key
+    commit together or not at all: a failed request leaves no key.
+    """
+
+    def __init__(self, client: Any, table: str, ttl: timedelta = DEFAULT_TTL) -> None:
+        self.client = client
+        self.table = table
+        self.ttl = ttl
+
+    @staticmethod
+    def definition(table: str) -> dict[str, Any]:
+        """The key table's CreateTable arguments (TTL on `expiresAt` is set by provisioning)."""
+        return {
+            "TableName": table,
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+
+    @staticmethod
+    def _pk(call: IdempotentCall) -> str:
+        return f"{call.caller}|{call.key}"
+
+    async def claim(self, transaction: list[dict[str, Any]], call: IdempotentCall) -> bytes | None:
+        answer = await self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": self._pk(call)}}, ConsistentRead=True
+        )
+        item = answer.get("Item")
+        # DynamoDB deletes expired items lazily: an expired key counts as absent.
+        if item is None or int(item["expiresAt"]["N"]) <= int(time.time()):
+            return None
+        if bytes(item["requestHash"]["B"]) != call.request_hash:
+            raise RequestIdReused()
+        return bytes(item["response"]["B"])
+
+    async def complete(
+        self, transaction: list[dict[str, Any]], call: IdempotentCall, response: Message
+    ) -> None:
+        now = int(time.time())
+        transaction.append(
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {
+                        "pk": {"S": self._pk(call)},
+                        "requestHash": {"B": call.request_hash},
+                        "response": {"B": response.SerializeToString(deterministic=True)},
+                        "expiresAt": {"N": str(now + int(self.ttl.total_seconds()))},
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk) OR expiresAt <= :now",
+                    "ExpressionAttributeValues": {":now": {"N": str(now)}},
+                }
+            }
+        )
+
+    def key_condition_failed(self, error: Exception, transaction: list[dict[str, Any]]) -> bool:
+        """Whether a cancelled TransactWriteItems was cancelled by this key's condition."""
+        reasons = cancellation_reasons(error)
+        for index, entry in enumerate(transaction):
+            put = entry.get("Put", {})
+            if put.get("TableName") == self.table and index < len(reasons):
+                return reasons[index] == "ConditionalCheckFailed"
+        return False
+
+
+def cancellation_reasons(error: Exception) -> list[str]:
+    """The per-item reason codes of a TransactionCanceledException ("None" where it passed)."""
+    response = getattr(error, "response", {}) or {}
+    reasons = response.get("CancellationReasons")
+    if reasons:
+        return [str(reason.get("Code", "None")) for reason in reasons]
+    # Some emulators put them only in the message: "... [None, ConditionalCheckFailed]".
+    message = str(response.get("Error", {}).get("Message", ""))
+    if "[" in message and message.endswith("]"):
+        return [part.strip() for part in message[message.rindex("[") + 1 : -1].split(",")]
+    return []

@@ -1,20 +1,123 @@
-"""CartService handlers."""
+"""CartService handlers: the signed-in caller's own cart (anonymous carts come with sessions)."""
 
 from __future__ import annotations
 
+import grpc
+
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
+from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.runtime.auth import signed_in_caller
+from cloudshelf.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from cloudshelf.runtime.idempotency import IdempotentCall
 from cloudshelf.runtime.rpc import ServicerContext
-from services.cart.store import CartStore
+from services.cart.store import MAX_QUANTITY, BookSnapshot, CartStore, user_owner_key
+
+# Ids the catalog's keys can hold (BIGINT).
+MAX_BOOK_ID = 2**63 - 1
+# An etag is ours (W/"<20 hex>"): anything much longer cannot match and is refused early.
+MAX_ETAG_LENGTH = 64
+
+
+def _owner() -> tuple[cart_pb2.CartOwner, str]:
+    # The caller's own cart: the owner comes from the token, never from the request.
+    subject = signed_in_caller().subject
+    return cart_pb2.CartOwner(user_id=subject), user_owner_key(subject)
+
+
+def _book_id(value: int) -> int:
+    if not 0 < value <= MAX_BOOK_ID:
+        raise InvalidArgument("book_id", "must be a positive book id")
+    return value
+
+
+def _etag(value: str) -> str:
+    if len(value) > MAX_ETAG_LENGTH:
+        raise InvalidArgument("etag", f"at most {MAX_ETAG_LENGTH} characters: pass a Cart.etag")
+    return value
+
+
+def _quantity(value: int, *, least: int) -> int:
+    if not least <= value <= MAX_QUANTITY:
+        raise InvalidArgument(
+            "quantity",
+            f"must be {least}..{MAX_QUANTITY} (the per-line limit)",
+            reason="QUANTITY_LIMIT",
+        )
+    return value
 
 
 class CartHandlers(cart_pb2_grpc.CartServiceServicer):
-    def __init__(self, carts: CartStore) -> None:
+    def __init__(self, carts: CartStore, catalog: catalog_pb2_grpc.CatalogServiceAsyncStub) -> None:
         self.carts = carts
+        self.catalog = catalog
 
     async def GetCart(
         self, request: cart_pb2.GetCartRequest, context: ServicerContext
     ) -> cart_pb2.GetCartResponse:
-        # The caller's own cart: the owner comes from the token, never from the request.
-        owner = cart_pb2.CartOwner(user_id=signed_in_caller().subject)
-        return cart_pb2.GetCartResponse(cart=await self.carts.get(owner))
+        owner, key = _owner()
+        return cart_pb2.GetCartResponse(cart=await self.carts.get(owner, key))
+
+    async def AddItem(
+        self, request: cart_pb2.AddItemRequest, context: ServicerContext
+    ) -> cart_pb2.AddItemResponse:
+        book_id = _book_id(request.book_id)
+        quantity = _quantity(request.quantity, least=1)
+        etag = _etag(request.etag)
+        call = IdempotentCall.of("cart.AddItem", request)
+        owner, key = _owner()
+        book = await self._book(book_id)
+        return await self.carts.add_item(owner, key, book, quantity, etag=etag, call=call)
+
+    async def UpdateItemQuantity(
+        self, request: cart_pb2.UpdateItemQuantityRequest, context: ServicerContext
+    ) -> cart_pb2.UpdateItemQuantityResponse:
+        book_id = _book_id(request.book_id)
+        quantity = _quantity(request.quantity, least=0)
+        etag = _etag(request.etag)
+        call = IdempotentCall.of("cart.UpdateItemQuantity", request)
+        owner, key = _owner()
+        return await self.carts.set_quantity(owner, key, book_id, quantity, etag=etag, call=call)
+
+    async def RemoveItem(
+        self, request: cart_pb2.RemoveItemRequest, context: ServicerContext
+    ) -> cart_pb2.RemoveItemResponse:
+        book_id = _book_id(request.book_id)
+        etag = _etag(request.etag)
+        call = IdempotentCall.of("cart.RemoveItem", request)
+        owner, key = _owner()
+        return await self.carts.remove_item(owner, key, book_id, etag=etag, call=call)
+
+    async def ClearCart(
+        self, request: cart_pb2.ClearCartRequest, context: ServicerContext
+    ) -> cart_pb2.ClearCartResponse:
+        etag = _etag(request.etag)
+        call = IdempotentCall.of("cart.ClearCart", request)
+        owner, key = _owner()
+        return await self.carts.clear(owner, key, etag=etag, call=call)
+
+    async def _book(self, book_id: int) -> BookSnapshot:
+        """The catalog's title and current price of the book (the caller's token goes
+        with the call)."""
+        try:
+            response = await self.catalog.GetBook(catalog_pb2.GetBookRequest(id=book_id))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(
+                    f"the catalog has no book {book_id}",
+                    reason="BOOK_NOT_FOUND",
+                    metadata={"book_id": str(book_id)},
+                ) from exc
+            raise
+        book = response.book
+        if book.status != catalog_pb2.BOOK_STATUS_ACTIVE:
+            raise FailedPrecondition(
+                f"book {book_id} is not for sale ({catalog_pb2.BookStatus.Name(book.status)})",
+                reason="BOOK_NOT_ACTIVE",
+                metadata={"book_id": str(book_id)},
+            )
+        return BookSnapshot(
+            book_id=book_id,
+            title=book.title,
+            price_minor=book.price.minor_units,
+            currency=book.price.currency_code or "USD",
+        )

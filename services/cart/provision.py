@@ -7,7 +7,13 @@ from contextlib import AsyncExitStack
 from cloudshelf.runtime.aws_resources import ensure_dynamodb_table
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.stores import aws_session, open_aws_client
-from services.cart.tables import TTL_ATTRIBUTE, cart_table, sessions_table
+from services.cart.tables import (
+    TTL_ATTRIBUTE,
+    cart_table,
+    request_ids_table,
+    request_ids_table_name,
+    sessions_table,
+)
 
 
 async def provision(settings: Settings) -> list[str]:
@@ -17,6 +23,7 @@ async def provision(settings: Settings) -> list[str]:
         for definition in (
             cart_table(settings.cart_table),
             sessions_table(settings.sessions_table),
+            request_ids_table(request_ids_table_name(settings.cart_table)),
         ):
             created = await ensure_dynamodb_table(dynamodb, definition, TTL_ATTRIBUTE)
             done.append(

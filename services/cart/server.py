@@ -5,25 +5,39 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
+from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.health import Dependency
+from cloudshelf.runtime.idempotency import DynamoDBIdempotencyKeys
+from cloudshelf.runtime.rpc import peer_channel
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
-from cloudshelf.runtime.stores import aws_session, open_aws_client, open_aws_resource
+from cloudshelf.runtime.stores import aws_session, open_aws_client
 from services.cart.handlers import CartHandlers
 from services.cart.policy import CART_POLICY, SESSION_POLICY
 from services.cart.store import CartStore
+from services.cart.tables import request_ids_table_name
 
 SERVICES = cart_pb2.DESCRIPTOR.services_by_name
 
 
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     session = aws_session(settings)
-    dynamodb = await open_aws_resource(session, stack, "dynamodb", settings)
     dynamodb_client = await open_aws_client(session, stack, "dynamodb", settings)
-    carts = CartStore(await dynamodb.Table(settings.cart_table))
+    request_ids = request_ids_table_name(settings.cart_table)
+    carts = CartStore(
+        dynamodb_client,
+        settings.cart_table,
+        DynamoDBIdempotencyKeys(dynamodb_client, request_ids),
+    )
+    # Titles and prices come from the catalog, asked with the caller's token.
+    catalog_channel = peer_channel(
+        settings.peers["catalog"], settings.default_call_timeout, tls=settings.peer_tls
+    )
+    stack.push_async_callback(catalog_channel.close)
+    catalog = catalog_pb2_grpc.CatalogServiceStub(catalog_channel)
 
     async def tables_ready() -> None:
-        for table in (settings.cart_table, settings.sessions_table):
+        for table in (settings.cart_table, settings.sessions_table, request_ids):
             description = await dynamodb_client.describe_table(TableName=table)
             if description["Table"]["TableStatus"] not in ("ACTIVE", "UPDATING"):
                 raise RuntimeError(f"table {table} is {description['Table']['TableStatus']}")
@@ -31,7 +45,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     return ServiceApp(
         servicers=[
             Servicer(
-                CartHandlers(carts),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                CartHandlers(carts, catalog),  # type: ignore[abstract,arg-type]  # MergeCarts (with sessions) answers UNIMPLEMENTED
                 cart_pb2_grpc.add_CartServiceServicer_to_server,
                 SERVICES["CartService"].full_name,
                 CART_POLICY,

@@ -1,30 +1,63 @@
-"""Cart items in DynamoDB, converted to and from the cart protos."""
+"""Carts in DynamoDB, converted to and from the cart protos.
+
+One item per cart, keyed (userId "user#<sub>", cartId "current"). Its lines are a map
+keyed by book id, so that every change is one conditional UpdateItem of one line (an
+atomic ADD of a quantity, a SET or REMOVE of one key), never a read-modify-write of the
+whole list: two racing writes both land. `lineCount` counts the map's keys so that the
+line cap is a condition of the write, and `version`, added to by every write, is what the
+cart's etag is derived from. Totals are computed from the lines on every read: they
+cannot drift from them.
+
+A write with an etag or a request_id is conditioned on the version it read (the etag must
+still hold; the stored response of a request_id must be the cart the write produced); a
+write with neither is conditioned only on what it changes (the line, its caps), so that
+concurrent adds to one cart all land without retries.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.common.v1 import common_pb2
-from cloudshelf.runtime.errors import InvalidArgument
-from services.cart.tables import CURRENT_CART, SESSION_OWNER_PREFIX
+from cloudshelf.runtime.errors import Aborted, FailedPrecondition, NotFound
+from cloudshelf.runtime.idempotency import (
+    DynamoDBIdempotencyKeys,
+    IdempotentCall,
+    cancellation_reasons,
+)
+from services.cart.tables import CURRENT_CART, USER_OWNER_PREFIX
 
 DEFAULT_CURRENCY = "USD"
+# The seed's rule: 1..100 of one book; and at most 100 distinct books, which keeps a cart
+# item far below DynamoDB's 400 KB (a line is well under 1 KB: titles are capped).
+MAX_QUANTITY = 100
+MAX_LINES = 100
+# The seed's retention: a cart expires 90 days after its last change.
+CART_TTL = timedelta(days=90)
+# Rounds of read-and-conditional-write before a write gives up with ABORTED: only racing
+# writers that each need the version they read (etag or request_id) ever take more than 2.
+MAX_ATTEMPTS = 64
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+Response = TypeVar("Response", bound=Message)
 
 
-def owner_key(owner: cart_pb2.CartOwner) -> str:
-    """The cart's partition key; INVALID_ARGUMENT when the owner is missing."""
-    which = owner.WhichOneof("owner")
-    if which == "user_id" and owner.user_id.strip():
-        return owner.user_id.strip()
-    if which == "session_id" and owner.session_id.strip():
-        return SESSION_OWNER_PREFIX + owner.session_id.strip()
-    raise InvalidArgument("owner", "set user_id or session_id")
+def user_owner_key(subject: str) -> str:
+    """The cart's partition key for a signed-in user (the token's `sub`)."""
+    return USER_OWNER_PREFIX + subject
 
 
 def _timestamp(iso: str | None) -> Timestamp | None:
@@ -50,35 +83,48 @@ def cart_etag(item: dict[str, Any] | None) -> str:
     return f'W/"{digest[:20]}"'
 
 
+def is_live(item: dict[str, Any] | None, now: int | None = None) -> bool:
+    """Whether a stored cart counts: DynamoDB's TTL deletes lazily, so an expired item
+    reads as absent before it is deleted."""
+    moment = int(time.time()) if now is None else now
+    return item is not None and int(item.get("expiresAt", 0)) > moment
+
+
+def _lines(item: dict[str, Any]) -> list[dict[str, Any]]:
+    stored = item.get("items") or {}
+    lines = list(stored.values()) if isinstance(stored, dict) else list(stored)
+    return sorted(lines, key=lambda line: (str(line.get("addedAt", "")), int(line["bookId"])))
+
+
 def cart_from_item(owner: cart_pb2.CartOwner, item: dict[str, Any] | None) -> cart_pb2.Cart:
-    """The stored cart, or an empty one when there is none or it has expired."""
-    if item is None or int(item.get("expiresAt", 0)) <= int(time.time()):
+    """The stored cart, or an empty one when there is none or it has expired. The totals
+    are the sums of the lines."""
+    if item is None or not is_live(item):
         return cart_pb2.Cart(
             owner=owner,
             total_amount=common_pb2.Money(currency_code=DEFAULT_CURRENCY),
             etag=cart_etag(None),
         )
     currency = str(item.get("currency", DEFAULT_CURRENCY))
-    cart = cart_pb2.Cart(
-        owner=owner,
-        total_items=int(item.get("totalItems", 0)),
-        total_amount=common_pb2.Money(
-            minor_units=int(item.get("totalAmountMinor", 0)), currency_code=currency
-        ),
-        etag=cart_etag(item),
-    )
-    for stored in item.get("items", []):
+    cart = cart_pb2.Cart(owner=owner, etag=cart_etag(item))
+    total_items = 0
+    total_minor = 0
+    for stored in _lines(item):
+        quantity = int(stored["quantity"])
+        price = int(stored["priceMinor"])
         line = cart.items.add(
             book_id=int(stored["bookId"]),
             title=str(stored.get("title", "")),
-            unit_price=common_pb2.Money(
-                minor_units=int(stored["priceMinor"]), currency_code=currency
-            ),
-            quantity=int(stored["quantity"]),
+            unit_price=common_pb2.Money(minor_units=price, currency_code=currency),
+            quantity=quantity,
         )
         added = _timestamp(stored.get("addedAt"))
         if added is not None:
             line.add_time.CopyFrom(added)
+        total_items += quantity
+        total_minor += quantity * price
+    cart.total_items = total_items
+    cart.total_amount.CopyFrom(common_pb2.Money(minor_units=total_minor, currency_code=currency))
     updated = _timestamp(item.get("lastModified"))
     if updated is not None:
         cart.update_time.CopyFrom(updated)
@@ -86,12 +132,362 @@ def cart_from_item(owner: cart_pb2.CartOwner, item: dict[str, Any] | None) -> ca
     return cart
 
 
-class CartStore:
-    def __init__(self, table: Any) -> None:
-        self.table = table
+@dataclass(frozen=True)
+class BookSnapshot:
+    """What a line keeps of the catalog's book when it is added."""
 
-    async def get(self, owner: cart_pb2.CartOwner) -> cart_pb2.Cart:
-        response = await self.table.get_item(
-            Key={"userId": owner_key(owner), "cartId": CURRENT_CART}, ConsistentRead=True
+    book_id: int
+    title: str
+    price_minor: int
+    currency: str
+
+
+@dataclass
+class Change:
+    """One conditional UpdateItem of the cart, and the item it leaves (for the answer of a
+    write conditioned on the version it read)."""
+
+    update: str
+    condition: str
+    names: dict[str, str]
+    values: dict[str, Any]
+    after: dict[str, Any] | None
+
+
+def _book(book_id: int) -> str:
+    return str(book_id)
+
+
+class CartStore:
+    def __init__(self, client: Any, table: str, request_ids: DynamoDBIdempotencyKeys) -> None:
+        self.client = client
+        self.table = table
+        self.request_ids = request_ids
+
+    async def _read(self, key: str) -> dict[str, Any] | None:
+        answer = await self.client.get_item(
+            TableName=self.table,
+            Key={"userId": {"S": key}, "cartId": {"S": CURRENT_CART}},
+            ConsistentRead=True,
         )
-        return cart_from_item(owner, response.get("Item"))
+        raw = answer.get("Item")
+        return None if raw is None else _from_dynamodb(raw)
+
+    async def get(self, owner: cart_pb2.CartOwner, key: str) -> cart_pb2.Cart:
+        return cart_from_item(owner, await self._read(key))
+
+    async def add_item(
+        self,
+        owner: cart_pb2.CartOwner,
+        key: str,
+        book: BookSnapshot,
+        quantity: int,
+        *,
+        etag: str,
+        call: IdempotentCall | None,
+    ) -> cart_pb2.AddItemResponse:
+        def plan(item: dict[str, Any] | None, now: int, stamp: str) -> Change:
+            line_id = _book(book.book_id)
+            if not is_live(item, now):
+                line = _new_line(book, quantity, stamp)
+                after = _fresh(key, item, stamp, now, book.currency)
+                after["items"] = {line_id: line}
+                after["lineCount"] = 1
+                return Change(
+                    "SET #items = :items, lineCount = :one, currency = :currency, "
+                    "version = if_not_exists(version, :zero) + :one, "
+                    "lastModified = :stamp, expiresAt = :expires",
+                    "attribute_not_exists(userId) OR expiresAt <= :now",
+                    {"#items": "items"},
+                    {
+                        ":items": {line_id: line},
+                        ":currency": book.currency,
+                        ":zero": 0,
+                        ":one": 1,
+                    },
+                    after,
+                )
+            assert item is not None
+            if str(item.get("currency", DEFAULT_CURRENCY)) != book.currency:
+                raise FailedPrecondition(
+                    f"book {book.book_id} is priced in {book.currency}, the cart in "
+                    f"{item.get('currency')}: one currency per cart",
+                    reason="CURRENCY_MISMATCH",
+                    metadata={"book_id": str(book.book_id)},
+                )
+            existing = (item.get("items") or {}).get(line_id)
+            after = _touched(item, stamp, now)
+            if existing is not None:
+                held = int(existing["quantity"])
+                if held + quantity > MAX_QUANTITY:
+                    raise _quantity_limit(book.book_id, held)
+                after["items"][line_id] = {**existing, "quantity": held + quantity}
+                return Change(
+                    "ADD #items.#book.quantity :n, version :one "
+                    "SET lastModified = :stamp, expiresAt = :expires",
+                    "expiresAt > :now AND #items.#book.quantity <= :most",
+                    {"#items": "items", "#book": line_id},
+                    {":n": quantity, ":one": 1, ":most": MAX_QUANTITY - quantity},
+                    after,
+                )
+            count = int(item.get("lineCount", 0))
+            if count >= MAX_LINES:
+                raise FailedPrecondition(
+                    f"a cart holds at most {MAX_LINES} distinct books",
+                    reason="LINE_LIMIT",
+                    metadata={"limit": str(MAX_LINES)},
+                )
+            line = _new_line(book, quantity, stamp)
+            after["items"][line_id] = line
+            after["lineCount"] = count + 1
+            return Change(
+                "SET #items.#book = :line, lastModified = :stamp, expiresAt = :expires "
+                "ADD lineCount :one, version :one",
+                "expiresAt > :now AND attribute_not_exists(#items.#book) "
+                "AND (attribute_not_exists(lineCount) OR lineCount < :lines)",
+                {"#items": "items", "#book": line_id},
+                {":line": line, ":one": 1, ":lines": MAX_LINES},
+                after,
+            )
+
+        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        return _answer(cart_pb2.AddItemResponse, cart)
+
+    async def set_quantity(
+        self,
+        owner: cart_pb2.CartOwner,
+        key: str,
+        book_id: int,
+        quantity: int,
+        *,
+        etag: str,
+        call: IdempotentCall | None,
+    ) -> cart_pb2.UpdateItemQuantityResponse:
+        def plan(item: dict[str, Any] | None, now: int, stamp: str) -> Change:
+            line_id = _book(book_id)
+            existing = _existing_line(item, now, book_id)
+            assert item is not None
+            after = _touched(item, stamp, now)
+            if quantity == 0:
+                return _removal(after, line_id)
+            after["items"][line_id] = {**existing, "quantity": quantity}
+            return Change(
+                "SET #items.#book.quantity = :q, lastModified = :stamp, expiresAt = :expires "
+                "ADD version :one",
+                "expiresAt > :now AND attribute_exists(#items.#book)",
+                {"#items": "items", "#book": line_id},
+                {":q": quantity, ":one": 1},
+                after,
+            )
+
+        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        return _answer(cart_pb2.UpdateItemQuantityResponse, cart)
+
+    async def remove_item(
+        self,
+        owner: cart_pb2.CartOwner,
+        key: str,
+        book_id: int,
+        *,
+        etag: str,
+        call: IdempotentCall | None,
+    ) -> cart_pb2.RemoveItemResponse:
+        def plan(item: dict[str, Any] | None, now: int, stamp: str) -> Change:
+            _existing_line(item, now, book_id)
+            assert item is not None
+            return _removal(_touched(item, stamp, now), _book(book_id))
+
+        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        return _answer(cart_pb2.RemoveItemResponse, cart)
+
+    async def clear(
+        self, owner: cart_pb2.CartOwner, key: str, *, etag: str, call: IdempotentCall | None
+    ) -> cart_pb2.ClearCartResponse:
+        def plan(item: dict[str, Any] | None, now: int, stamp: str) -> Change | None:
+            if not is_live(item, now):
+                return None  # nothing to clear
+            assert item is not None
+            after = _touched(item, stamp, now)
+            after["items"] = {}
+            after["lineCount"] = 0
+            return Change(
+                "SET #items = :empty, lineCount = :zero, lastModified = :stamp, "
+                "expiresAt = :expires ADD version :one",
+                "expiresAt > :now",
+                {"#items": "items"},
+                {":empty": {}, ":zero": 0, ":one": 1},
+                after,
+            )
+
+        await self._write(key, plan, etag=etag, call=call, owner=owner)
+        return cart_pb2.ClearCartResponse()
+
+    async def _write(
+        self,
+        key: str,
+        plan: Callable[[dict[str, Any] | None, int, str], Change | None],
+        *,
+        etag: str,
+        call: IdempotentCall | None,
+        owner: cart_pb2.CartOwner,
+    ) -> cart_pb2.Cart | bytes:
+        """Reads the cart, plans one conditional update from it and runs it; again when a
+        concurrent write made the condition fail. Bytes: the stored answer of a retried
+        request_id."""
+        for _ in range(MAX_ATTEMPTS):
+            if call is not None:
+                stored = await self.request_ids.claim([], call)
+                if stored is not None:
+                    return stored
+            item = await self._read(key)
+            now = int(time.time())
+            live = item if is_live(item, now) else None
+            if etag and cart_etag(live) != etag:
+                raise Aborted(
+                    "the cart changed since it was read (etag mismatch): read it again",
+                    reason="ETAG_MISMATCH",
+                )
+            stamp = datetime.fromtimestamp(now, UTC).isoformat()
+            change = plan(item, now, stamp)
+            if change is None:
+                return cart_from_item(owner, item)
+            condition = change.condition
+            values = {
+                **change.values,
+                ":now": now,
+                ":stamp": stamp,
+                ":expires": now + int(CART_TTL.total_seconds()),
+            }
+            if (etag or call is not None) and live is not None:
+                # The answer must be the cart this write produced from what was read.
+                condition = f"({condition}) AND version = :read_version"
+                values[":read_version"] = int(live.get("version", 0))
+            update = {
+                "TableName": self.table,
+                "Key": {"userId": {"S": key}, "cartId": {"S": CURRENT_CART}},
+                "UpdateExpression": change.update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": change.names,
+                "ExpressionAttributeValues": {
+                    k: _serializer.serialize(v) for k, v in values.items()
+                },
+            }
+            if call is None:
+                try:
+                    answer = await self.client.update_item(**update, ReturnValues="ALL_NEW")
+                except ClientError as exc:
+                    if _code(exc) != "ConditionalCheckFailedException":
+                        raise
+                    continue  # a concurrent write changed the line or the cart: again
+                return cart_from_item(owner, _from_dynamodb(answer["Attributes"]))
+            after = cart_from_item(owner, change.after)
+            transaction: list[dict[str, Any]] = [{"Update": update}]
+            await self.request_ids.complete(transaction, call, after)
+            try:
+                await self.client.transact_write_items(TransactItems=transaction)
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = cancellation_reasons(exc)
+                if not reasons or any(
+                    reason not in ("None", "ConditionalCheckFailed") for reason in reasons
+                ):
+                    raise Aborted(
+                        "a concurrent write to the cart won: read it again",
+                        reason="TRANSACTION_CONFLICT",
+                    ) from exc
+                continue  # the cart changed, or the same request_id committed: again
+            return after
+        raise Aborted(
+            "the cart kept changing under this write: read it again and retry",
+            reason="CONCURRENT_CHANGE",
+        )
+
+
+def _answer(kind: type[Response], cart: cart_pb2.Cart | bytes) -> Response:
+    """The response: a cart is wrapped, stored bytes (a retried request_id's first answer,
+    the cart it produced) are parsed."""
+    cart_message = cart_pb2.Cart.FromString(cart) if isinstance(cart, bytes) else cart
+    return kind(cart=cart_message)  # type: ignore[call-arg]
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _from_dynamodb(raw: dict[str, Any]) -> dict[str, Any]:
+    return {name: _plain(_deserializer.deserialize(value)) for name, value in raw.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _new_line(book: BookSnapshot, quantity: int, stamp: str) -> dict[str, Any]:
+    return {
+        "bookId": book.book_id,
+        "title": book.title,
+        "priceMinor": book.price_minor,
+        "quantity": quantity,
+        "addedAt": stamp,
+    }
+
+
+def _fresh(
+    key: str, item: dict[str, Any] | None, stamp: str, now: int, currency: str
+) -> dict[str, Any]:
+    return {
+        "userId": key,
+        "cartId": CURRENT_CART,
+        "currency": currency,
+        "version": int((item or {}).get("version", 0)) + 1,
+        "lastModified": stamp,
+        "expiresAt": now + int(CART_TTL.total_seconds()),
+    }
+
+
+def _touched(item: dict[str, Any], stamp: str, now: int) -> dict[str, Any]:
+    after = dict(item)
+    after["items"] = dict(item.get("items") or {})
+    after["version"] = int(item.get("version", 0)) + 1
+    after["lastModified"] = stamp
+    after["expiresAt"] = now + int(CART_TTL.total_seconds())
+    return after
+
+
+def _existing_line(item: dict[str, Any] | None, now: int, book_id: int) -> dict[str, Any]:
+    line = (item or {}).get("items", {}).get(_book(book_id)) if is_live(item, now) else None
+    if line is None:
+        raise NotFound(
+            f"the cart has no line for book {book_id}",
+            reason="CART_LINE_NOT_FOUND",
+            metadata={"book_id": str(book_id)},
+        )
+    return dict(line)
+
+
+def _removal(after: dict[str, Any], line_id: str) -> Change:
+    del after["items"][line_id]
+    after["lineCount"] = int(after.get("lineCount", 1)) - 1
+    return Change(
+        "REMOVE #items.#book SET lastModified = :stamp, expiresAt = :expires "
+        "ADD version :one, lineCount :minus_one",
+        "expiresAt > :now AND attribute_exists(#items.#book)",
+        {"#items": "items", "#book": line_id},
+        {":one": 1, ":minus_one": -1},
+        after,
+    )
+
+
+def _quantity_limit(book_id: int, held: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"at most {MAX_QUANTITY} of one book per cart: book {book_id} has {held}",
+        reason="QUANTITY_LIMIT",
+        metadata={"book_id": str(book_id), "limit": str(MAX_QUANTITY), "held": str(held)},
+    )

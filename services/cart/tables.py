@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-# The cart of a user is keyed (userId, "current"); an anonymous cart is keyed by its session
-# as userId "session#<id>" and also carries sessionId for the SessionIndex.
+from cloudshelf.runtime.idempotency import DynamoDBIdempotencyKeys
+
+# The cart of a user is keyed (userId "user#<sub>", "current"); an anonymous cart will be
+# keyed by its session as userId "session#<id>" and also carry sessionId for the
+# SessionIndex. The prefixes keep the two apart: a user whose id is "session#abc" is not
+# session abc.
 CURRENT_CART = "current"
+USER_OWNER_PREFIX = "user#"
 SESSION_OWNER_PREFIX = "session#"
 TTL_ATTRIBUTE = "expiresAt"
+
+
+def request_ids_table_name(cart_table: str) -> str:
+    """The table of the cart's AIP-155 request ids (the runtime's DynamoDB idempotency keys)."""
+    return f"{cart_table}-RequestIds"
+
+
+def request_ids_table(name: str) -> dict[str, Any]:
+    return DynamoDBIdempotencyKeys.definition(name)
 
 
 def cart_table(name: str) -> dict[str, Any]:

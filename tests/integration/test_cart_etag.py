@@ -16,8 +16,9 @@ from tests.conftest import ChannelTo, NewUser
 
 
 async def _store_cart(stack: Stack, user_id: str, version: int, lines: int = 1) -> None:
-    """Writes a cart the way the cart service stores one (it has no write RPC yet): `lines`
-    books that the catalog does not have, `version` of each."""
+    """Writes a cart the way the cart service stores one (its RPCs cannot add more than
+    100 lines, nor books the catalog lacks): `lines` books that the catalog does not have,
+    `version` of each."""
     settings = stack.settings("cart")
     session = aioboto3.Session(
         aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1"
@@ -26,19 +27,18 @@ async def _store_cart(stack: Stack, user_id: str, version: int, lines: int = 1) 
         table = await dynamodb.Table(settings.cart_table)
         await table.put_item(
             Item={
-                "userId": user_id,
+                "userId": f"user#{user_id}",
                 "cartId": "current",
-                "items": [
-                    {
+                "items": {
+                    str(999_000_001 + line): {
                         "bookId": Decimal(999_000_001 + line),
                         "title": "Dune",
                         "priceMinor": Decimal(1099),
                         "quantity": Decimal(version),
                     }
                     for line in range(lines)
-                ],
-                "totalItems": Decimal(version * lines),
-                "totalAmountMinor": Decimal(1099 * version * lines),
+                },
+                "lineCount": Decimal(lines),
                 "currency": "USD",
                 "version": Decimal(version),
                 "lastModified": datetime.now(UTC).isoformat(),

@@ -18,7 +18,7 @@ def _item(version: int, modified: str, *, expires_in: int = 3600) -> dict[str, A
         "version": version,
         "lastModified": modified,
         "expiresAt": int(time.time()) + expires_in,
-        "items": [],
+        "items": {},
     }
 
 

@@ -164,25 +164,34 @@ Global___GetCartResponse: _TypeAlias = GetCartResponse  # noqa: Y015
 class AddItemRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ITEM_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
     etag: _builtins.str
     """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
     request_id: _builtins.str
     """AIP-155: a UUID chosen once per logical request and repeated by its retries."""
-    @_builtins.property
-    def item(self) -> Global___CartItem: ...
+    book_id: _builtins.int
+    """The catalog's book; its title and current price are snapshotted into the line.
+    NOT_FOUND when the catalog has no such book, FAILED_PRECONDITION when it is not active.
+    """
+    quantity: _builtins.int
+    """Added to the line's quantity: 1..100, and the line holds at most 100
+    (FAILED_PRECONDITION, reason QUANTITY_LIMIT); a cart holds at most 100 distinct books
+    (FAILED_PRECONDITION, reason LINE_LIMIT).
+    """
     def __init__(
         self,
         *,
-        item: Global___CartItem | None = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        book_id: _builtins.int = ...,
+        quantity: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "item", b"item", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "etag", b"etag", "quantity", b"quantity", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -218,7 +227,9 @@ class UpdateItemQuantityRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     book_id: _builtins.int
     quantity: _builtins.int
-    """0 removes the item."""
+    """The line's new quantity, 0..100; 0 removes the line. NOT_FOUND when the cart has no
+    line for the book.
+    """
     etag: _builtins.str
     """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
     request_id: _builtins.str

@@ -94,7 +94,8 @@ class CartServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddItem(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Adds a quantity of a catalog book; title and price are the catalog's, never the caller's.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -46,6 +46,7 @@ class CartServiceStub:
     write that passes it succeeds only while the owner still has no cart.
     """
     AddItem: _grpc.UnaryUnaryMultiCallable[_cart_pb2.AddItemRequest, _cart_pb2.AddItemResponse]
+    """Adds a quantity of a catalog book; title and price are the catalog's, never the caller's."""
     UpdateItemQuantity: _grpc.UnaryUnaryMultiCallable[_cart_pb2.UpdateItemQuantityRequest, _cart_pb2.UpdateItemQuantityResponse]
     RemoveItem: _grpc.UnaryUnaryMultiCallable[_cart_pb2.RemoveItemRequest, _cart_pb2.RemoveItemResponse]
     ClearCart: _grpc.UnaryUnaryMultiCallable[_cart_pb2.ClearCartRequest, _cart_pb2.ClearCartResponse]
@@ -70,6 +71,7 @@ class CartServiceAsyncStub(CartServiceStub):
     write that passes it succeeds only while the owner still has no cart.
     """
     AddItem: _aio.UnaryUnaryMultiCallable[_cart_pb2.AddItemRequest, _cart_pb2.AddItemResponse]  # type: ignore[assignment]
+    """Adds a quantity of a catalog book; title and price are the catalog's, never the caller's."""
     UpdateItemQuantity: _aio.UnaryUnaryMultiCallable[_cart_pb2.UpdateItemQuantityRequest, _cart_pb2.UpdateItemQuantityResponse]  # type: ignore[assignment]
     RemoveItem: _aio.UnaryUnaryMultiCallable[_cart_pb2.RemoveItemRequest, _cart_pb2.RemoveItemResponse]  # type: ignore[assignment]
     ClearCart: _aio.UnaryUnaryMultiCallable[_cart_pb2.ClearCartRequest, _cart_pb2.ClearCartResponse]  # type: ignore[assignment]
@@ -102,7 +104,8 @@ class CartServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _cart_pb2.AddItemRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cart_pb2.AddItemResponse, _abc.Awaitable[_cart_pb2.AddItemResponse]]: ...
+    ) -> _typing.Union[_cart_pb2.AddItemResponse, _abc.Awaitable[_cart_pb2.AddItemResponse]]:
+        """Adds a quantity of a catalog book; title and price are the catalog's, never the caller's."""
 
     @_abc_1.abstractmethod
     def UpdateItemQuantity(
