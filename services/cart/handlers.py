@@ -10,7 +10,14 @@ from cloudshelf.runtime.auth import signed_in_caller
 from cloudshelf.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from cloudshelf.runtime.idempotency import IdempotentCall
 from cloudshelf.runtime.rpc import ServicerContext
-from services.cart.store import MAX_QUANTITY, BookSnapshot, CartStore, user_owner_key
+from services.cart.store import (
+    MAX_QUANTITY,
+    STOCK_CHECK_ABOVE,
+    BookSnapshot,
+    CartStore,
+    check_stock,
+    user_owner_key,
+)
 
 # Ids the catalog's keys can hold (BIGINT).
 MAX_BOOK_ID = 2**63 - 1
@@ -76,6 +83,9 @@ class CartHandlers(cart_pb2_grpc.CartServiceServicer):
         etag = _etag(request.etag)
         call = IdempotentCall.of("cart.UpdateItemQuantity", request)
         owner, key = _owner()
+        if quantity > STOCK_CHECK_ABOVE:
+            # A large line is checked against the catalog's live stock (the seed's rule).
+            check_stock(book_id, quantity, (await self._book(book_id)).stock)
         return await self.carts.set_quantity(owner, key, book_id, quantity, etag=etag, call=call)
 
     async def RemoveItem(
@@ -120,4 +130,5 @@ class CartHandlers(cart_pb2_grpc.CartServiceServicer):
             title=book.title,
             price_minor=book.price.minor_units,
             currency=book.price.currency_code or "USD",
+            stock=book.stock_quantity,
         )

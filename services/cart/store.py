@@ -44,6 +44,8 @@ DEFAULT_CURRENCY = "USD"
 # item far below DynamoDB's 400 KB (a line is well under 1 KB: titles are capped).
 MAX_QUANTITY = 100
 MAX_LINES = 100
+# The seed's rule: a line of more than this many copies is checked against live stock.
+STOCK_CHECK_ABOVE = 5
 # The seed's retention: a cart expires 90 days after its last change.
 CART_TTL = timedelta(days=90)
 # Rounds of read-and-conditional-write before a write gives up with ABORTED: only racing
@@ -140,6 +142,8 @@ class BookSnapshot:
     title: str
     price_minor: int
     currency: str
+    # The catalog's stock when it was looked up.
+    stock: int
 
 
 @dataclass
@@ -188,6 +192,7 @@ class CartStore:
     ) -> cart_pb2.AddItemResponse:
         def plan(item: dict[str, Any] | None, now: int, stamp: str) -> Change:
             line_id = _book(book.book_id)
+            check_stock(book.book_id, quantity, book.stock)
             if not is_live(item, now):
                 line = _new_line(book, quantity, stamp)
                 after = _fresh(key, item, stamp, now, book.currency)
@@ -221,6 +226,7 @@ class CartStore:
                 held = int(existing["quantity"])
                 if held + quantity > MAX_QUANTITY:
                     raise _quantity_limit(book.book_id, held)
+                check_stock(book.book_id, held + quantity, book.stock)
                 after["items"][line_id] = {**existing, "quantity": held + quantity}
                 return Change(
                     "ADD #items.#book.quantity :n, version :one "
@@ -483,6 +489,16 @@ def _removal(after: dict[str, Any], line_id: str) -> Change:
         {":one": 1, ":minus_one": -1},
         after,
     )
+
+
+def check_stock(book_id: int, quantity: int, stock: int) -> None:
+    """A line of more than STOCK_CHECK_ABOVE copies may not hold more than is in stock."""
+    if quantity > STOCK_CHECK_ABOVE and quantity > stock:
+        raise FailedPrecondition(
+            f"book {book_id}: {quantity} wanted, {max(stock, 0)} in stock",
+            reason="INSUFFICIENT_STOCK",
+            metadata={"book_id": str(book_id), "available": str(max(stock, 0))},
+        )
 
 
 def _quantity_limit(book_id: int, held: int) -> FailedPrecondition:

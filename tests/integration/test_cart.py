@@ -20,9 +20,18 @@ async def _book(
     catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
     price: int = 1999,
     status: catalog_pb2.BookStatus.ValueType = catalog_pb2.BOOK_STATUS_ACTIVE,
+    stock: int = 0,
 ) -> catalog_pb2.Book:
+    """A new catalog book; `stock` copies in stock (lines above 5 are checked against it)."""
     request = catalog_pb2.CreateBookRequest(book=book(price=usd(price), status=status))
-    return (await catalog.CreateBook(request, timeout=10)).book
+    created = (await catalog.CreateBook(request, timeout=10)).book
+    delta = stock - created.stock_quantity
+    if delta:
+        adjustment = catalog_pb2.InventoryAdjustment(book_id=created.id, delta=delta)
+        await catalog.AdjustInventory(
+            catalog_pb2.AdjustInventoryRequest(adjustments=[adjustment]), timeout=10
+        )
+    return created
 
 
 def _carts(channel_to: ChannelTo, token: str) -> cart_pb2_grpc.CartServiceAsyncStub:
@@ -115,7 +124,7 @@ async def test_64_concurrent_adds_of_one_book_are_all_counted(
 ) -> None:
     shopper = new_user()
     carts = _carts(channel_to, shopper.token)
-    listed, other = await _book(catalog, 500), await _book(catalog, 300)
+    listed, other = await _book(catalog, 500, stock=100), await _book(catalog, 300, stock=100)
     await asyncio.gather(
         *(carts.AddItem(_add(listed.id, 1), timeout=30) for _ in range(64)),
         # Distinct request ids too: each is one add, conditioned on the version it read.
@@ -134,7 +143,7 @@ async def test_a_stale_etag_is_aborted_and_a_current_one_writes(
     channel_to: ChannelTo, catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, new_user: NewUser
 ) -> None:
     carts = _carts(channel_to, new_user().token)
-    listed = await _book(catalog)
+    listed = await _book(catalog, stock=10)
     empty = (await carts.GetCart(cart_pb2.GetCartRequest())).cart.etag
     first = (await carts.AddItem(_add(listed.id, 1, etag=empty), timeout=10)).cart
     # The empty cart's etag no longer holds once the cart exists.
@@ -190,7 +199,7 @@ async def test_limits_are_named_and_never_half_written(
     channel_to: ChannelTo, catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, new_user: NewUser
 ) -> None:
     carts = _carts(channel_to, new_user().token)
-    listed = await _book(catalog)
+    listed = await _book(catalog, stock=500)
     for quantity in (0, -1, 101):
         assert (
             await _reason(carts.AddItem(_add(listed.id, quantity)))
@@ -258,3 +267,41 @@ async def test_update_remove_and_clear(
     assert cleared.etag != before.etag
     # A cleared cart takes new lines.
     assert (await carts.AddItem(_add(second.id, 1))).cart.total_amount == usd(250)
+
+
+async def test_large_lines_are_checked_against_live_stock(
+    channel_to: ChannelTo, catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, new_user: NewUser
+) -> None:
+    carts = _carts(channel_to, new_user().token)
+    listed = await _book(catalog)
+
+    async def stock_to(level: int) -> None:
+        current = (await catalog.GetBook(catalog_pb2.GetBookRequest(id=listed.id))).book
+        delta = level - current.stock_quantity
+        if delta:
+            adjustment = catalog_pb2.InventoryAdjustment(book_id=listed.id, delta=delta)
+            await catalog.AdjustInventory(
+                catalog_pb2.AdjustInventoryRequest(adjustments=[adjustment]), timeout=10
+            )
+
+    await stock_to(2)
+    # Up to 5 copies are not checked (the seed's rule): the stock is checked at checkout.
+    await carts.AddItem(_add(listed.id, 5))
+    try:
+        await carts.AddItem(_add(listed.id, 1))
+    except grpc.aio.AioRpcError as exc:
+        info = details_of_error(exc).error_info
+        assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and info is not None
+        assert info.reason == "INSUFFICIENT_STOCK"
+        assert dict(info.metadata) == {"book_id": str(listed.id), "available": "2"}
+    else:
+        raise AssertionError("6 copies of a book with 2 in stock were added")
+    await stock_to(8)
+    assert (await carts.AddItem(_add(listed.id, 3))).cart.items[0].quantity == 8
+    set_to_9 = cart_pb2.UpdateItemQuantityRequest(book_id=listed.id, quantity=9)
+    assert (
+        await _reason(carts.UpdateItemQuantity(set_to_9))
+        == "FAILED_PRECONDITION INSUFFICIENT_STOCK"
+    )
+    await stock_to(9)
+    assert (await carts.UpdateItemQuantity(set_to_9)).cart.items[0].quantity == 9

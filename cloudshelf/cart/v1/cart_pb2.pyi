@@ -179,7 +179,8 @@ class AddItemRequest(_message.Message):
     quantity: _builtins.int
     """Added to the line's quantity: 1..100, and the line holds at most 100
     (FAILED_PRECONDITION, reason QUANTITY_LIMIT); a cart holds at most 100 distinct books
-    (FAILED_PRECONDITION, reason LINE_LIMIT).
+    (FAILED_PRECONDITION, reason LINE_LIMIT). A line of more than 5 is checked against the
+    catalog's stock: FAILED_PRECONDITION, reason INSUFFICIENT_STOCK, with `available`.
     """
     def __init__(
         self,
@@ -228,7 +229,7 @@ class UpdateItemQuantityRequest(_message.Message):
     book_id: _builtins.int
     quantity: _builtins.int
     """The line's new quantity, 0..100; 0 removes the line. NOT_FOUND when the cart has no
-    line for the book.
+    line for the book. Above 5, checked against the catalog's stock (INSUFFICIENT_STOCK).
     """
     etag: _builtins.str
     """The cart's etag as last read; empty: no precondition. ABORTED when it changed."""
