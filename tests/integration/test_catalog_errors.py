@@ -483,7 +483,10 @@ async def test_rpcs_not_built_yet_are_unimplemented(
             governance.ListClassifications(governance_pb2.ListClassificationsRequest()),
             "cloudshelf.governance.v1.GovernanceService/ListClassifications",
         ),
-        (cart.AddItem(cart_pb2.AddItemRequest()), "cloudshelf.cart.v1.CartService/AddItem"),
+        (
+            cart.MergeCarts(cart_pb2.MergeCartsRequest()),
+            "cloudshelf.cart.v1.CartService/MergeCarts",
+        ),
         (
             sessions.CreateSession(cart_pb2.CreateSessionRequest()),
             "cloudshelf.cart.v1.SessionService/CreateSession",
