@@ -422,8 +422,9 @@ class Preferences(_message.Message):
     otherwise.
     """
     language: _builtins.str
-    """A valid BCP 47 language tag ("en", "pt-BR", "zh-Hant-TW"), at most 35 characters;
-    stored in its canonical case. INVALID_ARGUMENT otherwise.
+    """A valid BCP 47 language tag ("en", "pt-BR", "zh-Hant-TW"), at most 35 characters,
+    every subtag in the IANA registry; stored in its canonical form ("EN-us" is "en-US").
+    INVALID_ARGUMENT otherwise.
     """
     theme: _builtins.str
     """"light", "dark" or "system"; INVALID_ARGUMENT otherwise."""
