@@ -206,7 +206,8 @@ async def test_a_frozen_then_stopped_catalog_gives_the_carts_snapshot_within_the
 
         started = time.monotonic()
         _assert_snapshot(await _view(by_budget, seconds=10), cart)
-        assert time.monotonic() - started < 3.0, "the configured 0.3 s budget bounds the wait"
+        # Without its 0.3 s budget the catalog's call would last the caller's 10 s.
+        assert time.monotonic() - started < 5.0
     finally:
         own_catalog.signal(signal.SIGCONT)
     assert not (await _view(by_deadline)).catalog_unavailable
@@ -214,7 +215,7 @@ async def test_a_frozen_then_stopped_catalog_gives_the_carts_snapshot_within_the
     own_catalog.stop()
     started = time.monotonic()
     _assert_snapshot(await _view(by_deadline, seconds=5.0), cart)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0  # refused at once, not waited for
 
 
 async def test_the_carts_refusals_pass_through_and_its_outage_is_unavailable(
