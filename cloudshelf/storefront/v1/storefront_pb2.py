@@ -26,21 +26,23 @@ from cloudshelf.cart.v1 import cart_pb2 as cloudshelf_dot_cart_dot_v1_dot_cart__
 from cloudshelf.common.v1 import common_pb2 as cloudshelf_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)cloudshelf/storefront/v1/storefront.proto\x12\x18\x63loudshelf.storefront.v1\x1a\x1d\x63loudshelf/cart/v1/cart.proto\x1a!cloudshelf/common/v1/common.proto\"\xdd\x01\n\x0c\x43\x61rtViewItem\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.cloudshelf.cart.v1.CartItem\x12\x32\n\rcurrent_price\x18\x02 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x15\n\rprice_changed\x18\x03 \x01(\x08\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x16\n\x0estock_quantity\x18\x05 \x01(\x05\x12\x17\n\x0f\x63over_image_url\x18\x06 \x01(\t\x12\x12\n\nin_catalog\x18\x07 \x01(\x08\"\xb6\x02\n\x08\x43\x61rtView\x12,\n\x05owner\x18\x01 \x01(\x0b\x32\x1d.cloudshelf.cart.v1.CartOwner\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32&.cloudshelf.storefront.v1.CartViewItem\x12\x13\n\x0btotal_items\x18\x03 \x01(\x05\x12\x31\n\x0ctotal_amount\x18\x04 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x39\n\x14total_current_amount\x18\x05 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x1b\n\x13\x63\x61talog_unavailable\x18\x07 \x01(\x08\x12\x11\n\tcart_etag\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07R\x0c\x63\x61rt_version\"!\n\x12GetCartViewRequestJ\x04\x08\x01\x10\x02R\x05owner\"L\n\x13GetCartViewResponse\x12\x35\n\tcart_view\x18\x01 \x01(\x0b\x32\".cloudshelf.storefront.v1.CartView2\x7f\n\x11StorefrontService\x12j\n\x0bGetCartView\x12,.cloudshelf.storefront.v1.GetCartViewRequest\x1a-.cloudshelf.storefront.v1.GetCartViewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)cloudshelf/storefront/v1/storefront.proto\x12\x18\x63loudshelf.storefront.v1\x1a\x1d\x63loudshelf/cart/v1/cart.proto\x1a!cloudshelf/common/v1/common.proto\"\x97\x02\n\x0c\x43\x61rtViewItem\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.cloudshelf.cart.v1.CartItem\x12\x32\n\rcurrent_price\x18\x02 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x15\n\rprice_changed\x18\x03 \x01(\x08\x12\x16\n\x0estock_quantity\x18\x05 \x01(\x05\x12\x17\n\x0f\x63over_image_url\x18\x06 \x01(\t\x12<\n\x0c\x61vailability\x18\x08 \x01(\x0e\x32&.cloudshelf.storefront.v1.AvailabilityJ\x04\x08\x04\x10\x05J\x04\x08\x07\x10\x08R\tavailableR\nin_catalog\"\xb6\x02\n\x08\x43\x61rtView\x12,\n\x05owner\x18\x01 \x01(\x0b\x32\x1d.cloudshelf.cart.v1.CartOwner\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32&.cloudshelf.storefront.v1.CartViewItem\x12\x13\n\x0btotal_items\x18\x03 \x01(\x05\x12\x31\n\x0ctotal_amount\x18\x04 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x39\n\x14total_current_amount\x18\x05 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x1b\n\x13\x63\x61talog_unavailable\x18\x07 \x01(\x08\x12\x11\n\tcart_etag\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07R\x0c\x63\x61rt_version\"!\n\x12GetCartViewRequestJ\x04\x08\x01\x10\x02R\x05owner\"L\n\x13GetCartViewResponse\x12\x35\n\tcart_view\x18\x01 \x01(\x0b\x32\".cloudshelf.storefront.v1.CartView*\xe6\x01\n\x0c\x41vailability\x12\x1c\n\x18\x41VAILABILITY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41VAILABILITY_UNKNOWN\x10\x01\x12\x1a\n\x16\x41VAILABILITY_AVAILABLE\x10\x02\x12#\n\x1f\x41VAILABILITY_INSUFFICIENT_STOCK\x10\x03\x12\x1d\n\x19\x41VAILABILITY_OUT_OF_STOCK\x10\x04\x12\x1d\n\x19\x41VAILABILITY_NOT_FOR_SALE\x10\x05\x12\x1f\n\x1b\x41VAILABILITY_NOT_IN_CATALOG\x10\x06\x32\x7f\n\x11StorefrontService\x12j\n\x0bGetCartView\x12,.cloudshelf.storefront.v1.GetCartViewRequest\x1a-.cloudshelf.storefront.v1.GetCartViewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudshelf.storefront.v1.storefront_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_AVAILABILITY']._serialized_start=846
+  _globals['_AVAILABILITY']._serialized_end=1076
   _globals['_CARTVIEWITEM']._serialized_start=138
-  _globals['_CARTVIEWITEM']._serialized_end=359
-  _globals['_CARTVIEW']._serialized_start=362
-  _globals['_CARTVIEW']._serialized_end=672
-  _globals['_GETCARTVIEWREQUEST']._serialized_start=674
-  _globals['_GETCARTVIEWREQUEST']._serialized_end=707
-  _globals['_GETCARTVIEWRESPONSE']._serialized_start=709
-  _globals['_GETCARTVIEWRESPONSE']._serialized_end=785
-  _globals['_STOREFRONTSERVICE']._serialized_start=787
-  _globals['_STOREFRONTSERVICE']._serialized_end=914
+  _globals['_CARTVIEWITEM']._serialized_end=417
+  _globals['_CARTVIEW']._serialized_start=420
+  _globals['_CARTVIEW']._serialized_end=730
+  _globals['_GETCARTVIEWREQUEST']._serialized_start=732
+  _globals['_GETCARTVIEWREQUEST']._serialized_end=765
+  _globals['_GETCARTVIEWRESPONSE']._serialized_start=767
+  _globals['_GETCARTVIEWRESPONSE']._serialized_end=843
+  _globals['_STOREFRONTSERVICE']._serialized_start=1078
+  _globals['_STOREFRONTSERVICE']._serialized_end=1205
 # @@protoc_insertion_point(module_scope)

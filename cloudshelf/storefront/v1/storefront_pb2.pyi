@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,28 +21,77 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Availability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AvailabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Availability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AVAILABILITY_UNSPECIFIED: _Availability.ValueType  # 0
+    """Never sent."""
+    AVAILABILITY_UNKNOWN: _Availability.ValueType  # 1
+    """The catalog could not be asked (slow or down): nothing is known about the book now.
+    Not the same as unavailable.
+    """
+    AVAILABILITY_AVAILABLE: _Availability.ValueType  # 2
+    """For sale, with at least the line's quantity in stock."""
+    AVAILABILITY_INSUFFICIENT_STOCK: _Availability.ValueType  # 3
+    """For sale, with some copies in stock but fewer than the line's quantity."""
+    AVAILABILITY_OUT_OF_STOCK: _Availability.ValueType  # 4
+    """For sale, no copy in stock."""
+    AVAILABILITY_NOT_FOR_SALE: _Availability.ValueType  # 5
+    """In the catalog but not for sale (inactive or discontinued)."""
+    AVAILABILITY_NOT_IN_CATALOG: _Availability.ValueType  # 6
+    """The catalog no longer has the book."""
+
+class Availability(_Availability, metaclass=_AvailabilityEnumTypeWrapper):
+    """Whether a cart line can be bought as it stands, by the catalog's word."""
+
+AVAILABILITY_UNSPECIFIED: Availability.ValueType  # 0
+"""Never sent."""
+AVAILABILITY_UNKNOWN: Availability.ValueType  # 1
+"""The catalog could not be asked (slow or down): nothing is known about the book now.
+Not the same as unavailable.
+"""
+AVAILABILITY_AVAILABLE: Availability.ValueType  # 2
+"""For sale, with at least the line's quantity in stock."""
+AVAILABILITY_INSUFFICIENT_STOCK: Availability.ValueType  # 3
+"""For sale, with some copies in stock but fewer than the line's quantity."""
+AVAILABILITY_OUT_OF_STOCK: Availability.ValueType  # 4
+"""For sale, no copy in stock."""
+AVAILABILITY_NOT_FOR_SALE: Availability.ValueType  # 5
+"""In the catalog but not for sale (inactive or discontinued)."""
+AVAILABILITY_NOT_IN_CATALOG: Availability.ValueType  # 6
+"""The catalog no longer has the book."""
+Global___Availability: _TypeAlias = Availability  # noqa: Y015
+
 @_typing.final
 class CartViewItem(_message.Message):
+    """One cart line with what the catalog says about its book today. Output only, all of it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEM_FIELD_NUMBER: _builtins.int
     CURRENT_PRICE_FIELD_NUMBER: _builtins.int
     PRICE_CHANGED_FIELD_NUMBER: _builtins.int
-    AVAILABLE_FIELD_NUMBER: _builtins.int
     STOCK_QUANTITY_FIELD_NUMBER: _builtins.int
     COVER_IMAGE_URL_FIELD_NUMBER: _builtins.int
-    IN_CATALOG_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
     price_changed: _builtins.bool
-    available: _builtins.bool
+    """Today's price differs from the stored one (false when not known)."""
     stock_quantity: _builtins.int
+    """Copies in stock (0 when not known: see availability)."""
     cover_image_url: _builtins.str
-    in_catalog: _builtins.bool
-    """False when the book no longer exists in the catalog."""
+    availability: Global___Availability.ValueType
     @_builtins.property
-    def item(self) -> _cart_pb2.CartItem: ...
+    def item(self) -> _cart_pb2.CartItem:
+        """The line as stored in the cart: title and unit price when it was added."""
+
     @_builtins.property
     def current_price(self) -> _common_pb2.Money:
-        """Live catalog data; unset when the book is no longer in the catalog."""
+        """Today's catalog price. When the catalog could not be asked (AVAILABILITY_UNKNOWN),
+        the stored unit price; unset when the catalog no longer has the book.
+        """
 
     def __init__(
         self,
@@ -49,14 +99,13 @@ class CartViewItem(_message.Message):
         item: _cart_pb2.CartItem | None = ...,
         current_price: _common_pb2.Money | None = ...,
         price_changed: _builtins.bool = ...,
-        available: _builtins.bool = ...,
         stock_quantity: _builtins.int = ...,
         cover_image_url: _builtins.str = ...,
-        in_catalog: _builtins.bool = ...,
+        availability: Global___Availability.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current_price", b"current_price", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "cover_image_url", b"cover_image_url", "current_price", b"current_price", "in_catalog", b"in_catalog", "item", b"item", "price_changed", b"price_changed", "stock_quantity", b"stock_quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "cover_image_url", b"cover_image_url", "current_price", b"current_price", "item", b"item", "price_changed", b"price_changed", "stock_quantity", b"stock_quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -64,6 +113,8 @@ Global___CartViewItem: _TypeAlias = CartViewItem  # noqa: Y015
 
 @_typing.final
 class CartView(_message.Message):
+    """A cart as the shop shows it. Output only, all of it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OWNER_FIELD_NUMBER: _builtins.int
@@ -75,7 +126,9 @@ class CartView(_message.Message):
     CART_ETAG_FIELD_NUMBER: _builtins.int
     total_items: _builtins.int
     catalog_unavailable: _builtins.bool
-    """True when catalog data could not be fetched and items show stored data only."""
+    """True when the catalog could not be asked in time: the lines show the cart's snapshot
+    (stored prices) and availability AVAILABILITY_UNKNOWN.
+    """
     cart_etag: _builtins.str
     """The etag of the cart this view shows (cloudshelf.cart.v1.Cart.etag): pass it to the
     cart's mutations to write only over what the shopper saw.
@@ -86,11 +139,14 @@ class CartView(_message.Message):
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CartViewItem]: ...
     @_builtins.property
     def total_amount(self) -> _common_pb2.Money:
-        """Sum at the prices stored when items were added."""
+        """Sum at the prices stored when items were added (the cart's own total)."""
 
     @_builtins.property
     def total_current_amount(self) -> _common_pb2.Money:
-        """Sum at today's catalog prices."""
+        """Sum at today's prices: each line's current_price times its quantity; lines whose
+        book the catalog no longer has are left out. Equal to total_amount when the catalog
+        could not be asked.
+        """
 
     def __init__(
         self,

@@ -47,7 +47,18 @@ class StorefrontServiceServicer:
     """
 
     def GetCartView(self, request, context):
-        """The caller's cart with each item checked against the live catalog.
+        """The caller's cart with every line checked against the live catalog: today's price,
+        stock, availability and cover, all lines' books asked in one BatchGetBooks call.
+        Whose cart: the cart service decides from the caller's credentials (the token, or an
+        anonymous visitor's session credential), which the storefront forwards; without
+        either the cart's UNAUTHENTICATED is answered as is.
+        An empty cart is an empty view (no items, zero totals), never NOT_FOUND.
+        When the catalog is slow or down the view still comes, within the caller's deadline,
+        from the cart's own snapshot: `catalog_unavailable` is true and every line's
+        availability is AVAILABILITY_UNKNOWN; the catalog never makes this call fail.
+        Errors: the cart's NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT
+        are passed on with their details; a cart that cannot be reached or fails is
+        UNAVAILABLE (retry later).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

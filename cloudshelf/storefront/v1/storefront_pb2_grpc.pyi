@@ -34,7 +34,19 @@ class StorefrontServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> StorefrontServiceAsyncStub: ...
     GetCartView: _grpc.UnaryUnaryMultiCallable[_storefront_pb2.GetCartViewRequest, _storefront_pb2.GetCartViewResponse]
-    """The caller's cart with each item checked against the live catalog."""
+    """The caller's cart with every line checked against the live catalog: today's price,
+    stock, availability and cover, all lines' books asked in one BatchGetBooks call.
+    Whose cart: the cart service decides from the caller's credentials (the token, or an
+    anonymous visitor's session credential), which the storefront forwards; without
+    either the cart's UNAUTHENTICATED is answered as is.
+    An empty cart is an empty view (no items, zero totals), never NOT_FOUND.
+    When the catalog is slow or down the view still comes, within the caller's deadline,
+    from the cart's own snapshot: `catalog_unavailable` is true and every line's
+    availability is AVAILABILITY_UNKNOWN; the catalog never makes this call fail.
+    Errors: the cart's NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT
+    are passed on with their details; a cart that cannot be reached or fails is
+    UNAVAILABLE (retry later).
+    """
 
 @_typing.type_check_only
 class StorefrontServiceAsyncStub(StorefrontServiceStub):
@@ -42,7 +54,19 @@ class StorefrontServiceAsyncStub(StorefrontServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCartView: _aio.UnaryUnaryMultiCallable[_storefront_pb2.GetCartViewRequest, _storefront_pb2.GetCartViewResponse]  # type: ignore[assignment]
-    """The caller's cart with each item checked against the live catalog."""
+    """The caller's cart with every line checked against the live catalog: today's price,
+    stock, availability and cover, all lines' books asked in one BatchGetBooks call.
+    Whose cart: the cart service decides from the caller's credentials (the token, or an
+    anonymous visitor's session credential), which the storefront forwards; without
+    either the cart's UNAUTHENTICATED is answered as is.
+    An empty cart is an empty view (no items, zero totals), never NOT_FOUND.
+    When the catalog is slow or down the view still comes, within the caller's deadline,
+    from the cart's own snapshot: `catalog_unavailable` is true and every line's
+    availability is AVAILABILITY_UNKNOWN; the catalog never makes this call fail.
+    Errors: the cart's NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT
+    are passed on with their details; a cart that cannot be reached or fails is
+    UNAVAILABLE (retry later).
+    """
 
 class StorefrontServiceServicer(metaclass=_abc_1.ABCMeta):
     """Read models that combine several contexts for the shop's pages."""
@@ -53,6 +77,18 @@ class StorefrontServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _storefront_pb2.GetCartViewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_storefront_pb2.GetCartViewResponse, _abc.Awaitable[_storefront_pb2.GetCartViewResponse]]:
-        """The caller's cart with each item checked against the live catalog."""
+        """The caller's cart with every line checked against the live catalog: today's price,
+        stock, availability and cover, all lines' books asked in one BatchGetBooks call.
+        Whose cart: the cart service decides from the caller's credentials (the token, or an
+        anonymous visitor's session credential), which the storefront forwards; without
+        either the cart's UNAUTHENTICATED is answered as is.
+        An empty cart is an empty view (no items, zero totals), never NOT_FOUND.
+        When the catalog is slow or down the view still comes, within the caller's deadline,
+        from the cart's own snapshot: `catalog_unavailable` is true and every line's
+        availability is AVAILABILITY_UNKNOWN; the catalog never makes this call fail.
+        Errors: the cart's NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT
+        are passed on with their details; a cart that cannot be reached or fails is
+        UNAVAILABLE (retry later).
+        """
 
 def add_StorefrontServiceServicer_to_server(servicer: StorefrontServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
