@@ -207,6 +207,14 @@ class DeadlinePropagation(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
         return await continuation(details, request)
 
 
+# gRPC's reconnect backoff grows to 120 s by default: after a peer's outage a caller would
+# keep failing (or serving snapshots) for up to two minutes once the peer is back.
+PEER_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+
 def peer_channel(
     address: str, default_timeout: float, *, tls: TlsFiles | None = None
 ) -> grpc.aio.Channel:
@@ -220,5 +228,9 @@ def peer_channel(
         CallerCredentials(),
     ]
     if tls is None:
-        return grpc.aio.insecure_channel(address, interceptors=interceptors)
-    return grpc.aio.secure_channel(address, channel_credentials(tls), interceptors=interceptors)
+        return grpc.aio.insecure_channel(
+            address, options=PEER_CHANNEL_OPTIONS, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        address, channel_credentials(tls), options=PEER_CHANNEL_OPTIONS, interceptors=interceptors
+    )
