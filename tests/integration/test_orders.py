@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest_asyncio
+from google.protobuf import field_mask_pb2
 
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -92,18 +93,19 @@ async def _stock(catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, *ids: int) -
 
 
 async def _orders_of(db: asyncpg.Connection, user: User) -> list[asyncpg.Record]:
-    return await db.fetch(
+    rows: list[asyncpg.Record] = await db.fetch(
         "SELECT id, status, total_minor FROM storefront.orders WHERE user_id = $1", user.subject
     )
+    return rows
 
 
-async def _events(db: asyncpg.Connection, order_id: str, event_type: str) -> list[Any]:
+async def _events(db: asyncpg.Connection, order_id: str, event_type: str) -> list[dict[str, Any]]:
     rows = await db.fetch(
         "SELECT payload FROM storefront.outbox WHERE aggregate_id = $1 AND event_type = $2",
         order_id,
         event_type,
     )
-    return [row["payload"] for row in rows]
+    return [dict(row["payload"]) for row in rows]
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
@@ -126,7 +128,7 @@ async def test_place_order_reserves_stock_records_the_order_and_empties_the_cart
     await catalog.UpdateBook(
         catalog_pb2.UpdateBookRequest(
             book=catalog_pb2.Book(id=second.id, price=usd(899)),
-            update_mask={"paths": ["price"]},
+            update_mask=field_mask_pb2.FieldMask(paths=["price"]),
         ),
         timeout=10,
     )
