@@ -5,6 +5,8 @@ retries and races place one order; owners read, page and cancel their own orders
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,11 +19,19 @@ from google.protobuf import field_mask_pb2
 
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from cloudshelf.devstack.components import free_port
 from cloudshelf.devstack.stack import Stack
 from cloudshelf.runtime.stores import init_postgres_connection
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
 from services.storefront.orders import PricingRules, order_totals
-from tests.conftest import ChannelTo, NewUser, User, expect_error
+from tests.conftest import (
+    ChannelTo,
+    NewUser,
+    ServiceSpawner,
+    User,
+    expect_error,
+    wait_for_health,
+)
 from tests.error_details import details_of_error
 from tests.factories import book, usd
 
@@ -170,6 +180,16 @@ async def test_place_order_reserves_stock_records_the_order_and_empties_the_cart
         storefront_pb2.GetOrderRequest(order_id=order.id), timeout=10
     )
     assert got.order == order
+    # The storefront's relay sends it to the bus.
+    published = None
+    for _ in range(100):
+        published = await storefront_db.fetchval(
+            "SELECT published_at FROM storefront.outbox WHERE aggregate_id = $1", order.id
+        )
+        if published is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert published is not None
 
 
 async def test_a_small_order_pays_flat_shipping(
@@ -461,3 +481,104 @@ async def test_cancel_gives_the_stock_back_once_and_publishes_order_cancelled(
         storefront_pb2.GetOrderRequest(order_id=order.id), timeout=10
     )
     assert got.order == cancelled
+
+
+async def test_the_order_stands_when_the_cart_changed_during_checkout(
+    channel_to: ChannelTo,
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+    new_user: NewUser,
+    storefront_db: asyncpg.Connection,
+    stack: Stack,
+) -> None:
+    shopper = _shopper(channel_to, new_user())
+    bought, added_later = await _book(catalog, stock=5), await _book(catalog, stock=5)
+    cart = await shopper.add(bought.id, 2)
+    blocker = await asyncpg.connect(stack.postgres.dsn("storefront"))
+    try:
+        locked = blocker.transaction()
+        await locked.start()
+        # Holds the checkout between reserving and writing its lines ...
+        await blocker.execute("LOCK TABLE storefront.order_lines IN EXCLUSIVE MODE")
+        checkout = asyncio.ensure_future(shopper.place(cart.etag, timeout=20))
+        await asyncio.sleep(1.0)
+        assert not checkout.done()
+        # ... while the shopper adds a book in another tab.
+        changed = await shopper.add(added_later.id)
+        await locked.rollback()
+        placed = await checkout
+    finally:
+        await blocker.close()
+    # The order is placed for the cart as checked out; the cart is not emptied of the book
+    # added since (ClearCart with the old etag is refused).
+    assert not placed.cart_cleared
+    assert [(line.book_id, line.quantity) for line in placed.order.lines] == [(bought.id, 2)]
+    assert len(await _orders_of(storefront_db, shopper.user)) == 1
+    assert await _stock(catalog, bought.id, added_later.id) == [3, 5]
+    assert (await shopper.cart()) == changed
+
+
+async def test_a_catalog_outage_is_unavailable_and_changes_nothing(
+    spawn_service: ServiceSpawner,
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+    channel_to: ChannelTo,
+    new_user: NewUser,
+    storefront_db: asyncpg.Connection,
+) -> None:
+    user = new_user()
+    shopper = _shopper(channel_to, user)
+    item = await _book(catalog, stock=5)
+    cart = await shopper.add(item.id)
+    # Nothing listens at the catalog address this storefront is given.
+    _, address = spawn_service("storefront", CLOUDSHELF_CATALOG_ADDR=f"127.0.0.1:{free_port()}")
+    await asyncio.to_thread(wait_for_health, address, "SERVING")
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(
+        spawn_service.channel(address, user.token)
+    )
+    request = storefront_pb2.PlaceOrderRequest(
+        request_id=str(uuid.uuid4()), cart_etag=cart.etag, payment_method=CARD
+    )
+    try:
+        await storefront.PlaceOrder(request, timeout=10)
+        raise AssertionError("placed an order without a catalog")
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAVAILABLE
+        assert _reason(exc) == ("PEER_UNAVAILABLE", {"peer": "catalog"})
+    assert await _stock(catalog, item.id) == [5]
+    assert await _orders_of(storefront_db, user) == []
+    assert (await shopper.cart()) == cart
+
+
+async def test_the_callers_deadline_reaches_the_catalog(
+    spawn_service: ServiceSpawner,
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+    channel_to: ChannelTo,
+    new_user: NewUser,
+    storefront_db: asyncpg.Connection,
+) -> None:
+    user = new_user()
+    shopper = _shopper(channel_to, user)
+    item = await _book(catalog, stock=5)
+    cart = await shopper.add(item.id)
+    frozen, catalog_address = spawn_service("catalog")
+    await asyncio.to_thread(wait_for_health, catalog_address, "SERVING")
+    _, address = spawn_service("storefront", CLOUDSHELF_CATALOG_ADDR=catalog_address)
+    await asyncio.to_thread(wait_for_health, address, "SERVING")
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(
+        spawn_service.channel(address, user.token)
+    )
+    request = storefront_pb2.PlaceOrderRequest(
+        request_id=str(uuid.uuid4()), cart_etag=cart.etag, payment_method=CARD
+    )
+    frozen.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        await expect_error(
+            storefront.PlaceOrder(request, timeout=2), grpc.StatusCode.DEADLINE_EXCEEDED
+        )
+        # Answered at the caller's deadline, not the storefront's default (5 s) or later.
+        assert time.monotonic() - started < 3.5
+    finally:
+        frozen.signal(signal.SIGCONT)
+    assert await _stock(catalog, item.id) == [5]
+    assert await _orders_of(storefront_db, user) == []
+    assert (await shopper.cart()) == cart
