@@ -538,7 +538,8 @@ class Orders:
         the next attempt reserves under a new request_id). Never raises: what cannot be
         given back is logged for an operator."""
         try:
-            async with self.pool.acquire() as conn:
+            # Bounded: every pooled connection may be held by a checkout waiting here.
+            async with self.pool.acquire(timeout=RELEASE_TIMEOUT) as conn:
                 await conn.execute(
                     "INSERT INTO storefront.reservation_releases (order_id, releases) "
                     "VALUES ($1, $2) ON CONFLICT (order_id) DO UPDATE "
