@@ -9,6 +9,10 @@ plenty of stock, then:
   one checkout (key, GetCart, BatchGetBooks, one AdjustInventory as the service, the
   order's transaction with its outbox event, ClearCart); filling the cart is done before
   each sample, outside the timed part;
+- the peer calls a checkout makes, timed alone in turns (GetCart of the 5-line cart,
+  BatchGetBooks of its 5 books, an AdjustInventory of 5 lines, a ClearCart of an empty
+  cart): their p50s add up to the floor of a checkout that calls them one after another;
+  the rest is the storefront's own work (its transaction, the key, the event);
 - orders per second at 8 concurrent shoppers: each shopper fills its cart (5 AddItem
   calls) and checks out, in a loop, for `--seconds`; the figure is orders placed per
   second of wall time, the latency is PlaceOrder's alone under that load. The shoppers
@@ -31,7 +35,7 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Figures, _figures, measure, report
+from bench.harness import Figures, _figures, measure, measure_in_turns, report
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.common.v1 import common_pb2
@@ -73,6 +77,7 @@ class Shopper:
     def __init__(self, stack: Stack, name: str, books: list[int]) -> None:
         stack.identity.ensure_user(name)
         token = stack.identity.token(name)
+        self.token = token
         self.carts = cart_pb2_grpc.CartServiceStub(channel(stack, "cart", token))
         self.storefront = storefront_pb2_grpc.StorefrontServiceStub(
             channel(stack, "storefront", token)
@@ -129,6 +134,48 @@ async def make_books(stack: Stack, count: int) -> list[int]:
     return ids
 
 
+async def peer_calls(stack: Stack, shopper: Shopper, calls: int) -> list[Figures]:
+    """The checkout's peer calls alone: GetCart and ClearCart as the shopper, BatchGetBooks
+    and AdjustInventory (5 lines, -1 each: stock is plentiful) as an admin."""
+    admin = catalog_pb2_grpc.CatalogServiceStub(
+        channel(stack, "catalog", stack.identity.token(ADMIN_USER))
+    )
+    other = Shopper(stack, f"bench-shopper-{uuid.uuid4().hex[:6]}", [])
+    await shopper.fill()
+    books = catalog_pb2.BatchGetBooksRequest(ids=shopper.books)
+
+    async def get_cart(_: int) -> object:
+        return await shopper.carts.GetCart(cart_pb2.GetCartRequest(), timeout=10)
+
+    async def batch_get(_: int) -> object:
+        return await admin.BatchGetBooks(books, timeout=10)
+
+    async def adjust(_: int) -> object:
+        request = catalog_pb2.AdjustInventoryRequest(
+            adjustments=[
+                catalog_pb2.InventoryAdjustment(book_id=b, delta=-1, is_purchase=True)
+                for b in shopper.books
+            ],
+            request_id=str(uuid.uuid4()),
+        )
+        return await admin.AdjustInventory(request, timeout=10)
+
+    async def clear(_: int) -> object:
+        request = cart_pb2.ClearCartRequest(request_id=str(uuid.uuid4()))
+        return await other.carts.ClearCart(request, timeout=10)
+
+    return await measure_in_turns(
+        {
+            "  GetCart (5 lines)": get_cart,
+            "  BatchGetBooks (5 ids)": batch_get,
+            "  AdjustInventory (5 lines)": adjust,
+            "  ClearCart": clear,
+        },
+        calls=calls,
+        warmup=5,
+    )
+
+
 async def concurrent(shoppers: list[Shopper], seconds: float) -> tuple[Figures, float]:
     samples: list[float] = []
     placed = 0
@@ -165,6 +212,8 @@ async def main(calls: int, seconds: float) -> None:
             warmup=5,
             before_each=single.fill,
         )
+        parts = await peer_calls(stack, single, calls)
+        floor = sum(part.p50_ms for part in parts)
         crowd = [
             Shopper(
                 stack,
@@ -177,7 +226,12 @@ async def main(calls: int, seconds: float) -> None:
         report(
             "checkout",
             [
-                (one, None, ""),
+                (
+                    one,
+                    None,
+                    f"the p50s of its peer calls, made alone, add up to {floor:.1f} ms",
+                ),
+                *((part, None, "") for part in parts),
                 (
                     loaded,
                     None,
