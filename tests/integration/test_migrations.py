@@ -34,6 +34,7 @@ CATALOG_VERSIONS = [
     202511103,
     202511104,
     202511105,
+    202511202,
 ]
 STOREFRONT_VERSIONS = [202511201]
 
@@ -86,6 +87,8 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert await runner.down() == ["down 202511202 order purchases"]
+    assert "book_catalog.order_purchases" not in await tables(scratch_dsn)
     assert await runner.down() == ["down 202511105 popular books refresh time"]
     assert await runner.down() == ["down 202511104 idempotency keys"]
     after_down = await tables(scratch_dsn)

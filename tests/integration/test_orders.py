@@ -582,3 +582,56 @@ async def test_the_callers_deadline_reaches_the_catalog(
     assert await _stock(catalog, item.id) == [5]
     assert await _orders_of(storefront_db, user) == []
     assert (await shopper.cart()) == cart
+
+
+async def _verified(
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, book_id: int, user: User
+) -> bool:
+    answer = await catalog.ListReviews(catalog_pb2.ListReviewsRequest(book_id=book_id), timeout=10)
+    [review] = [r for r in answer.reviews if r.user_id == user.subject]
+    return review.is_verified_purchase
+
+
+async def _until_verified(
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, book_id: int, user: User, expected: bool
+) -> None:
+    for _ in range(150):
+        if await _verified(catalog, book_id, user) == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"review of book {book_id} never became verified={expected}")
+
+
+async def test_a_review_is_a_verified_purchase_while_its_author_holds_an_order(
+    channel_to: ChannelTo, catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, new_user: NewUser
+) -> None:
+    buyer, browser = new_user(), new_user()
+    shopper = _shopper(channel_to, buyer)
+    reviewed_first, reviewed_later = await _book(catalog), await _book(catalog)
+
+    def reviews_as(user: User) -> catalog_pb2_grpc.CatalogServiceAsyncStub:
+        return catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog", user.token))  # type: ignore[return-value]
+
+    def review(book_id: int) -> catalog_pb2.AddReviewRequest:
+        return catalog_pb2.AddReviewRequest(
+            review=catalog_pb2.Review(book_id=book_id, rating=5, title="Good", content="Read it")
+        )
+
+    added = (await reviews_as(buyer).AddReview(review(reviewed_first.id), timeout=10)).review
+    assert not added.is_verified_purchase
+    await reviews_as(browser).AddReview(review(reviewed_first.id), timeout=10)
+
+    await shopper.add(reviewed_first.id)
+    order = (await shopper.place((await shopper.add(reviewed_later.id)).etag)).order
+    # order.placed travels storefront outbox -> bus -> the catalog's queue -> the catalog.
+    await _until_verified(catalog, reviewed_first.id, buyer, True)
+    assert not await _verified(catalog, reviewed_first.id, browser)
+    # A review written after the catalog learnt of the order is verified at once.
+    later = (await reviews_as(buyer).AddReview(review(reviewed_later.id), timeout=10)).review
+    assert later.is_verified_purchase
+
+    await shopper.storefront.CancelOrder(
+        storefront_pb2.CancelOrderRequest(order_id=order.id), timeout=10
+    )
+    await _until_verified(catalog, reviewed_first.id, buyer, False)
+    await _until_verified(catalog, reviewed_later.id, buyer, False)
