@@ -170,7 +170,7 @@ async def test_services_sharing_one_database_keep_their_own_history(scratch_dsn:
         assert await each.up() == []
         assert all(state.applied for state in await each.status())
     assert await recorded(scratch_dsn) == {
-        "analytics": [202501001],
+        "analytics": [202501001, 202511311],
         "catalog": CATALOG_VERSIONS,
         "governance": [202501001],
     }
