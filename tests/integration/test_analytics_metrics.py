@@ -26,6 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cloudshelf.analytics.v1 import analytics_pb2 as pb
 from cloudshelf.analytics.v1 import analytics_pb2_grpc
+from cloudshelf.common.v1 import common_pb2
 from cloudshelf.devstack.stack import REPO_ROOT, Stack
 from cloudshelf.runtime.stores import init_postgres_connection
 from services.analytics.metrics import s3_key
@@ -183,23 +184,27 @@ async def known_hour(conn: asyncpg.Connection) -> datetime:
     return hour
 
 
+def usd(minor: int) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=minor, currency_code="USD")
+
+
 def expected_usd(hour: datetime) -> pb.HourlyMetrics:
     metrics = pb.HourlyMetrics(
         total_orders=2,
-        total_revenue={"minor_units": 3501, "currency_code": "USD"},
+        total_revenue=usd(3501),
         # 3,501 / 2 = 1,750.5: half up.
-        average_order_value={"minor_units": 1751, "currency_code": "USD"},
+        average_order_value=usd(1751),
         # 3 orders (every currency) over 4 visitors with a view.
         conversion_rate=0.75,
         top_categories=[
             pb.CategoryRevenue(
                 category_name="Fiction",
-                revenue={"minor_units": 2000, "currency_code": "USD"},
+                revenue=usd(2000),
                 order_items=2,
             ),
             pb.CategoryRevenue(
                 category_name="Science",
-                revenue={"minor_units": 1501, "currency_code": "USD"},
+                revenue=usd(1501),
                 order_items=2,
             ),
         ],
@@ -416,7 +421,7 @@ async def test_list_top_books_counts_one_kind_in_the_range(
         await add_interaction(warehouse, end, "view", book, "s")
         await add_interaction(warehouse, start - timedelta(microseconds=1), "view", book, "s")
 
-    def request(kind: int, limit: int = 0) -> pb.ListTopBooksRequest:
+    def request(kind: pb.InteractionType.ValueType, limit: int = 0) -> pb.ListTopBooksRequest:
         return pb.ListTopBooksRequest(
             type=kind, start_time=ts(start), end_time=ts(end), limit=limit
         )
