@@ -34,6 +34,45 @@ HOUR = timedelta(hours=1)
 TOP_CATEGORIES = 5
 UNKNOWN_CATEGORY = "unknown"
 
+# The hourly queries ($1, $2: the hour's bounds), named for bench/analytics_metrics.py.
+ORDERS_IN_HOUR = """
+    SELECT currency, count(*) AS orders, sum(total_amount_minor)::bigint AS revenue
+    FROM analytics.fact_orders
+    WHERE order_timestamp >= $1 AND order_timestamp < $2
+    GROUP BY currency
+"""
+SESSIONS_WITH_VIEW = """
+    SELECT count(DISTINCT COALESCE(session_id, 'user#' || user_id))
+    FROM analytics.fact_book_interactions
+    WHERE interaction_type = 'view'
+      AND interaction_timestamp >= $1 AND interaction_timestamp < $2
+      AND (session_id IS NOT NULL OR user_id IS NOT NULL)
+"""
+# $3: the name of an unknown category.
+CATEGORY_REVENUE = """
+    SELECT o.currency, COALESCE(l.category_name, $3) AS category_name,
+           sum(l.revenue_minor)::bigint AS revenue, sum(l.quantity)::bigint AS items
+    FROM analytics.fact_orders o
+    JOIN analytics.fact_order_lines l ON l.order_id = o.order_id
+    WHERE o.order_timestamp >= $1 AND o.order_timestamp < $2
+    GROUP BY 1, 2
+"""
+# $1 type, $2 and $3 the range, $4 how many.
+TOP_BOOKS = """
+    WITH top AS (
+        SELECT book_id, count(*) AS interactions
+        FROM analytics.fact_book_interactions
+        WHERE interaction_type = $1
+          AND interaction_timestamp >= $2 AND interaction_timestamp < $3
+        GROUP BY book_id
+        ORDER BY interactions DESC, book_id
+        LIMIT $4
+    )
+    SELECT top.book_id, COALESCE(b.title, '') AS title, top.interactions
+    FROM top LEFT JOIN analytics.dim_books b ON b.book_id = top.book_id
+    ORDER BY top.interactions DESC, top.book_id
+"""
+
 
 @dataclass(frozen=True)
 class CategoryRevenue:
@@ -135,40 +174,9 @@ def _average(total: int, count: int) -> int:
 async def compute_hourly_metrics(conn: asyncpg.Connection, hour_start: datetime) -> HourlyMetrics:
     """The hour's figures, read from the facts (nothing is written)."""
     start, end = hour_start, hour_start + HOUR
-    orders = await conn.fetch(
-        """
-        SELECT currency, count(*) AS orders, sum(total_amount_minor)::bigint AS revenue
-        FROM analytics.fact_orders
-        WHERE order_timestamp >= $1 AND order_timestamp < $2
-        GROUP BY currency
-        """,
-        start,
-        end,
-    )
-    sessions = await conn.fetchval(
-        """
-        SELECT count(DISTINCT COALESCE(session_id, 'user#' || user_id))
-        FROM analytics.fact_book_interactions
-        WHERE interaction_type = 'view'
-          AND interaction_timestamp >= $1 AND interaction_timestamp < $2
-          AND (session_id IS NOT NULL OR user_id IS NOT NULL)
-        """,
-        start,
-        end,
-    )
-    categories = await conn.fetch(
-        """
-        SELECT o.currency, COALESCE(l.category_name, $3) AS category_name,
-               sum(l.revenue_minor)::bigint AS revenue, sum(l.quantity)::bigint AS items
-        FROM analytics.fact_orders o
-        JOIN analytics.fact_order_lines l ON l.order_id = o.order_id
-        WHERE o.order_timestamp >= $1 AND o.order_timestamp < $2
-        GROUP BY 1, 2
-        """,
-        start,
-        end,
-        UNKNOWN_CATEGORY,
-    )
+    orders = await conn.fetch(ORDERS_IN_HOUR, start, end)
+    sessions = await conn.fetchval(SESSIONS_WITH_VIEW, start, end)
+    categories = await conn.fetch(CATEGORY_REVENUE, start, end, UNKNOWN_CATEGORY)
     tops: dict[str, list[CategoryRevenue]] = {}
     for row in categories:
         tops.setdefault(row["currency"], []).append(
@@ -315,24 +323,5 @@ async def top_books(
 ) -> list[TopBook]:
     """The `limit` books with the most interactions of the type in [start, end), most
     first (ties by book id); titles from dim_books ("" for a book it does not know)."""
-    rows = await pool.fetch(
-        """
-        WITH top AS (
-            SELECT book_id, count(*) AS interactions
-            FROM analytics.fact_book_interactions
-            WHERE interaction_type = $1
-              AND interaction_timestamp >= $2 AND interaction_timestamp < $3
-            GROUP BY book_id
-            ORDER BY interactions DESC, book_id
-            LIMIT $4
-        )
-        SELECT top.book_id, COALESCE(b.title, '') AS title, top.interactions
-        FROM top LEFT JOIN analytics.dim_books b ON b.book_id = top.book_id
-        ORDER BY top.interactions DESC, top.book_id
-        """,
-        interaction_type,
-        start,
-        end,
-        limit,
-    )
+    rows = await pool.fetch(TOP_BOOKS, interaction_type, start, end, limit)
     return [TopBook(r["book_id"], r["title"], r["interactions"]) for r in rows]

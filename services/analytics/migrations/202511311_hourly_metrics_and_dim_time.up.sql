@@ -39,10 +39,6 @@ CREATE TABLE analytics.hourly_metrics_by_currency (
     PRIMARY KEY (hour_start, currency)
 );
 
--- The hourly query reads one hour of orders by time and one hour of views by type.
-CREATE INDEX IF NOT EXISTS idx_fact_book_interactions_type_timestamp
-    ON analytics.fact_book_interactions (interaction_type, interaction_timestamp);
-
 -- Fills dim_time for every day of [first_day, last_day]; days already there are kept
 -- as they are (an is_holiday set by hand survives). Returns the days added.
 -- day_of_week is ISO (1 Monday .. 7 Sunday), week the ISO week, season the meteorological
