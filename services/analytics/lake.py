@@ -133,8 +133,8 @@ class LakeSink:
             hour = event_time(event).replace(minute=0, second=0, microsecond=0)
             groups.setdefault(_Group(event.type, hour, event.shard_id), []).append(event)
         for group, members in groups.items():
-            # Sequence numbers are decimal strings of up to 128 bits: compare as integers.
-            ordered = sorted(members, key=lambda e: int(e.sequence_number))
+            # Sequence numbers are decimal strings (up to 128 bits): by length, then text.
+            ordered = sorted(members, key=lambda e: (len(e.sequence_number), e.sequence_number))
             name = f"{group.shard_id}-{ordered[0].sequence_number}-{ordered[-1].sequence_number}"
             table = pa.Table.from_pylist([_row(e) for e in ordered], schema=RAW_SCHEMA)
             await self.s3.put_object(
@@ -165,17 +165,14 @@ async def _event_types(s3: Any, bucket: str) -> list[str]:
 
 
 def deduplicated(tables: Iterable[pa.Table]) -> pa.Table:
-    """One row per event id (the first seen), ordered by occurred_at then id."""
+    """One row per event id (the first one in the tables' order), ordered by occurred_at
+    then id."""
     merged = pa.concat_tables(list(tables))
     if merged.num_rows == 0:
         return merged
-    order = pc.sort_indices(
-        merged, sort_keys=[("id", "ascending"), ("sequence_number", "ascending")]
-    )
-    merged = merged.take(order)
-    ids = merged.column("id").to_pylist()
-    keep = [i for i, value in enumerate(ids) if i == 0 or ids[i - 1] != value]
-    unique = merged.take(pa.array(keep, type=pa.int64()))
+    rows = merged.append_column("row", pa.array(range(merged.num_rows), type=pa.int64()))
+    firsts = rows.group_by("id", use_threads=False).aggregate([("row", "min")])
+    unique = merged.take(firsts.column("row_min"))
     by_time = pc.sort_indices(unique, sort_keys=[("occurred_at", "ascending"), ("id", "ascending")])
     return unique.take(by_time)
 

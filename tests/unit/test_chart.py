@@ -466,6 +466,8 @@ def test_analytics_jobs_run_hourly_and_yearly_in_the_analytics_pod(
             assert (hour, day, month) == ("*", "*", "*") and int(minute) > 0
         else:
             assert hour.isdigit() and day.isdigit() and month.isdigit()
+    compactor = container_of(cron_jobs[f"{RELEASE}-analytics-compact-lake"])
+    assert compactor["resources"]["limits"]["memory"] == "1Gi"
     # The hour's metrics are computed before its small files are compacted.
     minute = {
         job: int(cron_jobs[f"{RELEASE}-analytics-{job}"]["spec"]["schedule"].split()[0])
