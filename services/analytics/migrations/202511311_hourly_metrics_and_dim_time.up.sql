@@ -1,13 +1,13 @@
 -- The hourly metrics job's tables, the calendar dimension's filler and its first range.
 
--- Order lines as facts: revenue per category for the hourly metrics. The consumer's
--- warehouse sink (stream aconsumer) creates and fills this table in its own migration,
--- which applies first; this one creates it only where that one has not run, with the
--- same shape.
+-- Order lines, for revenue per category. The consumer's migration (202511301, stream
+-- aconsumer) creates and fills this table and applies first; this one creates it, with
+-- the same definition, only where that one has not run.
 CREATE TABLE IF NOT EXISTS analytics.fact_order_lines (
-    order_id      VARCHAR(50) NOT NULL,
-    book_id       INTEGER NOT NULL,
-    category_name VARCHAR(100),
+    order_id      VARCHAR(50) NOT NULL REFERENCES analytics.fact_orders (order_id),
+    book_id       BIGINT NOT NULL,
+    category_id   BIGINT,
+    category_name VARCHAR(100) NOT NULL,
     quantity      INTEGER NOT NULL CHECK (quantity > 0),
     revenue_minor BIGINT NOT NULL CHECK (revenue_minor >= 0),
     currency      CHAR(3) NOT NULL,
