@@ -17,6 +17,7 @@ import sys
 import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +34,7 @@ import pytest_asyncio
 from cloudshelf.devstack.stack import REPO_ROOT, Stack
 from services.analytics.lake import COMPACTED_NAME, LakeSink, partition_prefix
 from services.analytics.records import StreamEvent
+from services.analytics.sinks import open_sinks
 from services.analytics.timestream import (
     CART_EVENTS_TABLE,
     MAX_RECORDS_PER_WRITE,
@@ -418,3 +420,34 @@ async def test_cart_events_reach_timestream_once_per_category_and_rewrite_as_the
         assert all(first[key] == 1 for key in rewritten)
     finally:
         await pool.close()
+
+
+async def test_the_consumers_sinks_write_one_batch_to_timestream_and_the_lake(
+    stack: Stack,
+) -> None:
+    settings = stack.settings("analytics")
+    hour = random_hour(2020)
+    added = event(
+        "cart.item.added",
+        hour + timedelta(minutes=1),
+        {"book_id": "1", "quantity": 1, "unit_price": money(700)},
+        1,
+    )
+    viewed = event("interaction.recorded", hour + timedelta(minutes=2), {"book_id": "1"}, 2)
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
+    try:
+        async with AsyncExitStack() as stack_of_clients:
+            for sink in await open_sinks(settings, pool, stack_of_clients):
+                await sink.write([added, viewed])
+    finally:
+        await pool.close()
+    start_ns = int(hour.timestamp()) * 10**9
+    written = [
+        _key(r)
+        for r in _emulator_records(stack, settings.timestream_database)
+        if start_ns <= int(r["Time"]) < start_ns + 3600 * 10**9
+    ]
+    assert [(*k[:3], k[5]) for k in written] == [("cart.item.added", "unknown", "USD", "700")]
+    dataset = lake_dataset(stack, settings.data_lake_bucket)
+    assert rows_of(dataset, "cart.item.added", hour).column("id").to_pylist() == [added.id]
+    assert rows_of(dataset, "interaction.recorded", hour).column("id").to_pylist() == [viewed.id]
