@@ -263,6 +263,11 @@ async def test_cart_events_reach_timestream_once_per_category_and_rewrite_as_the
         # Provisioning made both tables (moto once dropped the first when making the second).
         listed = await timestream.list_tables(DatabaseName=database)
         assert {t["TableName"] for t in listed["Tables"]} >= {CART_EVENTS_TABLE, "BookInteractions"}
+        # Old events (a replay, a consumer catching up) go to the magnetic store.
+        described = await timestream.describe_table(
+            DatabaseName=database, TableName=CART_EVENTS_TABLE
+        )
+        assert described["Table"]["MagneticStoreWriteProperties"]["EnableMagneticStoreWrites"]
         calls: list[int] = []
 
         def count_records(params: dict[str, Any], **_: Any) -> None:
