@@ -168,7 +168,46 @@ def seed(books: int) -> int:
     return 0
 
 
-def job(name: str) -> int:
+# Analytics jobs and the options each takes (the catalog's take none).
+ANALYTICS_JOBS = {
+    "hourly-metrics": {"hour"},
+    "extend-dim-time": {"years"},
+    "compact-lake": {"hour", "hours"},
+}
+
+
+def analytics_job(name: str, hour: str | None, hours: int | None, years: int | None) -> int:
+    from services.analytics import jobs
+    from services.analytics.metrics import parse_hour
+
+    try:
+        start = parse_hour(hour) if hour else None
+        settings = Settings.from_env("analytics")
+        if name == "hourly-metrics":
+            run = jobs.run_hourly_metrics(settings, start)
+        elif name == "extend-dim-time":
+            run = jobs.run_extend_dim_time(
+                settings, jobs.DIM_TIME_YEARS if years is None else years
+            )
+        else:
+            run = jobs.run_compact_lake(settings, start, hours or jobs.COMPACT_HOURS)
+        print(asyncio.run(run))
+    except ValueError as exc:
+        print(f"cloudshelf job {name}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def job(
+    name: str, hour: str | None = None, hours: int | None = None, years: int | None = None
+) -> int:
+    given = {o for o, v in (("hour", hour), ("hours", hours), ("years", years)) if v is not None}
+    if given - ANALYTICS_JOBS.get(name, set()):
+        flags = ", ".join(f"--{o}" for o in sorted(given - ANALYTICS_JOBS.get(name, set())))
+        print(f"cloudshelf job {name} takes no {flags}", file=sys.stderr)
+        return 2
+    if name in ANALYTICS_JOBS:
+        return analytics_job(name, hour, hours, years)
     from services.catalog import jobs
 
     run = {
@@ -264,8 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("seed", help="add a realistic demo catalog (COPY)")
     demo.add_argument("--books", type=int, default=1000)
 
-    jobs = commands.add_parser("job", help="run a catalog job once")
-    jobs.add_argument("name", choices=["refresh-popular", "warm-cache", "prune-idempotency-keys"])
+    jobs = commands.add_parser("job", help="run a catalog or analytics job once")
+    jobs.add_argument(
+        "name",
+        choices=["refresh-popular", "warm-cache", "prune-idempotency-keys", *ANALYTICS_JOBS],
+    )
+    jobs.add_argument(
+        "--hour", help="hourly-metrics, compact-lake: an hour, e.g. 2026-11-26T04:00Z"
+    )
+    jobs.add_argument("--hours", type=int, help="compact-lake: how many hours up to --hour")
+    jobs.add_argument("--years", type=int, help="extend-dim-time: years ahead of this one")
 
     outbox = commands.add_parser("outbox", help="events the outbox relay could not deliver")
     outbox_actions = outbox.add_subparsers(dest="action", required=True)
@@ -296,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "seed":
             return seed(args.books)
         if args.command == "job":
-            return job(args.name)
+            return job(args.name, args.hour, args.hours, args.years)
         if args.command == "outbox":
             if args.action == "replay":
                 return outbox_replay(args.service, args.id)

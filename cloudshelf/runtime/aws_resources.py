@@ -71,16 +71,34 @@ async def ensure_bucket(s3: Any, name: str, region: str) -> bool:
 
 
 async def ensure_timestream_table(
-    timestream: Any, database: str, table: str, retention: dict[str, int]
+    timestream: Any,
+    database: str,
+    table: str,
+    retention: dict[str, int],
+    *,
+    magnetic_store_writes: bool = False,
 ) -> bool:
+    """Creates the table (and its database) unless it exists. With magnetic_store_writes,
+    records older than the memory store's retention are accepted (into the magnetic
+    store) instead of rejected."""
+    # Asked first: moto's CreateDatabase replaces an existing database (and drops its
+    # tables) instead of answering ConflictException as Timestream does.
     try:
-        await timestream.create_database(DatabaseName=database)
+        await timestream.describe_database(DatabaseName=database)
     except ClientError as exc:
-        if _error_code(exc) != "ConflictException":
+        if _error_code(exc) != "ResourceNotFoundException":
             raise
+        try:
+            await timestream.create_database(DatabaseName=database)
+        except ClientError as conflict:
+            if _error_code(conflict) != "ConflictException":
+                raise
     try:
         await timestream.create_table(
-            DatabaseName=database, TableName=table, RetentionProperties=retention
+            DatabaseName=database,
+            TableName=table,
+            RetentionProperties=retention,
+            MagneticStoreWriteProperties={"EnableMagneticStoreWrites": magnetic_store_writes},
         )
         return True
     except ClientError as exc:

@@ -39,8 +39,14 @@ async def provision(settings: Settings) -> list[str]:
         created = await ensure_bucket(s3, settings.data_lake_bucket, settings.aws_region)
         done.append(_said(f"s3 bucket {settings.data_lake_bucket}", created))
         for table in TIMESTREAM_TABLES:
+            # Magnetic store writes: a replay of events older than a day (the consumer
+            # catching up) is written, not rejected as too old for the memory store.
             created = await ensure_timestream_table(
-                timestream, settings.timestream_database, table, TIMESTREAM_RETENTION
+                timestream,
+                settings.timestream_database,
+                table,
+                TIMESTREAM_RETENTION,
+                magnetic_store_writes=True,
             )
             done.append(_said(f"timestream table {settings.timestream_database}.{table}", created))
     return done

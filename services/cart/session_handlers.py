@@ -14,6 +14,7 @@ import langcodes
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.runtime.auth import caller, signed_in_caller
 from cloudshelf.runtime.client_info import client_info
+from cloudshelf.runtime.currencies import CURRENCY_CODES
 from cloudshelf.runtime.errors import InvalidArgument
 from cloudshelf.runtime.idempotency import IdempotentCall
 from cloudshelf.runtime.paging import Text, decode_page_token, encode_page_token
@@ -34,21 +35,6 @@ from services.cart.sessions import (
 )
 from services.cart.store import CartStore
 
-# ISO 4217 codes of circulating currencies (the standard's list as of 2026, without funds,
-# precious metals, and testing or special codes such as XAU, XDR, XTS, XXX): what a price
-# can be shown in. A constant rather than a dependency: it changes a few times a decade.
-CURRENCY_CODES = frozenset(
-    """
-    AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB BRL BSD BTN BWP BYN
-    BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP
-    GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS
-    KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR
-    MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD
-    RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP
-    TRY TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW
-    ZWG
-    """.split()
-)
 THEMES = frozenset({"light", "dark", "system"})
 # RFC 5646 recommends supporting tags of at least 35 characters; longer is refused early.
 MAX_LANGUAGE_TAG = 35

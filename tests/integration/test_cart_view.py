@@ -227,7 +227,8 @@ async def test_the_carts_refusals_pass_through_and_its_outage_is_unavailable(
     except grpc.aio.AioRpcError as exc:
         details = details_of_error(exc)
         assert details.code == grpc.StatusCode.UNAUTHENTICATED
-        assert details.error_info is not None and details.error_info.reason == "SESSION_CREDENTIAL_MISSING"
+        assert details.error_info is not None
+        assert details.error_info.reason == "SESSION_CREDENTIAL_MISSING"
     else:
         raise AssertionError("expected UNAUTHENTICATED")
 

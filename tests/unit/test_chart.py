@@ -406,10 +406,10 @@ def test_refresh_popular_runs_daily_in_the_catalogs_pod(manifests: list[Manifest
         f"{RELEASE}-catalog-refresh-popular",
         f"{RELEASE}-catalog-prune-idempotency-keys",
     } <= set(cron_jobs)
-    for other in cron_jobs.values():  # every job, not only this one, runs hardened and alone
+    for name, other in cron_jobs.items():  # every job runs hardened and alone, in its pod
         kubernetes_validate.validate(other, KUBE_VERSION, strict=True)
         assert other["spec"]["concurrencyPolicy"] == "Forbid"
-        assert_hardened_job_pod(other, "catalog")
+        assert_hardened_job_pod(other, name.removeprefix(f"{RELEASE}-").split("-")[0])
     cron = cron_jobs[f"{RELEASE}-catalog-refresh-popular"]
     kubernetes_validate.validate(cron, KUBE_VERSION, strict=True)
     spec = cron["spec"]
@@ -435,6 +435,45 @@ def test_refresh_popular_runs_daily_in_the_catalogs_pod(manifests: list[Manifest
     # Its pods are never endpoints of the catalog's Service.
     selector = of_kind(manifests, "Service")[f"{RELEASE}-catalog"]["spec"]["selector"]
     assert not selector.items() <= pod_template(cron)["metadata"]["labels"].items()
+
+
+def test_analytics_jobs_run_hourly_and_yearly_in_the_analytics_pod(
+    manifests: list[Manifest],
+) -> None:
+    cron_jobs = of_kind(manifests, "CronJob")
+    served = container_of(of_kind(manifests, "Deployment")[f"{RELEASE}-analytics"])
+    selector = of_kind(manifests, "Service")[f"{RELEASE}-analytics"]["spec"]["selector"]
+    expected: dict[str, tuple[str, list[str]]] = {
+        "hourly-metrics": ("hourly", []),
+        "compact-lake": ("hourly", []),
+        "extend-dim-time": ("yearly", []),
+    }
+    for job, (every, args) in expected.items():
+        cron = cron_jobs[f"{RELEASE}-analytics-{job}"]
+        kubernetes_validate.validate(cron, KUBE_VERSION, strict=True)
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+        assert_hardened_job_pod(cron, "analytics")
+        container = container_of(cron)
+        assert container["command"] == ["python", "-m", "cloudshelf.cli", "job", job]
+        assert container.get("args", []) == args
+        assert container["image"] == served["image"] and container["env"] == served["env"]
+        assert "CLOUDSHELF_ANALYTICS_POSTGRES_DSN" in env_of(container)
+        assert not selector.items() <= pod_template(cron)["metadata"]["labels"].items()
+        minute, hour, day, month, weekday = cron["spec"]["schedule"].split()
+        assert minute.isdigit() and weekday == "*"
+        if every == "hourly":
+            # Minutes after the hour: the hour it works on has closed.
+            assert (hour, day, month) == ("*", "*", "*") and int(minute) > 0
+        else:
+            assert hour.isdigit() and day.isdigit() and month.isdigit()
+    compactor = container_of(cron_jobs[f"{RELEASE}-analytics-compact-lake"])
+    assert compactor["resources"]["limits"]["memory"] == "1Gi"
+    # The hour's metrics are computed before its small files are compacted.
+    minute = {
+        job: int(cron_jobs[f"{RELEASE}-analytics-{job}"]["spec"]["schedule"].split()[0])
+        for job in ("hourly-metrics", "compact-lake")
+    }
+    assert minute["hourly-metrics"] < minute["compact-lake"]
 
 
 def test_refresh_popular_also_runs_once_at_install(manifests: list[Manifest]) -> None:

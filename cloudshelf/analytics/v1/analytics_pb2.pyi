@@ -454,10 +454,13 @@ class ListTopBooksRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     type: Global___InteractionType.ValueType
+    """Required."""
     limit: _builtins.int
     """0: 10; at most 100, more is INVALID_ARGUMENT (as catalog's ListPopularBooks)."""
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Required: [start_time, end_time), at most 366 days; longer is INVALID_ARGUMENT."""
+
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(

@@ -82,14 +82,16 @@ class AnalyticsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetHourlyMetrics(self, request, context):
-        """Aggregates for one hour, served from the warehouse.
+        """Aggregates for one hour, served from the warehouse: the hourly job's figures once it
+        has run for the hour, computed from the facts until then (the current hour).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTopBooks(self, request, context):
-        """The top books by one kind of interaction in a time range (a bounded top-N: no pages).
+        """The top books by one kind of interaction in a time range (a bounded top-N: no pages),
+        most interactions first, ties by book id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,9 +46,13 @@ class AnalyticsServiceStub:
     analytics as order events, not through this call.
     """
     GetHourlyMetrics: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.GetHourlyMetricsRequest, _analytics_pb2.GetHourlyMetricsResponse]
-    """Aggregates for one hour, served from the warehouse."""
+    """Aggregates for one hour, served from the warehouse: the hourly job's figures once it
+    has run for the hour, computed from the facts until then (the current hour).
+    """
     ListTopBooks: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListTopBooksRequest, _analytics_pb2.ListTopBooksResponse]
-    """The top books by one kind of interaction in a time range (a bounded top-N: no pages)."""
+    """The top books by one kind of interaction in a time range (a bounded top-N: no pages),
+    most interactions first, ties by book id.
+    """
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
@@ -68,9 +72,13 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     analytics as order events, not through this call.
     """
     GetHourlyMetrics: _aio.UnaryUnaryMultiCallable[_analytics_pb2.GetHourlyMetricsRequest, _analytics_pb2.GetHourlyMetricsResponse]  # type: ignore[assignment]
-    """Aggregates for one hour, served from the warehouse."""
+    """Aggregates for one hour, served from the warehouse: the hourly job's figures once it
+    has run for the hour, computed from the facts until then (the current hour).
+    """
     ListTopBooks: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListTopBooksRequest, _analytics_pb2.ListTopBooksResponse]  # type: ignore[assignment]
-    """The top books by one kind of interaction in a time range (a bounded top-N: no pages)."""
+    """The top books by one kind of interaction in a time range (a bounded top-N: no pages),
+    most interactions first, ties by book id.
+    """
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Behavioural events in (Kinesis), time series and warehouse facts out."""
@@ -105,7 +113,9 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _analytics_pb2.GetHourlyMetricsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.GetHourlyMetricsResponse, _abc.Awaitable[_analytics_pb2.GetHourlyMetricsResponse]]:
-        """Aggregates for one hour, served from the warehouse."""
+        """Aggregates for one hour, served from the warehouse: the hourly job's figures once it
+        has run for the hour, computed from the facts until then (the current hour).
+        """
 
     @_abc_1.abstractmethod
     def ListTopBooks(
@@ -113,6 +123,8 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _analytics_pb2.ListTopBooksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.ListTopBooksResponse, _abc.Awaitable[_analytics_pb2.ListTopBooksResponse]]:
-        """The top books by one kind of interaction in a time range (a bounded top-N: no pages)."""
+        """The top books by one kind of interaction in a time range (a bounded top-N: no pages),
+        most interactions first, ties by book id.
+        """
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
