@@ -32,7 +32,14 @@ SESSION_POLICY: Policy = {
     "ListUserSessions": SHOPPER,
 }
 
+# The caller's own notifications, with the same owners as the carts they are about.
+NOTIFICATION_POLICY: Policy = {
+    "ListNotifications": SHOPPER,
+    "MarkNotificationsRead": SHOPPER,
+}
+
 POLICIES: dict[str, Policy] = {
     "cloudshelf.cart.v1.CartService": CART_POLICY,
     "cloudshelf.cart.v1.SessionService": SESSION_POLICY,
+    "cloudshelf.cart.v1.NotificationService": NOTIFICATION_POLICY,
 }
