@@ -404,8 +404,8 @@ class PriceChangeConsumer:
         failures = 0
         while True:
             try:
-                handled = await self.receive_once()
-                failures = 0 if handled else failures
+                await self.receive_once()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -527,5 +527,5 @@ class PriceChangeConsumer:
                 ReceiptHandle=message["ReceiptHandle"],
                 VisibilityTimeout=0,
             )
-        except ClientError as exc:
-            log.warning("could not release message: %s", _error_code(exc))
+        except Exception as exc:  # it comes back after the visibility timeout instead
+            log.warning("could not release a malformed message (%s)", type(exc).__name__)
