@@ -32,6 +32,7 @@ from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.devstack.stack import Stack
 from cloudshelf.runtime.aws_resources import ensure_queue, ensure_rule_to_queue
 from services.cart.notifications import OUTCOME, PRICE_CHANGES_PATTERN, ConsumerPolicy
+from services.cart.provision import provision
 from services.cart.tables import book_holders_table_name
 from tests.conftest import ChannelTo, NewUser, User, expect_error, wait_for_health
 from tests.error_details import details_of_error
@@ -394,6 +395,36 @@ async def test_a_malformed_message_goes_to_the_dead_letter_queue_unlogged(
     assert arrived == bodies, "the malformed messages did not reach the dead-letter queue"
     log = stack.services["cart"].log_file.read_text()
     assert "is malformed" in log and marker not in log
+
+
+async def test_provisioning_routes_price_changes_to_a_queue_with_dead_letters(
+    stack: Stack, aws: Aws
+) -> None:
+    settings = stack.settings("cart")
+    # Again, as every deployment does: the same resources, nothing duplicated.
+    await provision(settings)
+    url = await aws.queue_url()
+    attributes = (await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))[
+        "Attributes"
+    ]
+    dead_letters = await aws.queue_url(f"{aws.queue_name}-dlq")
+    dead_letters_arn = (
+        await aws.sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])
+    )["Attributes"]["QueueArn"]
+    assert json.loads(attributes["RedrivePolicy"]) == {
+        "deadLetterTargetArn": dead_letters_arn,
+        "maxReceiveCount": 5,
+    }
+    rule = await aws.events.describe_rule(Name=aws.queue_name, EventBusName=settings.event_bus)
+    assert json.loads(rule["EventPattern"]) == PRICE_CHANGES_PATTERN
+    targets = await aws.events.list_targets_by_rule(
+        Rule=aws.queue_name, EventBusName=settings.event_bus
+    )
+    assert [t["Arn"] for t in targets["Targets"]] == [attributes["QueueArn"]]
+    (statement,) = json.loads(attributes["Policy"])["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": rule["Arn"]}}
 
 
 # --- NotificationService ------------------------------------------------------------------
