@@ -23,7 +23,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.catalog.v1 import catalog_pb2
 from cloudshelf.common.v1 import common_pb2
+from cloudshelf.runtime.config import _env_int
 from cloudshelf.runtime.errors import NotFound
 from cloudshelf.runtime.idempotency import cancellation_reasons
 from cloudshelf.runtime.validation import control_character_problem
@@ -371,12 +372,27 @@ class BookHolders:
                 return owners
 
 
+VISIBILITY_ENV = "CLOUDSHELF_CART_PRICE_CHANGES_VISIBILITY_SECONDS"
+
+
 @dataclass(frozen=True)
 class ConsumerPolicy:
     # Long poll of one receive; below the AWS client's read timeout (10 s).
     wait_seconds: int = 5
+    # Seconds a received message stays hidden from the other consumers; renewed every
+    # half of it while its notifications are being written, so a large fan-out is not
+    # handed to a second replica meanwhile (nor, after maxReceiveCount, dead-lettered).
+    visibility_timeout: int = 60
     # Longest pause of the loop while SQS or DynamoDB fails.
     max_backoff: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerPolicy:
+        """CLOUDSHELF_CART_PRICE_CHANGES_VISIBILITY_SECONDS (whole seconds, at least 1)."""
+        visibility = _env_int(VISIBILITY_ENV, cls.visibility_timeout, environ)
+        if visibility < 1:
+            raise ValueError(f"{VISIBILITY_ENV} must be at least 1, got {visibility}")
+        return cls(visibility_timeout=visibility)
 
 
 class PriceChangeConsumer:
@@ -428,6 +444,7 @@ class PriceChangeConsumer:
                 QueueUrl=self._queue_url,
                 MaxNumberOfMessages=10,
                 WaitTimeSeconds=self.policy.wait_seconds,
+                VisibilityTimeout=self.policy.visibility_timeout,
             )
         messages = answer.get("Messages", [])
         await asyncio.gather(*(self.handle(message) for message in messages))
@@ -477,7 +494,11 @@ class PriceChangeConsumer:
                             "cloudshelf.book.id": change.book_id,
                         }
                     )
-                    owners, stored = await self.notify(change)
+                    renewal = asyncio.create_task(self._keep_hidden(message))
+                    try:
+                        owners, stored = await self.notify(change)
+                    finally:
+                        renewal.cancel()
                     span.set_attributes(
                         {
                             "cloudshelf.notifications.owners": owners,
@@ -512,6 +533,19 @@ class PriceChangeConsumer:
             )
             stored += sum(done)
         return len(owners), stored
+
+    async def _keep_hidden(self, message: dict[str, Any]) -> None:
+        """Renews the message's visibility timeout every half of it, until cancelled."""
+        while True:
+            await asyncio.sleep(self.policy.visibility_timeout / 2)
+            try:
+                await self.sqs.change_message_visibility(
+                    QueueUrl=self._queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=self.policy.visibility_timeout,
+                )
+            except Exception as exc:  # another consumer may get it: harmless, deduplicated
+                log.warning("could not renew a message's visibility (%s)", type(exc).__name__)
 
     async def _delete(self, message: dict[str, Any]) -> None:
         await self.sqs.delete_message(

@@ -15,7 +15,12 @@ from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client
 from services.cart.handlers import CartHandlers
 from services.cart.notification_handlers import NotificationHandlers
-from services.cart.notifications import BookHolders, NotificationStore, PriceChangeConsumer
+from services.cart.notifications import (
+    BookHolders,
+    ConsumerPolicy,
+    NotificationStore,
+    PriceChangeConsumer,
+)
 from services.cart.policy import CART_POLICY, NOTIFICATION_POLICY, SESSION_POLICY
 from services.cart.store import CartStore
 from services.cart.tables import (
@@ -49,6 +54,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
         settings.cart_price_changes_queue,
         BookHolders(dynamodb_client, book_holders_table_name(settings.cart_table)),
         notifications,
+        ConsumerPolicy.from_env(),
     )
 
     async def tables_ready() -> None:

@@ -42,6 +42,8 @@ from tests.otlp_receiver import OtlpReceiver
 if TYPE_CHECKING:
     from cloudshelf.cart.v1.cart_pb2_grpc import NotificationServiceAsyncStub as Notifications
 SPAN_KIND_CONSUMER = 5
+# Owners of one book in the fan-out test: enough to outlast a 1 s visibility timeout.
+FAN_OUT = 600
 
 
 # --- AWS state: the index rows, the queues ----------------------------------------------
@@ -333,6 +335,72 @@ async def test_the_same_message_delivered_again_makes_no_second_notification(
     # message sent meanwhile until the visibility timeout: let it end for the next tests.
     await asyncio.to_thread(replica.stop)
     await asyncio.sleep(ConsumerPolicy().wait_seconds + 1)
+
+
+async def test_a_long_fan_out_keeps_its_message_from_other_consumers(
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+    channel_to: ChannelTo,
+    new_user: NewUser,
+    book_holders: Aws,
+    price_change_tap: Callable[[int], Any],
+    spawn_service: Any,
+    otlp: OtlpReceiver,
+) -> None:
+    # A replica of its own on a queue of its own, whose messages hide for 1 s only: writing
+    # hundreds of notifications takes longer, so without renewing the visibility the
+    # message would be received a second time while the first receive still works on it.
+    name = f"price-fanout-{secrets.token_hex(4)}"
+    queue, dead_letters = await ensure_queue(book_holders.sqs, name, visibility_timeout=1)
+    replica, address = spawn_service(
+        "cart",
+        CLOUDSHELF_CART_PRICE_CHANGES_QUEUE=name,
+        CLOUDSHELF_CART_PRICE_CHANGES_VISIBILITY_SECONDS="1",
+    )
+    try:
+        holder = new_user()
+        book_id = await _listed_book(catalog, 4000)
+        await book_holders.hold(book_id, holder)
+        rows = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "bookId": {"S": str(book_id)},
+                        "owner": {"S": f"user#fan-out-{number}"},
+                    }
+                }
+            }
+            for number in range(FAN_OUT)
+        ]
+        for start in range(0, len(rows), 25):
+            await book_holders.dynamodb.batch_write_item(
+                RequestItems={book_holders.holders_table: rows[start : start + 25]}
+            )
+        await _change_price(catalog, book_id, 3500)
+        body = await price_change_tap(book_id)
+        await asyncio.to_thread(wait_for_health, address, "SERVING")
+        began = time.monotonic()
+        sent = await book_holders.sqs.send_message(QueueUrl=queue.url, MessageBody=body)
+        handled = asyncio.create_task(_handled(otlp, {sent["MessageId"]}, seconds=120))
+        # Another consumer polls meanwhile: it must never be handed the message.
+        handed_over = 0
+        while not handled.done() and not handed_over:
+            answer = await book_holders.sqs.receive_message(
+                QueueUrl=queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            )
+            handed_over += len(answer.get("Messages", []))
+        took = time.monotonic() - began
+        if handed_over:
+            handled.cancel()
+            raise AssertionError(f"handed to another consumer after {took:.1f}s of writing")
+        await handled
+        assert took > 2, f"the fan-out took {took:.1f}s: too short to show anything"
+        (notice,) = await _wait_for(_notifications(channel_to, holder), book_id, 1)
+        assert notice.new_price == usd(3500)
+    finally:
+        await asyncio.to_thread(replica.stop)
+        await asyncio.sleep(ConsumerPolicy().wait_seconds + 1)  # its last long poll
+        for made in (queue, dead_letters):
+            await book_holders.sqs.delete_queue(QueueUrl=made.url)
 
 
 async def test_a_book_update_without_a_price_change_notifies_nobody(
