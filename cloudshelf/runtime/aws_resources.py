@@ -1,12 +1,15 @@
 """Idempotent creation of AWS resources, the same against real AWS and the local emulator.
 
 Services declare what they need (table definitions, stream names) and call these from their
-`provision` step; a resource that already exists is left as it is.
+`provision` step; a table, stream or bucket that already exists is left as it is, while
+queues, rules and queue policies are brought to what is declared.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -115,3 +118,102 @@ async def ensure_event_bus(events: Any, name: str) -> bool:
         if _error_code(exc) != "ResourceAlreadyExistsException":
             raise
         return False
+
+
+@dataclass(frozen=True)
+class Queue:
+    url: str
+    arn: str
+
+
+async def _queue_url(sqs: Any, name: str) -> str | None:
+    try:
+        return str((await sqs.get_queue_url(QueueName=name))["QueueUrl"])
+    except ClientError as exc:
+        if _error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise
+        return None
+
+
+async def _ensure_plain_queue(sqs: Any, name: str, attributes: dict[str, str]) -> Queue:
+    """The queue, created if absent; its attributes set to `attributes` either way, so a
+    changed setting reaches a queue made by an older release."""
+    url = await _queue_url(sqs, name)
+    if url is None:
+        url = str((await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"])
+    elif attributes:
+        await sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    answer = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return Queue(url, str(answer["Attributes"]["QueueArn"]))
+
+
+async def ensure_queue(
+    sqs: Any,
+    name: str,
+    *,
+    max_receive_count: int = 5,
+    visibility_timeout: int = 60,
+    dead_letter_retention: int = 14 * 24 * 3600,
+) -> tuple[Queue, Queue]:
+    """An SQS queue and its dead-letter queue `<name>-dlq`: a message received
+    `max_receive_count` times without being deleted moves there (SQS's redrive), so a
+    message no consumer can handle stops coming back and is kept for an operator
+    (`dead_letter_retention` seconds, SQS's maximum by default). Returns (queue, DLQ)."""
+    dead_letters = await _ensure_plain_queue(
+        sqs, f"{name}-dlq", {"MessageRetentionPeriod": str(dead_letter_retention)}
+    )
+    redrive = {"deadLetterTargetArn": dead_letters.arn, "maxReceiveCount": max_receive_count}
+    queue = await _ensure_plain_queue(
+        sqs,
+        name,
+        {
+            "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
+            # Longest a consumer may hold a message before another one gets it.
+            "VisibilityTimeout": str(visibility_timeout),
+        },
+    )
+    return queue, dead_letters
+
+
+async def ensure_rule_to_queue(
+    events: Any,
+    sqs: Any,
+    *,
+    bus: str,
+    rule: str,
+    pattern: dict[str, Any],
+    queue: Queue,
+) -> str:
+    """An EventBridge rule on `bus` that sends the events matching `pattern` to `queue`,
+    and the queue policy that lets EventBridge send for that rule (other statements of
+    the policy are kept, so several rules may feed one queue). Returns the rule's ARN."""
+    rule_arn = str(
+        (
+            await events.put_rule(
+                Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern), State="ENABLED"
+            )
+        )["RuleArn"]
+    )
+    await events.put_targets(
+        Rule=rule, EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue.arn}]
+    )
+    answer = await sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["Policy"])
+    current = answer.get("Attributes", {}).get("Policy")
+    policy: dict[str, Any] = (
+        json.loads(current) if current else {"Version": "2012-10-17", "Statement": []}
+    )
+    sid = f"events-{rule}"
+    statements = [s for s in policy.get("Statement", []) if s.get("Sid") != sid]
+    statements.append(
+        {
+            "Sid": sid,
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue.arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+        }
+    )
+    policy["Statement"] = statements
+    await sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"Policy": json.dumps(policy)})
+    return rule_arn

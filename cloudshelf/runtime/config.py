@@ -242,6 +242,8 @@ class Settings:
     trusted_proxy_cidrs: tuple[IPNetwork, ...] = ()
     cart_table: str = "CloudShelf-ShoppingCart"
     sessions_table: str = "CloudShelf-UserSessions"
+    # The SQS queue of the catalog's price changes that the cart turns into notifications.
+    cart_price_changes_queue: str = "cloudshelf-cart-price-changes"
     analytics_stream: str = "cloudshelf-analytics-stream"
     data_lake_bucket: str = "cloudshelf-analytics-data"
     event_bus: str = "cloudshelf-event-bus"
@@ -303,6 +305,9 @@ class Settings:
             trusted_proxy_cidrs=trusted_proxy_cidrs(environ),
             cart_table=env("CLOUDSHELF_CART_TABLE", cls.cart_table),
             sessions_table=env("CLOUDSHELF_SESSIONS_TABLE", cls.sessions_table),
+            cart_price_changes_queue=env(
+                "CLOUDSHELF_CART_PRICE_CHANGES_QUEUE", cls.cart_price_changes_queue
+            ),
             analytics_stream=env("CLOUDSHELF_ANALYTICS_STREAM", cls.analytics_stream),
             data_lake_bucket=env("CLOUDSHELF_DATA_LAKE_BUCKET", cls.data_lake_bucket),
             event_bus=env("CLOUDSHELF_EVENT_BUS", cls.event_bus),

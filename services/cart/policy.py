@@ -38,7 +38,16 @@ SESSION_POLICY: Policy = {
     "ListUserSessions": SHOPPER,
 }
 
+# The caller's own notifications, with the same owners as the carts they are about.
+# The notifications of the caller's cart's owner: a shopper's token or an anonymous
+# session's credential, checked inside exactly as for the cart.
+NOTIFICATION_POLICY: Policy = {
+    "ListNotifications": PUBLIC,
+    "MarkNotificationsRead": PUBLIC,
+}
+
 POLICIES: dict[str, Policy] = {
     "cloudshelf.cart.v1.CartService": CART_POLICY,
     "cloudshelf.cart.v1.SessionService": SESSION_POLICY,
+    "cloudshelf.cart.v1.NotificationService": NOTIFICATION_POLICY,
 }

@@ -1,4 +1,5 @@
-"""The cart service process: carts and sessions on DynamoDB."""
+"""The cart service process: carts and sessions on DynamoDB; price-change notifications
+from the catalog's events (an SQS queue fed by an EventBridge rule)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,22 @@ from cloudshelf.runtime.rpc import peer_channel
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client
 from services.cart.handlers import CartHandlers
-from services.cart.policy import CART_POLICY, SESSION_POLICY
+from services.cart.notification_handlers import NotificationHandlers
+from services.cart.notifications import (
+    BookHolders,
+    ConsumerPolicy,
+    NotificationStore,
+    PriceChangeConsumer,
+)
+from services.cart.policy import CART_POLICY, NOTIFICATION_POLICY, SESSION_POLICY
 from services.cart.session_handlers import SessionHandlers
 from services.cart.sessions import SessionStore
 from services.cart.store import CartStore
-from services.cart.tables import request_ids_table_name
+from services.cart.tables import (
+    book_holders_table_name,
+    notifications_table_name,
+    request_ids_table_name,
+)
 
 SERVICES = cart_pb2.DESCRIPTOR.services_by_name
 
@@ -35,9 +47,23 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     )
     stack.push_async_callback(catalog_channel.close)
     catalog = catalog_pb2_grpc.CatalogServiceStub(catalog_channel)
+    notifications_table = notifications_table_name(settings.cart_table)
+    notifications = NotificationStore(dynamodb_client, notifications_table)
+    price_changes = PriceChangeConsumer(
+        await open_aws_client(session, stack, "sqs", settings),
+        settings.cart_price_changes_queue,
+        BookHolders(dynamodb_client, book_holders_table_name(settings.cart_table)),
+        notifications,
+        ConsumerPolicy.from_env(),
+    )
 
     async def tables_ready() -> None:
-        for table in (settings.cart_table, settings.sessions_table, request_ids):
+        for table in (
+            settings.cart_table,
+            settings.sessions_table,
+            request_ids,
+            notifications_table,
+        ):
             description = await dynamodb_client.describe_table(TableName=table)
             if description["Table"]["TableStatus"] not in ("ACTIVE", "UPDATING"):
                 raise RuntimeError(f"table {table} is {description['Table']['TableStatus']}")
@@ -56,8 +82,15 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
                 SERVICES["SessionService"].full_name,
                 SESSION_POLICY,
             ),
+            Servicer(
+                NotificationHandlers(notifications, sessions),
+                cart_pb2_grpc.add_NotificationServiceServicer_to_server,
+                SERVICES["NotificationService"].full_name,
+                NOTIFICATION_POLICY,
+            ),
         ],
         dependencies=[Dependency("dynamodb", tables_ready)],
+        background=[price_changes.run],
     )
 
 

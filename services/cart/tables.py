@@ -25,6 +25,34 @@ def request_ids_table(name: str) -> dict[str, Any]:
     return DynamoDBIdempotencyKeys.definition(name)
 
 
+def book_holders_table_name(cart_table: str) -> str:
+    """The index of which owners' carts hold a book (pk bookId, sk owner), kept from the
+    cart table's stream by the stream processor."""
+    return f"{cart_table}-BookHolders"
+
+
+def notifications_table_name(cart_table: str) -> str:
+    """The owners' in-app notifications (price changes of books in their carts)."""
+    return f"{cart_table}-Notifications"
+
+
+def notifications_table(name: str) -> dict[str, Any]:
+    # One partition per owner key ("user#<sub>" / "session#<id>"); the sort key starts
+    # with the time of the change, so a Query reads newest first.
+    return {
+        "TableName": name,
+        "KeySchema": [
+            {"AttributeName": "owner", "KeyType": "HASH"},
+            {"AttributeName": "notificationId", "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": "owner", "AttributeType": "S"},
+            {"AttributeName": "notificationId", "AttributeType": "S"},
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
 def cart_table(name: str) -> dict[str, Any]:
     return {
         "TableName": name,

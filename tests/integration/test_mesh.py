@@ -22,7 +22,11 @@ Channels = Callable[[str], grpc.aio.Channel]
 
 EXPECTED_SERVICES = {
     "catalog": {"cloudshelf.catalog.v1.CatalogService"},
-    "cart": {"cloudshelf.cart.v1.CartService", "cloudshelf.cart.v1.SessionService"},
+    "cart": {
+        "cloudshelf.cart.v1.CartService",
+        "cloudshelf.cart.v1.SessionService",
+        "cloudshelf.cart.v1.NotificationService",
+    },
     "analytics": {"cloudshelf.analytics.v1.AnalyticsService"},
     "governance": {"cloudshelf.governance.v1.GovernanceService"},
     "storefront": {"cloudshelf.storefront.v1.StorefrontService"},

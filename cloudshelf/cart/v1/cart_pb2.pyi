@@ -847,3 +847,157 @@ class ListUserSessionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListUserSessionsResponse: _TypeAlias = ListUserSessionsResponse  # noqa: Y015
+
+@_typing.final
+class Notification(_message.Message):
+    """A price change of a book in the owner's cart (the catalog's `book.updated` event)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    OLD_PRICE_FIELD_NUMBER: _builtins.int
+    NEW_PRICE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    READ_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Output only: opaque, unique among the owner's notifications; newer ones sort first."""
+    book_id: _builtins.int
+    title: _builtins.str
+    """The book's title after the change (empty when the event did not carry one)."""
+    read: _builtins.bool
+    """Output only: set by MarkNotificationsRead."""
+    @_builtins.property
+    def old_price(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def new_price(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the catalog changed the price."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only: the notification is gone after this (30 days after it was stored)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        book_id: _builtins.int = ...,
+        title: _builtins.str = ...,
+        old_price: _common_pb2.Money | None = ...,
+        new_price: _common_pb2.Money | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        read: _builtins.bool = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "new_price", b"new_price", "old_price", b"old_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "new_price", b"new_price", "old_price", b"old_price", "read", b"read", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Notification: _TypeAlias = Notification  # noqa: Y015
+
+@_typing.final
+class ListNotificationsRequest(_message.Message):
+    """The caller's own notifications (the owner comes from the call's credentials)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    UNREAD_ONLY_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0: the default (20); at most 100, larger values are read as 100; negative is
+    INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """A next_page_token from the previous page of the same request; empty: the first page."""
+    unread_only: _builtins.bool
+    """Only notifications not marked read yet."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        unread_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "unread_only", b"unread_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationsRequest: _TypeAlias = ListNotificationsRequest  # noqa: Y015
+
+@_typing.final
+class ListNotificationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def notifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___Notification]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        notifications: _abc.Iterable[Global___Notification] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "notifications", b"notifications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationsResponse: _TypeAlias = ListNotificationsResponse  # noqa: Y015
+
+@_typing.final
+class MarkNotificationsReadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_IDS_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    """Every notification of the caller."""
+    @_builtins.property
+    def notification_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Notification ids (Notification.id) of the caller's, at most 100; repeats count once.
+        Either these or `all`: both or neither is INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        notification_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "notification_ids", b"notification_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkNotificationsReadRequest: _TypeAlias = MarkNotificationsReadRequest  # noqa: Y015
+
+@_typing.final
+class MarkNotificationsReadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkNotificationsReadResponse: _TypeAlias = MarkNotificationsReadResponse  # noqa: Y015

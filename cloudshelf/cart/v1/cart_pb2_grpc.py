@@ -751,3 +751,132 @@ class SessionService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class NotificationServiceStub:
+    """The in-app notifications of the caller, the owner of the cart they are about: today, a
+    price change in the catalog of a book the cart holds (the catalog's `book.updated` with
+    `price_changed`, one notification per owner and event). Kept 30 days.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListNotifications = channel.unary_unary(
+                '/cloudshelf.cart.v1.NotificationService/ListNotifications',
+                request_serializer=cloudshelf_dot_cart_dot_v1_dot_cart__pb2.ListNotificationsRequest.SerializeToString,
+                response_deserializer=cloudshelf_dot_cart_dot_v1_dot_cart__pb2.ListNotificationsResponse.FromString,
+                _registered_method=True)
+        self.MarkNotificationsRead = channel.unary_unary(
+                '/cloudshelf.cart.v1.NotificationService/MarkNotificationsRead',
+                request_serializer=cloudshelf_dot_cart_dot_v1_dot_cart__pb2.MarkNotificationsReadRequest.SerializeToString,
+                response_deserializer=cloudshelf_dot_cart_dot_v1_dot_cart__pb2.MarkNotificationsReadResponse.FromString,
+                _registered_method=True)
+
+
+class NotificationServiceServicer:
+    """The in-app notifications of the caller, the owner of the cart they are about: today, a
+    price change in the catalog of a book the cart holds (the catalog's `book.updated` with
+    `price_changed`, one notification per owner and event). Kept 30 days.
+    """
+
+    def ListNotifications(self, request, context):
+        """The caller's own notifications, newest first. Paged (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkNotificationsRead(self, request, context):
+        """Marks the caller's notifications read: the listed ids, or all of them. Idempotent:
+        marking a read notification again changes nothing. An id that is not one of the
+        caller's notifications is NOT_FOUND (reason NOTIFICATION_NOT_FOUND) and then nothing
+        is marked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NotificationServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotifications,
+                    request_deserializer=cloudshelf_dot_cart_dot_v1_dot_cart__pb2.ListNotificationsRequest.FromString,
+                    response_serializer=cloudshelf_dot_cart_dot_v1_dot_cart__pb2.ListNotificationsResponse.SerializeToString,
+            ),
+            'MarkNotificationsRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkNotificationsRead,
+                    request_deserializer=cloudshelf_dot_cart_dot_v1_dot_cart__pb2.MarkNotificationsReadRequest.FromString,
+                    response_serializer=cloudshelf_dot_cart_dot_v1_dot_cart__pb2.MarkNotificationsReadResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cloudshelf.cart.v1.NotificationService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cloudshelf.cart.v1.NotificationService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NotificationService:
+    """The in-app notifications of the caller, the owner of the cart they are about: today, a
+    price change in the catalog of a book the cart holds (the catalog's `book.updated` with
+    `price_changed`, one notification per owner and event). Kept 30 days.
+    """
+
+    @staticmethod
+    def ListNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudshelf.cart.v1.NotificationService/ListNotifications',
+            cloudshelf_dot_cart_dot_v1_dot_cart__pb2.ListNotificationsRequest.SerializeToString,
+            cloudshelf_dot_cart_dot_v1_dot_cart__pb2.ListNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkNotificationsRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudshelf.cart.v1.NotificationService/MarkNotificationsRead',
+            cloudshelf_dot_cart_dot_v1_dot_cart__pb2.MarkNotificationsReadRequest.SerializeToString,
+            cloudshelf_dot_cart_dot_v1_dot_cart__pb2.MarkNotificationsReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

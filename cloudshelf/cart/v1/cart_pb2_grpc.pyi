@@ -354,3 +354,67 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """The caller's own live sessions (those bound to the signed-in caller)."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class NotificationServiceStub:
+    """The in-app notifications of the caller, the owner of the cart they are about: today, a
+    price change in the catalog of a book the cart holds (the catalog's `book.updated` with
+    `price_changed`, one notification per owner and event). Kept 30 days.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> NotificationServiceAsyncStub: ...
+    ListNotifications: _grpc.UnaryUnaryMultiCallable[_cart_pb2.ListNotificationsRequest, _cart_pb2.ListNotificationsResponse]
+    """The caller's own notifications, newest first. Paged (AIP-158)."""
+    MarkNotificationsRead: _grpc.UnaryUnaryMultiCallable[_cart_pb2.MarkNotificationsReadRequest, _cart_pb2.MarkNotificationsReadResponse]
+    """Marks the caller's notifications read: the listed ids, or all of them. Idempotent:
+    marking a read notification again changes nothing. An id that is not one of the
+    caller's notifications is NOT_FOUND (reason NOTIFICATION_NOT_FOUND) and then nothing
+    is marked.
+    """
+
+@_typing.type_check_only
+class NotificationServiceAsyncStub(NotificationServiceStub):
+    """The in-app notifications of the caller, the owner of the cart they are about: today, a
+    price change in the catalog of a book the cart holds (the catalog's `book.updated` with
+    `price_changed`, one notification per owner and event). Kept 30 days.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListNotifications: _aio.UnaryUnaryMultiCallable[_cart_pb2.ListNotificationsRequest, _cart_pb2.ListNotificationsResponse]  # type: ignore[assignment]
+    """The caller's own notifications, newest first. Paged (AIP-158)."""
+    MarkNotificationsRead: _aio.UnaryUnaryMultiCallable[_cart_pb2.MarkNotificationsReadRequest, _cart_pb2.MarkNotificationsReadResponse]  # type: ignore[assignment]
+    """Marks the caller's notifications read: the listed ids, or all of them. Idempotent:
+    marking a read notification again changes nothing. An id that is not one of the
+    caller's notifications is NOT_FOUND (reason NOTIFICATION_NOT_FOUND) and then nothing
+    is marked.
+    """
+
+class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The in-app notifications of the caller, the owner of the cart they are about: today, a
+    price change in the catalog of a book the cart holds (the catalog's `book.updated` with
+    `price_changed`, one notification per owner and event). Kept 30 days.
+    """
+
+    @_abc_1.abstractmethod
+    def ListNotifications(
+        self,
+        request: _cart_pb2.ListNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cart_pb2.ListNotificationsResponse, _abc.Awaitable[_cart_pb2.ListNotificationsResponse]]:
+        """The caller's own notifications, newest first. Paged (AIP-158)."""
+
+    @_abc_1.abstractmethod
+    def MarkNotificationsRead(
+        self,
+        request: _cart_pb2.MarkNotificationsReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cart_pb2.MarkNotificationsReadResponse, _abc.Awaitable[_cart_pb2.MarkNotificationsReadResponse]]:
+        """Marks the caller's notifications read: the listed ids, or all of them. Idempotent:
+        marking a read notification again changes nothing. An id that is not one of the
+        caller's notifications is NOT_FOUND (reason NOTIFICATION_NOT_FOUND) and then nothing
+        is marked.
+        """
+
+def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
