@@ -83,10 +83,14 @@ class CartHandlers(cart_pb2_grpc.CartServiceServicer):
         etag = _etag(request.etag)
         call = IdempotentCall.of("cart.UpdateItemQuantity", request)
         owner, key = _owner()
+        stock_seen = None
         if quantity > STOCK_CHECK_ABOVE:
             # A large line is checked against the catalog's live stock (the seed's rule).
-            check_stock(book_id, quantity, (await self._book(book_id)).stock)
-        return await self.carts.set_quantity(owner, key, book_id, quantity, etag=etag, call=call)
+            stock_seen = (await self._book(book_id)).stock
+            check_stock(book_id, quantity, stock_seen)
+        return await self.carts.set_quantity(
+            owner, key, book_id, quantity, stock_seen=stock_seen, etag=etag, call=call
+        )
 
     async def RemoveItem(
         self, request: cart_pb2.RemoveItemRequest, context: ServicerContext

@@ -9,10 +9,14 @@ from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.stores import aws_session, open_aws_client
 from services.cart.tables import (
     TTL_ATTRIBUTE,
+    book_holders_table,
+    book_holders_table_name,
     cart_table,
     request_ids_table,
     request_ids_table_name,
     sessions_table,
+    stream_leases_table,
+    stream_leases_table_name,
 )
 
 
@@ -24,6 +28,8 @@ async def provision(settings: Settings) -> list[str]:
             cart_table(settings.cart_table),
             sessions_table(settings.sessions_table),
             request_ids_table(request_ids_table_name(settings.cart_table)),
+            book_holders_table(book_holders_table_name(settings.cart_table)),
+            stream_leases_table(stream_leases_table_name(settings.cart_table)),
         ):
             created = await ensure_dynamodb_table(dynamodb, definition, TTL_ATTRIBUTE)
             done.append(

@@ -17,6 +17,7 @@ concurrent adds to one cart all land without retries.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import propagate
 
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.common.v1 import common_pb2
@@ -37,7 +39,14 @@ from cloudshelf.runtime.idempotency import (
     IdempotentCall,
     cancellation_reasons,
 )
-from services.cart.tables import CURRENT_CART, USER_OWNER_PREFIX
+from services.cart.tables import (
+    CURRENT_CART,
+    LAST_OPERATION,
+    STOCK_SEEN,
+    TRACEPARENT,
+    TRACESTATE,
+    USER_OWNER_PREFIX,
+)
 
 DEFAULT_CURRENCY = "USD"
 # The seed's rule: 1..100 of one book; and at most 100 distinct books, which keeps a cart
@@ -228,12 +237,18 @@ class CartStore:
                     raise _quantity_limit(book.book_id, held)
                 check_stock(book.book_id, held + quantity, book.stock)
                 after["items"][line_id] = {**existing, "quantity": held + quantity}
+                after["items"][line_id][STOCK_SEEN] = book.stock
                 return Change(
                     "ADD #items.#book.quantity :n, version :one "
-                    "SET lastModified = :stamp, expiresAt = :expires",
+                    "SET lastModified = :stamp, expiresAt = :expires, #items.#book.#seen = :seen",
                     "expiresAt > :now AND #items.#book.quantity <= :most",
-                    {"#items": "items", "#book": line_id},
-                    {":n": quantity, ":one": 1, ":most": MAX_QUANTITY - quantity},
+                    {"#items": "items", "#book": line_id, "#seen": STOCK_SEEN},
+                    {
+                        ":n": quantity,
+                        ":one": 1,
+                        ":most": MAX_QUANTITY - quantity,
+                        ":seen": book.stock,
+                    },
                     after,
                 )
             count = int(item.get("lineCount", 0))
@@ -256,7 +271,7 @@ class CartStore:
                 after,
             )
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(key, plan, etag=etag, call=call, owner=owner, operation="AddItem")
         return _answer(cart_pb2.AddItemResponse, cart)
 
     async def set_quantity(
@@ -266,9 +281,12 @@ class CartStore:
         book_id: int,
         quantity: int,
         *,
+        stock_seen: int | None = None,
         etag: str,
         call: IdempotentCall | None,
     ) -> cart_pb2.UpdateItemQuantityResponse:
+        """stock_seen: the catalog's stock when the caller checked it (None: not checked)."""
+
         def plan(item: dict[str, Any] | None, now: int, stamp: str) -> Change:
             line_id = _book(book_id)
             existing = _existing_line(item, now, book_id)
@@ -276,17 +294,27 @@ class CartStore:
             after = _touched(item, stamp, now)
             if quantity == 0:
                 return _removal(after, line_id)
-            after["items"][line_id] = {**existing, "quantity": quantity}
+            line = {**existing, "quantity": quantity}
+            line.pop(STOCK_SEEN, None)
+            # The stock seen goes with the quantity it was checked for, or not at all.
+            if stock_seen is None:
+                seen, seen_values = " REMOVE #items.#book.#seen", {}
+            else:
+                line[STOCK_SEEN] = stock_seen
+                seen, seen_values = ", #items.#book.#seen = :seen", {":seen": stock_seen}
+            after["items"][line_id] = line
             return Change(
-                "SET #items.#book.quantity = :q, lastModified = :stamp, expiresAt = :expires "
-                "ADD version :one",
+                "ADD version :one SET #items.#book.quantity = :q, lastModified = :stamp, "
+                f"expiresAt = :expires{seen}",
                 "expiresAt > :now AND attribute_exists(#items.#book)",
-                {"#items": "items", "#book": line_id},
-                {":q": quantity, ":one": 1},
+                {"#items": "items", "#book": line_id, "#seen": STOCK_SEEN},
+                {":q": quantity, ":one": 1, **seen_values},
                 after,
             )
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(
+            key, plan, etag=etag, call=call, owner=owner, operation="UpdateItemQuantity"
+        )
         return _answer(cart_pb2.UpdateItemQuantityResponse, cart)
 
     async def remove_item(
@@ -303,7 +331,9 @@ class CartStore:
             assert item is not None
             return _removal(_touched(item, stamp, now), _book(book_id))
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(
+            key, plan, etag=etag, call=call, owner=owner, operation="RemoveItem"
+        )
         return _answer(cart_pb2.RemoveItemResponse, cart)
 
     async def clear(
@@ -325,7 +355,7 @@ class CartStore:
                 after,
             )
 
-        await self._write(key, plan, etag=etag, call=call, owner=owner)
+        await self._write(key, plan, etag=etag, call=call, owner=owner, operation="ClearCart")
         return cart_pb2.ClearCartResponse()
 
     async def _write(
@@ -336,10 +366,12 @@ class CartStore:
         etag: str,
         call: IdempotentCall | None,
         owner: cart_pb2.CartOwner,
+        operation: str,
     ) -> cart_pb2.Cart | bytes:
         """Reads the cart, plans one conditional update from it and runs it; again when a
         concurrent write made the condition fail. Bytes: the stored answer of a retried
-        request_id."""
+        request_id. `operation` (the RPC) and the trace context are written with it, for
+        the stream processor's events."""
         for _ in range(MAX_ATTEMPTS):
             if call is not None:
                 stored = await self.request_ids.claim([], call)
@@ -358,11 +390,15 @@ class CartStore:
             if change is None:
                 return cart_from_item(owner, item)
             condition = change.condition
+            traceparent, tracestate = trace_context_values()
             values = {
                 **change.values,
                 ":now": now,
                 ":stamp": stamp,
                 ":expires": now + int(CART_TTL.total_seconds()),
+                ":traceparent": traceparent,
+                ":tracestate": tracestate,
+                ":operation": operation,
             }
             if (etag or call is not None) and live is not None:
                 # The answer must be the cart this write produced from what was read.
@@ -371,7 +407,7 @@ class CartStore:
             update = {
                 "TableName": self.table,
                 "Key": {"userId": {"S": key}, "cartId": {"S": CURRENT_CART}},
-                "UpdateExpression": change.update,
+                "UpdateExpression": _SET_CLAUSE.sub(_TRACED_SET, change.update, count=1),
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": change.names,
                 "ExpressionAttributeValues": {
@@ -410,6 +446,21 @@ class CartStore:
         )
 
 
+# Every write's update has one SET clause (lastModified at least); these join it.
+_SET_CLAUSE = re.compile(r"\bSET\b")
+_TRACED_SET = (
+    f"SET {TRACEPARENT} = :traceparent, {TRACESTATE} = :tracestate, {LAST_OPERATION} = :operation,"
+)
+
+
+def trace_context_values() -> tuple[str, str]:
+    """The current span's W3C traceparent and tracestate ("" when absent), as every cart
+    write stores them."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", ""), carrier.get("tracestate", "")
+
+
 def _answer(kind: type[Response], cart: cart_pb2.Cart | bytes) -> Response:
     """The response: a cart is wrapped, stored bytes (a retried request_id's first answer,
     the cart it produced) are parsed."""
@@ -442,6 +493,7 @@ def _new_line(book: BookSnapshot, quantity: int, stamp: str) -> dict[str, Any]:
         "priceMinor": book.price_minor,
         "quantity": quantity,
         "addedAt": stamp,
+        STOCK_SEEN: book.stock,
     }
 
 
