@@ -28,6 +28,7 @@ from services.cart.tables import book_holders_table_name, stream_leases_table_na
 from tests.conftest import ChannelTo, NewUser, ServiceSpawner, wait_for_health
 from tests.factories import book, usd
 from tests.integration.test_catalog_events import EventTap
+from tests.otlp_receiver import OtlpReceiver
 
 CART_SOURCE = "cloudshelf.cart"
 Tap = Callable[[dict[str, Any]], Awaitable[EventTap]]
@@ -147,6 +148,7 @@ async def test_cart_writes_publish_their_events_with_the_request_trace(
     catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
     new_user: NewUser,
     cart_tap: Tap,
+    otlp: OtlpReceiver,
 ) -> None:
     shopper = new_user()
     owner = f"user#{shopper.subject}"
@@ -192,6 +194,14 @@ async def test_cart_writes_publish_their_events_with_the_request_trace(
     assert sorted((line.book_id, line.quantity) for line in cleared.removed) == sorted(
         [(first, 3), (second, 4)]
     )
+    # The batch that published it is a span of its own, linked to the writing request.
+    deadline = time.monotonic() + 10
+    while not (batches := otlp.spans_linked_to(trace_id)):
+        assert time.monotonic() < deadline, "no stream batch span linked to the request"
+        await asyncio.sleep(0.1)
+    assert [(s.service_name, s.name, s.parent_span_id) for s in batches] == [
+        ("cart", "cart stream batch", "")
+    ]
     # The index followed the lines: both rows went with ClearCart.
     await _wait_holders(stack, first, set())
     await _wait_holders(stack, second, set())
@@ -309,3 +319,67 @@ async def test_replicas_share_the_stream_survive_a_kill_and_replay_the_same_ids(
     await asyncio.to_thread(wait_for_health, replay_address, "SERVING")
     replayed = await _until(tap, lambda got: len(got) >= expected, seconds=60)
     assert {e["id"] for e in replayed} == published
+
+
+async def _checkpoint(stack: Stack, cart_table: str) -> int:
+    """The checkpoint of the table's one shard (0: none yet); the shard is leased."""
+    (row,) = await _lease_rows(stack, cart_table)
+    assert "leaseOwner" in row
+    return int(row.get("checkpoint", {"S": "0"})["S"])
+
+
+async def test_nothing_is_checkpointed_past_an_event_the_bus_did_not_take(
+    stack: Stack,
+    spawn_service: ServiceSpawner,
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+    new_user: NewUser,
+) -> None:
+    """A replica whose bus does not exist yet: its events wait (no checkpoint moves) and
+    are all published, with their ids, once the bus is there."""
+    overrides = await _isolated_cart_table(stack)
+    bus = f"late-bus-{secrets.token_hex(4)}"
+    _, address = spawn_service("cart", **overrides, CLOUDSHELF_EVENT_BUS=bus)
+    await asyncio.to_thread(wait_for_health, address, "SERVING")
+    shopper = new_user()
+    carts = _carts(spawn_service.channel(address, shopper.token))
+    books = [await _book(catalog) for _ in range(3)]
+    for book_id in books:
+        await carts.AddItem(_add(book_id))
+    # While the bus fails the checkpoint stays before the first record with an event (moto
+    # streams an UpdateItem that creates an item as two INSERTs, the first with the keys
+    # alone and no event: that one may be passed).
+    table = overrides["CLOUDSHELF_CART_TABLE"]
+    await asyncio.sleep(3)
+    stuck_at = await _checkpoint(stack, table)
+    await asyncio.sleep(3)
+    assert await _checkpoint(stack, table) == stuck_at
+
+    async with (
+        _session().client("sqs", endpoint_url=stack.aws.url) as sqs,
+        _session().client("events", endpoint_url=stack.aws.url) as bridge,
+    ):
+        await bridge.create_event_bus(Name=bus)
+        queue_url = (await sqs.create_queue(QueueName=bus))["QueueUrl"]
+        attributes = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        await bridge.put_rule(
+            Name=bus, EventBusName=bus, EventPattern=json.dumps({"source": [CART_SOURCE]})
+        )
+        await bridge.put_targets(
+            Rule=bus,
+            EventBusName=bus,
+            Targets=[{"Id": "tap", "Arn": attributes["Attributes"]["QueueArn"]}],
+        )
+        try:
+            tap = EventTap(sqs, queue_url)
+            # The loop backs off up to 30 s while the bus fails.
+            events = await _until(tap, lambda got: len(got) >= 3, seconds=60)
+            assert sorted(e["data"]["book_id"] for e in events) == sorted(str(b) for b in books)
+            deadline = time.monotonic() + 10
+            while await _checkpoint(stack, table) <= stuck_at:
+                assert time.monotonic() < deadline, "the checkpoint did not move on"
+                await asyncio.sleep(0.3)
+        finally:
+            await bridge.remove_targets(Rule=bus, EventBusName=bus, Ids=["tap"])
+            await bridge.delete_rule(Name=bus, EventBusName=bus)
+            await bridge.delete_event_bus(Name=bus)
+            await sqs.delete_queue(QueueUrl=queue_url)
