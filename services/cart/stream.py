@@ -9,7 +9,8 @@ book id), so reading a record again yields the same events with the same ids.
 `CartStreamProcessor` reads the stream in every replica of the cart server:
 - the stream's shards are shared by leases in `<cart table>-StreamLeases`: a replica takes
   a shard whose lease is free or expired with a conditional write, renews it every third
-  of the lease, and a dead replica's shards are taken over once its leases expire;
+  of the lease, and a dead replica's shards are taken over once its leases expire (expiry
+  times are wall-clock: replicas' clocks must agree to well within a lease);
 - a shard is read from its checkpoint (TRIM_HORIZON when it has none), a child shard only
   after its parent is read to its end;
 - per batch of records: the index is written, the events are published, and only then is
@@ -455,10 +456,6 @@ class CartStreamProcessor:
         self._next_sync = 0.0
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
 
-    @property
-    def owned_shards(self) -> list[str]:
-        return sorted(self._state.owned)
-
     # --- leases --------------------------------------------------------------------------
 
     async def sync_shards(self) -> None:
@@ -653,9 +650,9 @@ class CartStreamProcessor:
 
     async def _poll_shard(self, shard: OwnedShard, result: PollResult) -> None:
         with suppress_instrumentation():
-            if shard.iterator is None:
-                shard.iterator = await self._iterator(shard)
             try:
+                if shard.iterator is None:
+                    shard.iterator = await self._iterator(shard)
                 response = await self.streams.get_records(
                     ShardIterator=shard.iterator, Limit=self.policy.batch_size
                 )
@@ -666,6 +663,10 @@ class CartStreamProcessor:
                     return
                 if code == "TrimmedDataAccessException":
                     self._trimmed(shard)
+                    return
+                if code == "ResourceNotFoundException":  # the stream was disabled
+                    log.error("shard %s: its stream is gone, given up", shard.shard_id)
+                    await self._finish(shard)
                     return
                 raise
         records = response.get("Records", [])
