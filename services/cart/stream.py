@@ -29,8 +29,9 @@ Decisions on what publishes what:
   expired (it read as empty).
 - REMOVE publishes nothing: a cart item is deleted by TTL (the cart had already expired) or
   by a merge (reported by cart.merged on the user's cart, which names the session).
-- The book-holders index follows every record: each line of the new image is put (with the
-  cart's expiresAt), each line gone is deleted.
+- The book-holders index follows every record: each line the write added or changed is
+  put (every line of the cart when its expiry moves to a later day: a row's expiresAt is
+  the cart's rounded up to a day), each line gone is deleted.
 
 Polls, lease upkeep and index-only batches run with instrumentation suppressed; a batch that
 publishes is one span, linked to the traces of the requests that wrote the cart.
