@@ -28,6 +28,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import metrics
 
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.common.v1 import common_pb2
@@ -51,6 +52,8 @@ CART_TTL = timedelta(days=90)
 # Rounds of read-and-conditional-write before a write gives up with ABORTED: only racing
 # writers that each need the version they read (etag or request_id) ever take more than 2.
 MAX_ATTEMPTS = 64
+# Counts each write attempt that a concurrent write made fail and that is run again.
+WRITE_CONFLICTS_METRIC = "cloudshelf.cart.write_conflicts"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -163,10 +166,21 @@ def _book(book_id: int) -> str:
 
 
 class CartStore:
-    def __init__(self, client: Any, table: str, request_ids: DynamoDBIdempotencyKeys) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        request_ids: DynamoDBIdempotencyKeys,
+        *,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
         self.client = client
         self.table = table
         self.request_ids = request_ids
+        self._conflicts = metrics.get_meter(__name__, meter_provider=meter_provider).create_counter(
+            WRITE_CONFLICTS_METRIC,
+            description="Cart writes run again because a concurrent write failed their condition",
+        )
 
     async def _read(self, key: str) -> dict[str, Any] | None:
         answer = await self.client.get_item(
@@ -256,7 +270,7 @@ class CartStore:
                 after,
             )
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(key, plan, etag=etag, call=call, owner=owner, rpc="AddItem")
         return _answer(cart_pb2.AddItemResponse, cart)
 
     async def set_quantity(
@@ -286,7 +300,9 @@ class CartStore:
                 after,
             )
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(
+            key, plan, etag=etag, call=call, owner=owner, rpc="UpdateItemQuantity"
+        )
         return _answer(cart_pb2.UpdateItemQuantityResponse, cart)
 
     async def remove_item(
@@ -303,7 +319,7 @@ class CartStore:
             assert item is not None
             return _removal(_touched(item, stamp, now), _book(book_id))
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(key, plan, etag=etag, call=call, owner=owner, rpc="RemoveItem")
         return _answer(cart_pb2.RemoveItemResponse, cart)
 
     async def clear(
@@ -325,7 +341,7 @@ class CartStore:
                 after,
             )
 
-        await self._write(key, plan, etag=etag, call=call, owner=owner)
+        await self._write(key, plan, etag=etag, call=call, owner=owner, rpc="ClearCart")
         return cart_pb2.ClearCartResponse()
 
     async def _write(
@@ -336,6 +352,7 @@ class CartStore:
         etag: str,
         call: IdempotentCall | None,
         owner: cart_pb2.CartOwner,
+        rpc: str,
     ) -> cart_pb2.Cart | bytes:
         """Reads the cart, plans one conditional update from it and runs it; again when a
         concurrent write made the condition fail. Bytes: the stored answer of a retried
@@ -384,6 +401,7 @@ class CartStore:
                 except ClientError as exc:
                     if _code(exc) != "ConditionalCheckFailedException":
                         raise
+                    self._conflicts.add(1, {"rpc": rpc})
                     continue  # a concurrent write changed the line or the cart: again
                 return cart_from_item(owner, _from_dynamodb(answer["Attributes"]))
             after = cart_from_item(owner, change.after)
@@ -402,6 +420,7 @@ class CartStore:
                         "a concurrent write to the cart won: read it again",
                         reason="TRANSACTION_CONFLICT",
                     ) from exc
+                self._conflicts.add(1, {"rpc": rpc})
                 continue  # the cart changed, or the same request_id committed: again
             return after
         raise Aborted(
