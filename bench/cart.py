@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from importlib.metadata import version
 from typing import Any
 
 import asyncpg
@@ -236,6 +237,8 @@ async def run(
     stack: Stack, receiver: OtlpReceiver, book_ids: list[int], calls: int, clients: list[int]
 ) -> None:
     settings = stack.settings("cart")
+    # The machine is shared: how busy it was is part of the figures.
+    load_at_start = os.getloadavg()[0]
     async with AsyncExitStack() as exits:
         dynamodb = await open_aws_client(aws_session(settings), exits, "dynamodb", settings)
         direct = DirectCarts(dynamodb, settings.cart_table)
@@ -303,7 +306,8 @@ async def run(
             "clients": ",".join(map(str, clients)),
             "small_cart_lines": 1,
             "large_cart_lines": MAX_LINES,
-            "load_average_1min": f"{os.getloadavg()[0]:.1f}",
+            **{package: version(package) for package in ("moto", "grpcio", "aioboto3")},
+            "load_average_1min_start_end": f"{load_at_start:.1f}/{os.getloadavg()[0]:.1f}",
         },
         notes,
     )
