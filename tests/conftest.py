@@ -231,6 +231,10 @@ class ServiceSpawner:
 
     def __call__(self, service: str, **overrides: str) -> tuple[ManagedProcess, str]:
         address = f"127.0.0.1:{free_port()}"
+        # A spawned catalog (often on a scratch database, or frozen) must not take the
+        # shared catalog's order events off its queue: it polls a queue of its own name.
+        if service == "catalog":
+            overrides.setdefault("CLOUDSHELF_CATALOG_ORDER_EVENTS_QUEUE", f"spawned-{free_port()}")
         env = self.stack.service_env(service, {"CLOUDSHELF_LISTEN_ADDR": address, **overrides})
         process = ManagedProcess(
             f"{service}-{len(self.started)}-{secrets.token_hex(3)}",

@@ -32,7 +32,7 @@ SERVICES = tuple(DEFAULT_PORTS)
 # Dependency names the services report health for, as "dependency/<name>".
 DEPENDENCY_NAMES = ("postgres", "redis", "dynamodb", "kinesis", "s3", "cart", "catalog")
 # Services with a PostgreSQL database of their own (named after the service).
-POSTGRES_SERVICES = ("catalog", "analytics", "governance")
+POSTGRES_SERVICES = ("catalog", "analytics", "governance", "storefront")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_BOOKS = 2000
 

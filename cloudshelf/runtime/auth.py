@@ -60,6 +60,9 @@ from cloudshelf.runtime.stores import aws_session
 log = logging.getLogger("cloudshelf.auth")
 
 AUTHORIZATION = "authorization"
+# An anonymous cart session's credential (services/cart/owners.py checks it); forwarded to
+# peers like `authorization`, so that the storefront can serve an anonymous cart.
+SESSION_CREDENTIAL = "x-session-credential"
 ALGORITHM = "RS256"
 # Services that answer without any check: probes, and clients discovering the API.
 OPEN_SERVICES = frozenset(
@@ -126,6 +129,8 @@ class _IncomingCall:
     principal: Principal | None
     # The header as received, passed on to peers; never logged.
     authorization: str | None = field(repr=False)
+    # The x-session-credential header as received (unchecked here), passed on to peers.
+    session_credential: str | None = field(default=None, repr=False)
 
 
 # Set by the interceptor for the duration of each call (each call runs in its own task).
@@ -461,10 +466,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 principal = await self.admit(method, token)
             except Exception as exc:
                 await _abort(context, exc, method)
-            _incoming.set(_IncomingCall(principal, f"Bearer {token}" if token else None))
+            _incoming.set(
+                _IncomingCall(
+                    principal,
+                    f"Bearer {token}" if token else None,
+                    _text_entry(metadata, SESSION_CREDENTIAL),
+                )
+            )
             current_principal.set(principal.subject if principal else None)
 
         return _wrapped(handler, enter)
+
+
+def _text_entry(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """The single text value of `key` in the metadata; None when absent, repeated or binary
+    (the service that checks it refuses those itself)."""
+    values = [value for name, value in metadata or () if name == key]
+    return values[0] if len(values) == 1 and isinstance(values[0], str) else None
 
 
 async def _abort(context: Any, exc: Exception, method: str) -> NoReturn:
@@ -649,7 +667,8 @@ def configure_service_credentials(settings: Settings) -> ServiceCredentials | No
 class CallerCredentials(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Adds `authorization` to outgoing calls: inside a call, the caller's own (forwarded
     as received, nothing when the caller is anonymous); outside any call (background jobs)
-    or inside `acting_as_service()`, the service's own token."""
+    or inside `acting_as_service()`, the service's own token. Inside a call (not as the
+    service), the caller's `x-session-credential` is forwarded too."""
 
     def __init__(self, service_credentials: ServiceCredentials | None = None) -> None:
         self._own = service_credentials
@@ -662,6 +681,13 @@ class CallerCredentials(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[m
         if credentials is None:
             return None
         return f"Bearer {await credentials.token()}"
+
+    @staticmethod
+    def _session_credential() -> str | None:
+        call = _incoming.get()
+        if call is None or _acting_as_service.get():
+            return None
+        return call.session_credential
 
     async def intercept_unary_unary(
         self,
@@ -678,11 +704,17 @@ class CallerCredentials(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[m
         open_call = method.split("/")[1] in OPEN_SERVICES if method.count("/") >= 2 else False
         if not open_call and not any(key == AUTHORIZATION for key, _ in existing):
             authorization = await self._authorization()
-        if authorization is not None:
+        added = [] if authorization is None else [(AUTHORIZATION, authorization)]
+        session_credential = self._session_credential() if not open_call else None
+        if session_credential is not None and not any(
+            key == SESSION_CREDENTIAL for key, _ in existing
+        ):
+            added.append((SESSION_CREDENTIAL, session_credential))
+        if added:
             client_call_details = grpc.aio.ClientCallDetails(
                 method=client_call_details.method,
                 timeout=client_call_details.timeout,
-                metadata=grpc.aio.Metadata(*existing, (AUTHORIZATION, authorization)),
+                metadata=grpc.aio.Metadata(*existing, *added),
                 credentials=client_call_details.credentials,
                 wait_for_ready=client_call_details.wait_for_ready,
             )

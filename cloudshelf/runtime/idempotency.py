@@ -117,7 +117,9 @@ def caller_scope(rpc: str) -> str:
     calling service's identity) and the scope is "<rpc> <principal>": two callers sending
     the same UUID hold two keys, and one caller can never be answered with the response
     stored for another. An anonymous caller's scope is the RPC name alone (UUIDs keep
-    their keys apart); no RPC that takes a key is open to anonymous callers today.
+    their keys apart), unless the service knows the caller otherwise and sets
+    `current_principal` itself: the cart sets `session#<id>` for an anonymous session's
+    cart writes (services/cart/owners.py). CreateSession's keys are in the RPC's scope.
     """
     principal = current_principal.get()
     return f"{rpc} {principal}" if principal else rpc

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
@@ -39,6 +40,18 @@ def remaining_time() -> float | None:
     """Seconds left on the incoming call's deadline, or None when it has none."""
     deadline = _incoming_deadline.get()
     return None if deadline is None else deadline - time.monotonic()
+
+
+@contextlib.contextmanager
+def beyond_caller_deadline() -> Iterator[None]:
+    """Peer calls made inside ignore the incoming call's deadline (each uses its own
+    timeout, or the channel's default): for clean-up that must run even after the caller
+    gave up, e.g. giving back stock reserved by a checkout that then failed."""
+    token = _incoming_deadline.set(None)
+    try:
+        yield
+    finally:
+        _incoming_deadline.reset(token)
 
 
 def _trace_id() -> str:
@@ -207,6 +220,14 @@ class DeadlinePropagation(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
         return await continuation(details, request)
 
 
+# gRPC's reconnect backoff grows to 120 s by default: after a peer's outage a caller would
+# keep failing (or serving snapshots) for up to two minutes once the peer is back.
+PEER_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+
 def peer_channel(
     address: str, default_timeout: float, *, tls: TlsFiles | None = None
 ) -> grpc.aio.Channel:
@@ -220,5 +241,9 @@ def peer_channel(
         CallerCredentials(),
     ]
     if tls is None:
-        return grpc.aio.insecure_channel(address, interceptors=interceptors)
-    return grpc.aio.secure_channel(address, channel_credentials(tls), interceptors=interceptors)
+        return grpc.aio.insecure_channel(
+            address, options=PEER_CHANNEL_OPTIONS, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        address, channel_credentials(tls), options=PEER_CHANNEL_OPTIONS, interceptors=interceptors
+    )

@@ -1,20 +1,38 @@
-"""CartService handlers: the signed-in caller's own cart (anonymous carts come with sessions)."""
+"""CartService handlers: the caller's own cart, a signed-in user's or an anonymous session's
+(services/cart/owners.py decides which)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from cloudshelf.runtime.auth import signed_in_caller
-from cloudshelf.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from cloudshelf.runtime.auth import caller, signed_in_caller
+from cloudshelf.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from cloudshelf.runtime.idempotency import IdempotentCall
 from cloudshelf.runtime.rpc import ServicerContext
+from services.cart.owners import (
+    SESSION_BOUND_TO_ANOTHER_USER,
+    CartOwnerKey,
+    cart_owner,
+    check_session_holder,
+    presented_credential,
+    session_id_field,
+)
+from services.cart.sessions import SessionStore
 from services.cart.store import (
     MAX_QUANTITY,
     STOCK_CHECK_ABOVE,
     BookSnapshot,
     CartStore,
+    _answer,
     check_stock,
     user_owner_key,
 )
@@ -23,12 +41,6 @@ from services.cart.store import (
 MAX_BOOK_ID = 2**63 - 1
 # An etag is ours (W/"<20 hex>"): anything much longer cannot match and is refused early.
 MAX_ETAG_LENGTH = 64
-
-
-def _owner() -> tuple[cart_pb2.CartOwner, str]:
-    # The caller's own cart: the owner comes from the token, never from the request.
-    subject = signed_in_caller().subject
-    return cart_pb2.CartOwner(user_id=subject), user_owner_key(subject)
 
 
 def _book_id(value: int) -> int:
@@ -54,15 +66,24 @@ def _quantity(value: int, *, least: int) -> int:
 
 
 class CartHandlers(cart_pb2_grpc.CartServiceServicer):
-    def __init__(self, carts: CartStore, catalog: catalog_pb2_grpc.CatalogServiceAsyncStub) -> None:
+    def __init__(
+        self,
+        carts: CartStore,
+        sessions: SessionStore,
+        catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+    ) -> None:
         self.carts = carts
+        self.sessions = sessions
         self.catalog = catalog
+
+    async def _owner(self, context: ServicerContext) -> CartOwnerKey:
+        return await cart_owner(context, self.sessions)
 
     async def GetCart(
         self, request: cart_pb2.GetCartRequest, context: ServicerContext
     ) -> cart_pb2.GetCartResponse:
-        owner, key = _owner()
-        return cart_pb2.GetCartResponse(cart=await self.carts.get(owner, key))
+        owner = await self._owner(context)
+        return cart_pb2.GetCartResponse(cart=await self.carts.get(owner.owner, owner.key))
 
     async def AddItem(
         self, request: cart_pb2.AddItemRequest, context: ServicerContext
@@ -70,10 +91,12 @@ class CartHandlers(cart_pb2_grpc.CartServiceServicer):
         book_id = _book_id(request.book_id)
         quantity = _quantity(request.quantity, least=1)
         etag = _etag(request.etag)
+        owner = await self._owner(context)
         call = IdempotentCall.of("cart.AddItem", request)
-        owner, key = _owner()
         book = await self._book(book_id)
-        return await self.carts.add_item(owner, key, book, quantity, etag=etag, call=call)
+        return await self.carts.add_item(
+            owner.owner, owner.key, book, quantity, etag=etag, call=call
+        )
 
     async def UpdateItemQuantity(
         self, request: cart_pb2.UpdateItemQuantityRequest, context: ServicerContext
@@ -81,29 +104,43 @@ class CartHandlers(cart_pb2_grpc.CartServiceServicer):
         book_id = _book_id(request.book_id)
         quantity = _quantity(request.quantity, least=0)
         etag = _etag(request.etag)
+        owner = await self._owner(context)
         call = IdempotentCall.of("cart.UpdateItemQuantity", request)
-        owner, key = _owner()
         if quantity > STOCK_CHECK_ABOVE:
             # A large line is checked against the catalog's live stock (the seed's rule).
             check_stock(book_id, quantity, (await self._book(book_id)).stock)
-        return await self.carts.set_quantity(owner, key, book_id, quantity, etag=etag, call=call)
+        return await self.carts.set_quantity(
+            owner.owner, owner.key, book_id, quantity, etag=etag, call=call
+        )
 
     async def RemoveItem(
         self, request: cart_pb2.RemoveItemRequest, context: ServicerContext
     ) -> cart_pb2.RemoveItemResponse:
         book_id = _book_id(request.book_id)
         etag = _etag(request.etag)
+        owner = await self._owner(context)
         call = IdempotentCall.of("cart.RemoveItem", request)
-        owner, key = _owner()
-        return await self.carts.remove_item(owner, key, book_id, etag=etag, call=call)
+        return await self.carts.remove_item(owner.owner, owner.key, book_id, etag=etag, call=call)
 
     async def ClearCart(
         self, request: cart_pb2.ClearCartRequest, context: ServicerContext
     ) -> cart_pb2.ClearCartResponse:
         etag = _etag(request.etag)
+        owner = await self._owner(context)
         call = IdempotentCall.of("cart.ClearCart", request)
-        owner, key = _owner()
-        return await self.carts.clear(owner, key, etag=etag, call=call)
+        return await self.carts.clear(owner.owner, owner.key, etag=etag, call=call)
+
+    async def MergeCarts(
+        self, request: cart_pb2.MergeCartsRequest, context: ServicerContext
+    ) -> cart_pb2.MergeCartsResponse:
+        session_id = session_id_field(request.session_id)
+        etag = _etag(request.etag)
+        call = IdempotentCall.of("cart.MergeCarts", request)
+        subject = signed_in_caller().subject
+        cart = await merge_session_cart(
+            self.carts, self.sessions, context, session_id, subject, etag=etag, call=call
+        )
+        return _answer(cart_pb2.MergeCartsResponse, cart)
 
     async def _book(self, book_id: int) -> BookSnapshot:
         """The catalog's title and current price of the book (the caller's token goes
@@ -132,3 +169,40 @@ class CartHandlers(cart_pb2_grpc.CartServiceServicer):
             currency=book.price.currency_code or "USD",
             stock=book.stock_quantity,
         )
+
+
+async def merge_session_cart(
+    carts: CartStore,
+    sessions: SessionStore,
+    context: ServicerContext,
+    session_id: str,
+    subject: str,
+    *,
+    etag: str,
+    call: IdempotentCall | None,
+) -> cart_pb2.Cart | bytes:
+    """Binds the session to the signed-in `subject` and moves its cart into theirs (one
+    transaction): the caller must hold the session (its credential, or already bound to
+    them); a session bound to another user is refused (no session fixation)."""
+    credential = presented_credential(context)
+
+    async def binding(now: int) -> dict[str, Any] | None:
+        item = await sessions.live(session_id)
+        bound_to = item.get("userId")
+        if bound_to and bound_to != subject:
+            raise PermissionDenied(
+                f"session {session_id} is bound to another user",
+                reason=SESSION_BOUND_TO_ANOTHER_USER,
+                metadata={"session_id": session_id},
+            )
+        check_session_holder(item, credential, caller())
+        return None if bound_to == subject else sessions.binding(item, subject, now)
+
+    return await carts.merge(
+        cart_pb2.CartOwner(user_id=subject),
+        user_owner_key(subject),
+        session_id,
+        binding,
+        etag=etag,
+        call=call,
+    )

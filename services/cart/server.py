@@ -14,6 +14,8 @@ from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client
 from services.cart.handlers import CartHandlers
 from services.cart.policy import CART_POLICY, SESSION_POLICY
+from services.cart.session_handlers import SessionHandlers
+from services.cart.sessions import SessionStore
 from services.cart.store import CartStore
 from services.cart.tables import request_ids_table_name
 
@@ -24,11 +26,9 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     session = aws_session(settings)
     dynamodb_client = await open_aws_client(session, stack, "dynamodb", settings)
     request_ids = request_ids_table_name(settings.cart_table)
-    carts = CartStore(
-        dynamodb_client,
-        settings.cart_table,
-        DynamoDBIdempotencyKeys(dynamodb_client, request_ids),
-    )
+    request_id_keys = DynamoDBIdempotencyKeys(dynamodb_client, request_ids)
+    carts = CartStore(dynamodb_client, settings.cart_table, request_id_keys)
+    sessions = SessionStore(dynamodb_client, settings.sessions_table, request_id_keys)
     # Titles and prices come from the catalog, asked with the caller's token.
     catalog_channel = peer_channel(
         settings.peers["catalog"], settings.default_call_timeout, tls=settings.peer_tls
@@ -45,13 +45,13 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     return ServiceApp(
         servicers=[
             Servicer(
-                CartHandlers(carts, catalog),  # type: ignore[abstract,arg-type]  # MergeCarts (with sessions) answers UNIMPLEMENTED
+                CartHandlers(carts, sessions, catalog),  # type: ignore[arg-type]  # an aio stub
                 cart_pb2_grpc.add_CartServiceServicer_to_server,
                 SERVICES["CartService"].full_name,
                 CART_POLICY,
             ),
             Servicer(
-                cart_pb2_grpc.SessionServiceServicer(),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                SessionHandlers(sessions, carts),
                 cart_pb2_grpc.add_SessionServiceServicer_to_server,
                 SERVICES["SessionService"].full_name,
                 SESSION_POLICY,

@@ -1,6 +1,7 @@
 """Carts in DynamoDB, converted to and from the cart protos.
 
-One item per cart, keyed (userId "user#<sub>", cartId "current"). Its lines are a map
+One item per cart, keyed (userId "user#<sub>", cartId "current"); an anonymous session's
+cart is keyed userId "session#<id>" and carries `sessionId` (the SessionIndex). Its lines are a map
 keyed by book id, so that every change is one conditional UpdateItem of one line (an
 atomic ADD of a quantity, a SET or REMOVE of one key), never a read-modify-write of the
 whole list: two racing writes both land. `lineCount` counts the map's keys so that the
@@ -11,14 +12,16 @@ cannot drift from them.
 A write with an etag or a request_id is conditioned on the version it read (the etag must
 still hold; the stored response of a request_id must be the cart the write produced); a
 write with neither is conditioned only on what it changes (the line, its caps), so that
-concurrent adds to one cart all land without retries.
+concurrent adds to one cart all land without retries. The merge of a session's cart into a
+user's (`merge`) is one TransactWriteItems: the user's cart updated from the version read,
+the session's cart deleted at the version read, and the session bound to the user.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -38,7 +41,7 @@ from cloudshelf.runtime.idempotency import (
     IdempotentCall,
     cancellation_reasons,
 )
-from services.cart.tables import CURRENT_CART, USER_OWNER_PREFIX
+from services.cart.tables import CURRENT_CART, SESSION_OWNER_PREFIX, USER_OWNER_PREFIX
 
 DEFAULT_CURRENCY = "USD"
 # The seed's rule: 1..100 of one book; and at most 100 distinct books, which keeps a cart
@@ -63,6 +66,11 @@ Response = TypeVar("Response", bound=Message)
 def user_owner_key(subject: str) -> str:
     """The cart's partition key for a signed-in user (the token's `sub`)."""
     return USER_OWNER_PREFIX + subject
+
+
+def session_owner_key(session_id: str) -> str:
+    """The cart's partition key for an anonymous session."""
+    return SESSION_OWNER_PREFIX + session_id
 
 
 def _timestamp(iso: str | None) -> Timestamp | None:
@@ -212,7 +220,7 @@ class CartStore:
                 after = _fresh(key, item, stamp, now, book.currency)
                 after["items"] = {line_id: line}
                 after["lineCount"] = 1
-                return Change(
+                created = Change(
                     "SET #items = :items, lineCount = :one, currency = :currency, "
                     "version = if_not_exists(version, :zero) + :one, "
                     "lastModified = :stamp, expiresAt = :expires",
@@ -226,6 +234,12 @@ class CartStore:
                     },
                     after,
                 )
+                if owner.HasField("session_id"):
+                    # An anonymous cart is also found by its session (the SessionIndex).
+                    created.update += ", sessionId = :session"
+                    created.values[":session"] = owner.session_id
+                    after["sessionId"] = owner.session_id
+                return created
             assert item is not None
             if str(item.get("currency", DEFAULT_CURRENCY)) != book.currency:
                 raise FailedPrecondition(
@@ -343,6 +357,126 @@ class CartStore:
 
         await self._write(key, plan, etag=etag, call=call, owner=owner, rpc="ClearCart")
         return cart_pb2.ClearCartResponse()
+
+    async def merge(
+        self,
+        owner: cart_pb2.CartOwner,
+        key: str,
+        session_id: str,
+        binding: Callable[[int], Awaitable[dict[str, Any] | None]],
+        *,
+        etag: str,
+        call: IdempotentCall | None,
+    ) -> cart_pb2.Cart | bytes:
+        """Moves the session's anonymous cart into the cart of `key`, in one
+        TransactWriteItems with the session's binding (`binding(now)`: its entry, or None
+        when the session is already bound to this user; it raises when the caller may not
+        bind it). Quantities are summed and capped at MAX_QUANTITY; more than MAX_LINES
+        lines is refused, nothing written. The anonymous cart is deleted in the same
+        transaction, conditioned on the version read, so that a line added to it meanwhile
+        is never lost (the merge runs again). A retry finds no anonymous cart and the
+        session bound: nothing is written. Bytes: a retried request_id's stored answer."""
+        session_key = session_owner_key(session_id)
+        for _ in range(MAX_ATTEMPTS):
+            if call is not None:
+                stored = await self.request_ids.claim([], call)
+                if stored is not None:
+                    return stored
+            now = int(time.time())
+            bind = await binding(now)
+            user, anonymous = await self._read(key), await self._read(session_key)
+            live = user if is_live(user, now) else None
+            if etag and cart_etag(live) != etag:
+                raise Aborted(
+                    "the cart changed since it was read (etag mismatch): read it again",
+                    reason="ETAG_MISMATCH",
+                )
+            moved = anonymous if is_live(anonymous, now) else None
+            stamp = datetime.fromtimestamp(now, UTC).isoformat()
+            transaction: list[dict[str, Any]] = []
+            after = user
+            session_cart = {"userId": {"S": session_key}, "cartId": {"S": CURRENT_CART}}
+            if moved is not None:
+                if moved.get("items"):
+                    change = _merge_change(live, user, moved, key, session_id, now, stamp)
+                    transaction.append({"Update": self._update_entry(key, change, now, stamp)})
+                    after = change.after
+                transaction.append(
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": session_cart,
+                            "ConditionExpression": "version = :read_version",
+                            "ExpressionAttributeValues": {
+                                ":read_version": _serializer.serialize(int(moved.get("version", 0)))
+                            },
+                        }
+                    }
+                )
+            else:
+                # Nothing to move; none may appear before the binding commits.
+                transaction.append(_absent_check(self.table, session_cart, now))
+            if not any("Update" in entry for entry in transaction) and (etag or call):
+                # The answer is the user's cart as read: it must still be that one.
+                transaction.append(self._unchanged_check(key, live, now))
+            if bind is not None:
+                transaction.append(bind)
+            answer = cart_from_item(owner, after)
+            writes = any("ConditionCheck" not in entry for entry in transaction)
+            if call is None and not writes:
+                return answer  # already merged and bound: a retry changes nothing
+            if call is not None:
+                await self.request_ids.complete(transaction, call, answer)
+            try:
+                await self.client.transact_write_items(TransactItems=transaction)
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = cancellation_reasons(exc)
+                if not reasons or any(
+                    reason not in ("None", "ConditionalCheckFailed") for reason in reasons
+                ):
+                    raise Aborted(
+                        "a concurrent write to the carts or the session won: retry",
+                        reason="TRANSACTION_CONFLICT",
+                    ) from exc
+                continue  # a cart or the session changed, or the request_id committed
+            return answer
+        raise Aborted(
+            "the carts kept changing under this merge: retry",
+            reason="CONCURRENT_CHANGE",
+        )
+
+    def _update_entry(self, key: str, change: Change, now: int, stamp: str) -> dict[str, Any]:
+        values = {
+            **change.values,
+            ":now": now,
+            ":stamp": stamp,
+            ":expires": now + int(CART_TTL.total_seconds()),
+        }
+        return {
+            "TableName": self.table,
+            "Key": {"userId": {"S": key}, "cartId": {"S": CURRENT_CART}},
+            "UpdateExpression": change.update,
+            "ConditionExpression": change.condition,
+            "ExpressionAttributeNames": change.names,
+            "ExpressionAttributeValues": {k: _serializer.serialize(v) for k, v in values.items()},
+        }
+
+    def _unchanged_check(self, key: str, live: dict[str, Any] | None, now: int) -> dict[str, Any]:
+        cart = {"userId": {"S": key}, "cartId": {"S": CURRENT_CART}}
+        if live is None:
+            return _absent_check(self.table, cart, now)
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": cart,
+                "ConditionExpression": "version = :read_version",
+                "ExpressionAttributeValues": {
+                    ":read_version": _serializer.serialize(int(live.get("version", 0)))
+                },
+            }
+        }
 
     async def _write(
         self,
@@ -506,6 +640,105 @@ def _removal(after: dict[str, Any], line_id: str) -> Change:
         "expiresAt > :now AND attribute_exists(#items.#book)",
         {"#items": "items", "#book": line_id},
         {":one": 1, ":minus_one": -1},
+        after,
+    )
+
+
+def _absent_check(table: str, key: dict[str, Any], now: int) -> dict[str, Any]:
+    """A transaction's check that a cart does not exist (or has expired)."""
+    return {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": key,
+            "ConditionExpression": "attribute_not_exists(userId) OR expiresAt <= :now",
+            "ExpressionAttributeValues": {":now": _serializer.serialize(now)},
+        }
+    }
+
+
+def _merge_change(
+    live: dict[str, Any] | None,
+    item: dict[str, Any] | None,
+    moved: dict[str, Any],
+    key: str,
+    session_id: str,
+    now: int,
+    stamp: str,
+) -> Change:
+    """The update of the user's cart (`live`, None when it has none) that takes in the lines
+    of the anonymous cart `moved`: summed and capped per line; the lines it does not have
+    are added as they were."""
+    incoming: dict[str, Any] = moved.get("items") or {}
+    currency = str(moved.get("currency", DEFAULT_CURRENCY))
+    if live is None:
+        after = _fresh(key, item, stamp, now, currency)
+        after["items"] = dict(incoming)
+        after["lineCount"] = len(incoming)
+        after["mergedSessionId"] = session_id
+        return Change(
+            "SET #items = :items, lineCount = :count, currency = :currency, "
+            "version = if_not_exists(version, :zero) + :one, lastModified = :stamp, "
+            "expiresAt = :expires, mergedSessionId = :session",
+            "attribute_not_exists(userId) OR expiresAt <= :now",
+            {"#items": "items"},
+            {
+                ":items": dict(incoming),
+                ":count": len(incoming),
+                ":currency": currency,
+                ":zero": 0,
+                ":one": 1,
+                ":session": session_id,
+            },
+            after,
+        )
+    held: dict[str, Any] = live.get("items") or {}
+    if held and str(live.get("currency", DEFAULT_CURRENCY)) != currency:
+        raise FailedPrecondition(
+            f"the session's cart is priced in {currency}, the user's in "
+            f"{live.get('currency')}: one currency per cart",
+            reason="CURRENCY_MISMATCH",
+        )
+    changed: dict[str, Any] = {}
+    for line_id, line in incoming.items():
+        existing = held.get(line_id)
+        if existing is None:
+            changed[line_id] = dict(line)
+        else:
+            total = int(existing["quantity"]) + int(line["quantity"])
+            changed[line_id] = {**existing, "quantity": min(total, MAX_QUANTITY)}
+    count = len(set(held) | set(changed))
+    if count > MAX_LINES:
+        raise FailedPrecondition(
+            f"the merged cart would hold {count} distinct books, more than the limit of "
+            f"{MAX_LINES}: remove some from either cart and retry",
+            reason="LINE_LIMIT",
+            metadata={"limit": str(MAX_LINES), "lines": str(count)},
+        )
+    after = _touched(live, stamp, now)
+    after["items"].update(changed)
+    after["lineCount"] = count
+    after["currency"] = currency
+    after["mergedSessionId"] = session_id
+    names = {"#items": "items"}
+    values: dict[str, Any] = {
+        ":count": count,
+        ":currency": currency,
+        ":one": 1,
+        ":session": session_id,
+        ":read_version": int(live.get("version", 0)),
+    }
+    assignments = []
+    for index, (line_id, line) in enumerate(changed.items()):
+        names[f"#b{index}"] = line_id
+        values[f":l{index}"] = line
+        assignments.append(f"#items.#b{index} = :l{index}")
+    return Change(
+        f"SET {', '.join(assignments)}, lineCount = :count, currency = :currency, "
+        "lastModified = :stamp, expiresAt = :expires, mergedSessionId = :session "
+        "ADD version :one",
+        "version = :read_version AND expiresAt > :now",
+        names,
+        values,
         after,
     )
 

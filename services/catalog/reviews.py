@@ -75,8 +75,8 @@ class ReviewStore:
 
     async def add(self, review: catalog_pb2.Review, author: str) -> catalog_pb2.Review:
         """Adds `review` by `author` (the caller's user id); the request's user_id and
-        is_verified_purchase are not read. A purchase is verified from orders, which do not
-        exist yet: false until they do."""
+        is_verified_purchase are not read: a purchase is verified from the orders the
+        catalog learnt from the storefront's events (services/catalog/purchases.py)."""
         check_id("review.book_id", review.book_id)
         if not 0 < len(author) <= MAX_USER_ID:
             raise InvalidArgument("review", "the caller's user id does not fit a review")
@@ -86,13 +86,16 @@ class ReviewStore:
                 row = await conn.fetchrow(
                     "INSERT INTO book_catalog.reviews "
                     "(book_id, user_id, rating, title, content, is_verified_purchase) "
-                    "VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                    "VALUES ($1, $2, $3, $4, $5, EXISTS ("
+                    "    SELECT 1 FROM book_catalog.order_purchases p "
+                    "    WHERE p.user_id = $2::varchar AND p.book_id = $1::integer "
+                    "    AND NOT p.cancelled)) "
+                    "RETURNING *",
                     review.book_id,
                     author,
                     columns["rating"],
                     columns["title"],
                     columns["content"],
-                    False,
                 )
             added = review_from_row(row)
             event = catalog_pb2.ReviewAddedEvent(review=added)

@@ -18,6 +18,7 @@ from services.catalog.invalidations import CacheInvalidations
 from services.catalog.jobs import warm_cache
 from services.catalog.outbox import EVENT_SOURCE, OUTBOX
 from services.catalog.policy import CATALOG_POLICY
+from services.catalog.purchases import OrderEventsConsumer, order_events_queue
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
 
     async def event_bus_reachable() -> None:
         await events.describe_event_bus(Name=settings.event_bus)
+
+    # The storefront's order events (verified purchases); they wait in the queue meanwhile.
+    sqs = await open_aws_client(aws_session(settings), stack, "sqs", settings)
+    order_events = OrderEventsConsumer(pool, sqs, order_events_queue())
 
     cache = CatalogCache(redis_client)
     invalidations = CacheInvalidations(pool, cache, settings.cache_invalidation_interval)
@@ -61,7 +66,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
             redis,
             Dependency("eventbridge", event_bus_reachable, required=False),
         ],
-        background=[relay.run, invalidations.run, warm_up],
+        background=[relay.run, invalidations.run, warm_up, order_events.run],
     )
 
 

@@ -1,4 +1,6 @@
-"""The storefront aggregator process: talks only to other services, owns no store."""
+"""The storefront process: composes the cart and the catalog for the shop's pages, and
+owns the orders placed at checkout (its own PostgreSQL schema, events through a
+transactional outbox to EventBridge)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cloudshelf.cart.v1 import cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.events import EventBridgePublisher, OutboxRelay, RelayPolicy
 from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.rpc import peer_channel
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
+from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
-from services.storefront.handlers import StorefrontHandlers
+from services.storefront.order_handlers import StorefrontServicer
+from services.storefront.orders import Orders, PricingRules
+from services.storefront.outbox import EVENT_SOURCE, OUTBOX
 from services.storefront.policy import STOREFRONT_POLICY
 
 
@@ -38,20 +44,39 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
         # Without the catalog the storefront still shows carts (with stored prices).
         return Dependency(peer, check, required=peer == "cart")
 
-    handlers = StorefrontHandlers(
-        cart_pb2_grpc.CartServiceStub(channels["cart"]),
-        catalog_pb2_grpc.CatalogServiceStub(channels["catalog"]),
+    # Orders live in PostgreSQL: without it no checkout, so it is required.
+    pool, postgres = await open_postgres(settings, stack)
+    events = await open_aws_client(aws_session(settings), stack, "events", settings)
+    relay = OutboxRelay(
+        pool,
+        OUTBOX,
+        EventBridgePublisher(events, settings.event_bus, EVENT_SOURCE),
+        RelayPolicy.from_env(),
     )
+
+    async def event_bus_reachable() -> None:
+        await events.describe_event_bus(Name=settings.event_bus)
+
+    carts = cart_pb2_grpc.CartServiceStub(channels["cart"])
+    catalog = catalog_pb2_grpc.CatalogServiceStub(channels["catalog"])
+    orders = Orders(pool, carts, catalog, relay, PricingRules.from_env())
     return ServiceApp(
         servicers=[
             Servicer(
-                handlers,
+                StorefrontServicer(carts, catalog, orders),
                 storefront_pb2_grpc.add_StorefrontServiceServicer_to_server,
                 storefront_pb2.DESCRIPTOR.services_by_name["StorefrontService"].full_name,
                 STOREFRONT_POLICY,
             )
         ],
-        dependencies=[peer_check("cart"), peer_check("catalog")],
+        # Order events wait in the outbox while the bus is down: degraded, not down.
+        dependencies=[
+            postgres,
+            peer_check("cart"),
+            peer_check("catalog"),
+            Dependency("eventbridge", event_bus_reachable, required=False),
+        ],
+        background=[relay.run],
     )
 
 

@@ -16,7 +16,6 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cloudshelf.analytics.v1 import analytics_pb2, analytics_pb2_grpc
-from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.devstack.stack import Stack
@@ -472,8 +471,6 @@ async def test_rpcs_not_built_yet_are_unimplemented(
     # Orders are recorded by services, as themselves; the rest is open to the admin.
     analytics = analytics_pb2_grpc.AnalyticsServiceStub(channel_to("analytics", service_token))
     governance = governance_pb2_grpc.GovernanceServiceStub(channel_to("governance"))
-    cart = cart_pb2_grpc.CartServiceStub(channel_to("cart"))
-    sessions = cart_pb2_grpc.SessionServiceStub(channel_to("cart"))
     for call, method in (
         (
             analytics.RecordOrder(analytics_pb2.RecordOrderRequest()),
@@ -482,14 +479,6 @@ async def test_rpcs_not_built_yet_are_unimplemented(
         (
             governance.ListClassifications(governance_pb2.ListClassificationsRequest()),
             "cloudshelf.governance.v1.GovernanceService/ListClassifications",
-        ),
-        (
-            cart.MergeCarts(cart_pb2.MergeCartsRequest()),
-            "cloudshelf.cart.v1.CartService/MergeCarts",
-        ),
-        (
-            sessions.CreateSession(cart_pb2.CreateSessionRequest()),
-            "cloudshelf.cart.v1.SessionService/CreateSession",
         ),
     ):
         details = await refused(call, Code.UNIMPLEMENTED, f"{method} is not implemented yet")

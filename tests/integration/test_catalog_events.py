@@ -342,7 +342,14 @@ async def test_a_relay_round_is_one_span_linked_to_the_producing_trace(
     assert rounds[0].parent_span_id == ""  # a root of its own, not part of the request
     # The backlog gauge is exported too.
     deadline = time.monotonic() + 10
-    while not (ages := otlp.gauges("cloudshelf.outbox.oldest_unpublished_age")):
+    # The storefront has an outbox of its own: the catalog's gauge is the one checked.
+    while not (
+        ages := [
+            gauge
+            for gauge in otlp.gauges("cloudshelf.outbox.oldest_unpublished_age")
+            if gauge.service_name == "catalog"
+        ]
+    ):
         assert time.monotonic() < deadline, "no backlog gauge exported"
         await asyncio.sleep(0.1)
     assert ("outbox", "book_catalog.outbox") in ages[-1].attributes

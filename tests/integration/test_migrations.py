@@ -34,7 +34,9 @@ CATALOG_VERSIONS = [
     202511103,
     202511104,
     202511105,
+    202511202,
 ]
+STOREFRONT_VERSIONS = [202511201]
 
 
 @pytest_asyncio.fixture
@@ -85,6 +87,8 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert await runner.down() == ["down 202511202 order purchases"]
+    assert "book_catalog.order_purchases" not in await tables(scratch_dsn)
     assert await runner.down() == ["down 202511105 popular books refresh time"]
     assert await runner.down() == ["down 202511104 idempotency keys"]
     after_down = await tables(scratch_dsn)
@@ -162,7 +166,7 @@ async def test_services_sharing_one_database_keep_their_own_history(scratch_dsn:
     # each other ("changed after it was applied").
     runners = {
         name: MigrationRunner(scratch_dsn, migrations_of(f"services.{name}"), name)
-        for name in ("catalog", "governance", "analytics")
+        for name in ("catalog", "governance", "analytics", "storefront")
     }
     for each in runners.values():
         assert await each.up()
@@ -173,8 +177,11 @@ async def test_services_sharing_one_database_keep_their_own_history(scratch_dsn:
         "analytics": [202501001],
         "catalog": CATALOG_VERSIONS,
         "governance": [202501001],
+        "storefront": STOREFRONT_VERSIONS,
     }
-    assert {"book_catalog.books", "governance.data_classes"} <= await tables(scratch_dsn)
+    assert {"book_catalog.books", "governance.data_classes", "storefront.orders"} <= await tables(
+        scratch_dsn
+    )
 
     # Reverting one service leaves the others' schemas and rows alone.
     assert await runners["governance"].down() == ["down 202501001 governance schema"]

@@ -26,8 +26,8 @@ RELEASE = "shop"
 NAMESPACE = "bookstore"
 KUBE_VERSION = "1.30.0"
 # Services that own a store, so get a provisioning hook Job.
-WITH_STORE = {"catalog", "cart", "analytics", "governance"}
-WITH_POSTGRES = {"catalog", "analytics", "governance"}
+WITH_STORE = {"catalog", "cart", "analytics", "governance", "storefront"}
+WITH_POSTGRES = {"catalog", "analytics", "governance", "storefront"}
 HOOK_ANNOTATIONS = {
     "helm.sh/hook": "pre-install,pre-upgrade",
     "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",

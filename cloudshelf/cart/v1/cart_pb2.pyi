@@ -366,7 +366,8 @@ class MergeCartsRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The anonymous session whose cart moves into the caller's own cart (the caller is the
-    signed-in user of the authorization metadata).
+    signed-in user of the authorization metadata; the session's credential goes in the
+    `x-session-credential` metadata).
     """
     etag: _builtins.str
     """The etag of the user's cart (the target) as last read; empty: no precondition."""
@@ -409,14 +410,24 @@ Global___MergeCartsResponse: _TypeAlias = MergeCartsResponse  # noqa: Y015
 
 @_typing.final
 class Preferences(_message.Message):
+    """Each field empty: not set (the client's default applies)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     THEME_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
+    """An ISO 4217 code of a circulating currency, upper case ("EUR"); INVALID_ARGUMENT
+    otherwise.
+    """
     language: _builtins.str
+    """A valid BCP 47 language tag ("en", "pt-BR", "zh-Hant-TW"), at most 35 characters,
+    every subtag in the IANA registry; stored in its canonical form ("EN-us" is "en-US").
+    INVALID_ARGUMENT otherwise.
+    """
     theme: _builtins.str
+    """"light", "dark" or "system"; INVALID_ARGUMENT otherwise."""
     def __init__(
         self,
         *,
@@ -440,9 +451,15 @@ class Activity(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     DETAILS_JSON_FIELD_NUMBER: _builtins.int
     action: _builtins.str
+    """What happened: 1..64 characters, a lower-case letter first, then lower-case letters,
+    digits and `_ . : -` ("view_book", "search"). INVALID_ARGUMENT otherwise.
+    """
     details_json: _builtins.str
+    """Empty, or a JSON object of at most 2,048 bytes (UTF-8); INVALID_ARGUMENT otherwise."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when the server recorded it (a time in the request is ignored)."""
+
     def __init__(
         self,
         *,
@@ -478,15 +495,20 @@ class Session(_message.Message):
     is_authenticated: _builtins.bool
     ip_address: _builtins.str
     """Output only, Confidential: recorded from the transport or trusted gateway headers
-    (cloudshelf.runtime.client_info) when the session was created; never logged.
+    (cloudshelf.runtime.client_info) when the session was created; never logged. The
+    address is stored and shown truncated to its network: a /24 for IPv4
+    ("203.0.113.0/24"), a /48 for IPv6 ("2001:db8:7::/48"); empty when unknown.
     """
     user_agent: _builtins.str
+    """Output only, Confidential, like ip_address (at most 512 characters)."""
     etag: _builtins.str
     """Output only (AIP-154): changes with every write of the session."""
     @_builtins.property
     def preferences(self) -> Global___Preferences: ...
     @_builtins.property
-    def recent_activity(self) -> _containers.RepeatedCompositeFieldContainer[Global___Activity]: ...
+    def recent_activity(self) -> _containers.RepeatedCompositeFieldContainer[Global___Activity]:
+        """Output only: the last 50 TouchSession activities, oldest first."""
+
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -545,16 +567,25 @@ class CreateSessionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_FIELD_NUMBER: _builtins.int
+    SESSION_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    session_credential: _builtins.str
+    """The session's credential, `<session_id>.<secret>` (the secret: 256 random bits),
+    shown here once: the server keeps only a hash of the secret. Clients send it in the
+    `x-session-credential` metadata of every call for this session and its cart. A retry
+    of the same request_id answers the same session without it (it cannot be shown
+    again): a client that lost the first answer creates a new session.
+    """
     @_builtins.property
     def session(self) -> Global___Session: ...
     def __init__(
         self,
         *,
         session: Global___Session | None = ...,
+        session_credential: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "session_credential", b"session_credential"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -653,7 +684,9 @@ class UpdatePreferencesRequest(_message.Message):
     etag: _builtins.str
     """The session's etag as last read; empty: no precondition. ABORTED when it changed."""
     @_builtins.property
-    def preferences(self) -> Global___Preferences: ...
+    def preferences(self) -> Global___Preferences:
+        """Replaces the session's preferences, all three fields (an empty one unsets it)."""
+
     def __init__(
         self,
         *,
@@ -695,7 +728,9 @@ class AuthenticateSessionRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
-    """Bound to the caller, the signed-in user of the authorization metadata."""
+    """Bound to the caller, the signed-in user of the authorization metadata; the session's
+    credential goes in the `x-session-credential` metadata.
+    """
     def __init__(
         self,
         *,

@@ -29,7 +29,15 @@ class CartServiceStub:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
     Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
-    the caller, from the `authorization` metadata, never a field of the request.
+    the caller, never a field of the request: a signed-in shopper's token (`authorization`
+    metadata) addresses the user's cart; without a token, an anonymous visitor's session
+    credential (`x-session-credential` metadata, from CreateSession) addresses that
+    session's cart. Neither: UNAUTHENTICATED (reason SESSION_CREDENTIAL_MISSING); a
+    credential that is malformed, wrong, of an unknown or expired session: UNAUTHENTICATED
+    (SESSION_CREDENTIAL_INVALID; a client must start a new session, hence not
+    PERMISSION_DENIED); the credential of a session already bound to a user by
+    AuthenticateSession or MergeCarts without that user's token: UNAUTHENTICATED
+    (SESSION_SIGNED_IN: its cart is the user's now).
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
@@ -78,7 +86,15 @@ class CartServiceServicer:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
     Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
-    the caller, from the `authorization` metadata, never a field of the request.
+    the caller, never a field of the request: a signed-in shopper's token (`authorization`
+    metadata) addresses the user's cart; without a token, an anonymous visitor's session
+    credential (`x-session-credential` metadata, from CreateSession) addresses that
+    session's cart. Neither: UNAUTHENTICATED (reason SESSION_CREDENTIAL_MISSING); a
+    credential that is malformed, wrong, of an unknown or expired session: UNAUTHENTICATED
+    (SESSION_CREDENTIAL_INVALID; a client must start a new session, hence not
+    PERMISSION_DENIED); the credential of a session already bound to a user by
+    AuthenticateSession or MergeCarts without that user's token: UNAUTHENTICATED
+    (SESSION_SIGNED_IN: its cart is the user's now).
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
@@ -119,7 +135,11 @@ class CartServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MergeCarts(self, request, context):
-        """Moves an anonymous session's cart into the user's cart at sign-in.
+        """Moves an anonymous session's cart into the user's cart at sign-in, by the rules of
+        AuthenticateSession (which does the same and answers the session): the caller is the
+        signed-in user and holds the session (its credential in metadata, or the session is
+        already bound to the caller); the session is bound to the caller in the same
+        transaction. Answers the user's cart.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,7 +190,15 @@ class CartService:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
     Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
-    the caller, from the `authorization` metadata, never a field of the request.
+    the caller, never a field of the request: a signed-in shopper's token (`authorization`
+    metadata) addresses the user's cart; without a token, an anonymous visitor's session
+    credential (`x-session-credential` metadata, from CreateSession) addresses that
+    session's cart. Neither: UNAUTHENTICATED (reason SESSION_CREDENTIAL_MISSING); a
+    credential that is malformed, wrong, of an unknown or expired session: UNAUTHENTICATED
+    (SESSION_CREDENTIAL_INVALID; a client must start a new session, hence not
+    PERMISSION_DENIED); the credential of a session already bound to a user by
+    AuthenticateSession or MergeCarts without that user's token: UNAUTHENTICATED
+    (SESSION_SIGNED_IN: its cart is the user's now).
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
@@ -341,7 +369,19 @@ class CartService:
 
 
 class SessionServiceStub:
-    """Browsing sessions of anonymous and signed-in visitors.
+    """Browsing sessions of anonymous and signed-in visitors. A session lives 30 days after
+    its last write (TouchSession, UpdatePreferences, AuthenticateSession); an expired one is
+    NOT_FOUND, also before the store deletes it.
+
+    Who may use a session: an RPC naming one (GetSession, TouchSession, UpdatePreferences,
+    DeleteSession) needs that session's credential in the `x-session-credential` metadata
+    (see CreateSessionResponse.session_credential), or a signed-in caller (`authorization`)
+    the session is bound to. Neither sent: UNAUTHENTICATED (SESSION_CREDENTIAL_MISSING); a
+    malformed credential, or one whose secret does not match the named session:
+    UNAUTHENTICATED (SESSION_CREDENTIAL_INVALID); a valid caller who does not hold the named
+    session (a credential of another session, a user the session is not bound to):
+    PERMISSION_DENIED (NOT_SESSION_HOLDER). A session id is 1..64 characters of
+    [A-Za-z0-9_-] (INVALID_ARGUMENT otherwise); NOT_FOUND when there is no such live session.
     """
 
     def __init__(self, channel):
@@ -388,11 +428,24 @@ class SessionServiceStub:
 
 
 class SessionServiceServicer:
-    """Browsing sessions of anonymous and signed-in visitors.
+    """Browsing sessions of anonymous and signed-in visitors. A session lives 30 days after
+    its last write (TouchSession, UpdatePreferences, AuthenticateSession); an expired one is
+    NOT_FOUND, also before the store deletes it.
+
+    Who may use a session: an RPC naming one (GetSession, TouchSession, UpdatePreferences,
+    DeleteSession) needs that session's credential in the `x-session-credential` metadata
+    (see CreateSessionResponse.session_credential), or a signed-in caller (`authorization`)
+    the session is bound to. Neither sent: UNAUTHENTICATED (SESSION_CREDENTIAL_MISSING); a
+    malformed credential, or one whose secret does not match the named session:
+    UNAUTHENTICATED (SESSION_CREDENTIAL_INVALID); a valid caller who does not hold the named
+    session (a credential of another session, a user the session is not bound to):
+    PERMISSION_DENIED (NOT_SESSION_HOLDER). A session id is 1..64 characters of
+    [A-Za-z0-9_-] (INVALID_ARGUMENT otherwise); NOT_FOUND when there is no such live session.
     """
 
     def CreateSession(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Needs no sign-in. Answers the session and, once, its credential.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -404,7 +457,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TouchSession(self, request, context):
-        """Records activity and extends the session's expiry.
+        """Records activity (the last 50 entries are kept, the oldest dropped) and extends the
+        session's expiry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -417,19 +471,32 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AuthenticateSession(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """At sign-in (a shopper's token and the session's credential): binds the session to the
+        caller and moves its anonymous cart into the caller's cart in one transaction: a
+        line's quantity is the sum of both carts' quantities, capped at 100 (the per-line
+        limit; the copies above it are dropped, the line shows 100); the anonymous cart is
+        deleted. When the merged cart would hold more than 100 distinct books nothing is
+        written: FAILED_PRECONDITION, reason LINE_LIMIT (metadata `limit`, `lines`); remove
+        lines from either cart (the anonymous one with its credential alone) and retry. Carts
+        in two currencies: FAILED_PRECONDITION, CURRENCY_MISMATCH. A session bound to another
+        user: PERMISSION_DENIED, reason SESSION_BOUND_TO_ANOTHER_USER (no session fixation). A
+        retry changes nothing more: the session is already the caller's, its cart is gone.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSession(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes the session (not its cart, which expires on its own 90 days after its last
+        change). NOT_FOUND when it does not exist.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListUserSessions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The caller's own live sessions (those bound to the signed-in caller).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -481,7 +548,19 @@ def add_SessionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SessionService:
-    """Browsing sessions of anonymous and signed-in visitors.
+    """Browsing sessions of anonymous and signed-in visitors. A session lives 30 days after
+    its last write (TouchSession, UpdatePreferences, AuthenticateSession); an expired one is
+    NOT_FOUND, also before the store deletes it.
+
+    Who may use a session: an RPC naming one (GetSession, TouchSession, UpdatePreferences,
+    DeleteSession) needs that session's credential in the `x-session-credential` metadata
+    (see CreateSessionResponse.session_credential), or a signed-in caller (`authorization`)
+    the session is bound to. Neither sent: UNAUTHENTICATED (SESSION_CREDENTIAL_MISSING); a
+    malformed credential, or one whose secret does not match the named session:
+    UNAUTHENTICATED (SESSION_CREDENTIAL_INVALID); a valid caller who does not hold the named
+    session (a credential of another session, a user the session is not bound to):
+    PERMISSION_DENIED (NOT_SESSION_HOLDER). A session id is 1..64 characters of
+    [A-Za-z0-9_-] (INVALID_ARGUMENT otherwise); NOT_FOUND when there is no such live session.
     """
 
     @staticmethod

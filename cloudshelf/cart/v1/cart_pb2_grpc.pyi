@@ -30,7 +30,15 @@ class CartServiceStub:
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
     Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
-    the caller, from the `authorization` metadata, never a field of the request.
+    the caller, never a field of the request: a signed-in shopper's token (`authorization`
+    metadata) addresses the user's cart; without a token, an anonymous visitor's session
+    credential (`x-session-credential` metadata, from CreateSession) addresses that
+    session's cart. Neither: UNAUTHENTICATED (reason SESSION_CREDENTIAL_MISSING); a
+    credential that is malformed, wrong, of an unknown or expired session: UNAUTHENTICATED
+    (SESSION_CREDENTIAL_INVALID; a client must start a new session, hence not
+    PERMISSION_DENIED); the credential of a session already bound to a user by
+    AuthenticateSession or MergeCarts without that user's token: UNAUTHENTICATED
+    (SESSION_SIGNED_IN: its cart is the user's now).
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
@@ -51,14 +59,27 @@ class CartServiceStub:
     RemoveItem: _grpc.UnaryUnaryMultiCallable[_cart_pb2.RemoveItemRequest, _cart_pb2.RemoveItemResponse]
     ClearCart: _grpc.UnaryUnaryMultiCallable[_cart_pb2.ClearCartRequest, _cart_pb2.ClearCartResponse]
     MergeCarts: _grpc.UnaryUnaryMultiCallable[_cart_pb2.MergeCartsRequest, _cart_pb2.MergeCartsResponse]
-    """Moves an anonymous session's cart into the user's cart at sign-in."""
+    """Moves an anonymous session's cart into the user's cart at sign-in, by the rules of
+    AuthenticateSession (which does the same and answers the session): the caller is the
+    signed-in user and holds the session (its credential in metadata, or the session is
+    already bound to the caller); the session is bound to the caller in the same
+    transaction. Answers the user's cart.
+    """
 
 @_typing.type_check_only
 class CartServiceAsyncStub(CartServiceStub):
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
     Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
-    the caller, from the `authorization` metadata, never a field of the request.
+    the caller, never a field of the request: a signed-in shopper's token (`authorization`
+    metadata) addresses the user's cart; without a token, an anonymous visitor's session
+    credential (`x-session-credential` metadata, from CreateSession) addresses that
+    session's cart. Neither: UNAUTHENTICATED (reason SESSION_CREDENTIAL_MISSING); a
+    credential that is malformed, wrong, of an unknown or expired session: UNAUTHENTICATED
+    (SESSION_CREDENTIAL_INVALID; a client must start a new session, hence not
+    PERMISSION_DENIED); the credential of a session already bound to a user by
+    AuthenticateSession or MergeCarts without that user's token: UNAUTHENTICATED
+    (SESSION_SIGNED_IN: its cart is the user's now).
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
@@ -76,13 +97,26 @@ class CartServiceAsyncStub(CartServiceStub):
     RemoveItem: _aio.UnaryUnaryMultiCallable[_cart_pb2.RemoveItemRequest, _cart_pb2.RemoveItemResponse]  # type: ignore[assignment]
     ClearCart: _aio.UnaryUnaryMultiCallable[_cart_pb2.ClearCartRequest, _cart_pb2.ClearCartResponse]  # type: ignore[assignment]
     MergeCarts: _aio.UnaryUnaryMultiCallable[_cart_pb2.MergeCartsRequest, _cart_pb2.MergeCartsResponse]  # type: ignore[assignment]
-    """Moves an anonymous session's cart into the user's cart at sign-in."""
+    """Moves an anonymous session's cart into the user's cart at sign-in, by the rules of
+    AuthenticateSession (which does the same and answers the session): the caller is the
+    signed-in user and holds the session (its credential in metadata, or the session is
+    already bound to the caller); the session is bound to the caller in the same
+    transaction. Answers the user's cart.
+    """
 
 class CartServiceServicer(metaclass=_abc_1.ABCMeta):
     """Shopping carts, one current cart per owner (a signed-in user or an anonymous session).
 
     Identity (docs/conventions.md §8): the owner of the cart a request reads or writes is
-    the caller, from the `authorization` metadata, never a field of the request.
+    the caller, never a field of the request: a signed-in shopper's token (`authorization`
+    metadata) addresses the user's cart; without a token, an anonymous visitor's session
+    credential (`x-session-credential` metadata, from CreateSession) addresses that
+    session's cart. Neither: UNAUTHENTICATED (reason SESSION_CREDENTIAL_MISSING); a
+    credential that is malformed, wrong, of an unknown or expired session: UNAUTHENTICATED
+    (SESSION_CREDENTIAL_INVALID; a client must start a new session, hence not
+    PERMISSION_DENIED); the credential of a session already bound to a user by
+    AuthenticateSession or MergeCarts without that user's token: UNAUTHENTICATED
+    (SESSION_SIGNED_IN: its cart is the user's now).
 
     Conventions (docs/conventions.md): every mutation takes the cart's `etag` as a
     precondition (empty: none; a stale one: ABORTED, re-read and retry) and a `request_id`
@@ -134,49 +168,130 @@ class CartServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cart_pb2.MergeCartsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cart_pb2.MergeCartsResponse, _abc.Awaitable[_cart_pb2.MergeCartsResponse]]:
-        """Moves an anonymous session's cart into the user's cart at sign-in."""
+        """Moves an anonymous session's cart into the user's cart at sign-in, by the rules of
+        AuthenticateSession (which does the same and answers the session): the caller is the
+        signed-in user and holds the session (its credential in metadata, or the session is
+        already bound to the caller); the session is bound to the caller in the same
+        transaction. Answers the user's cart.
+        """
 
 def add_CartServiceServicer_to_server(servicer: CartServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class SessionServiceStub:
-    """Browsing sessions of anonymous and signed-in visitors."""
+    """Browsing sessions of anonymous and signed-in visitors. A session lives 30 days after
+    its last write (TouchSession, UpdatePreferences, AuthenticateSession); an expired one is
+    NOT_FOUND, also before the store deletes it.
+
+    Who may use a session: an RPC naming one (GetSession, TouchSession, UpdatePreferences,
+    DeleteSession) needs that session's credential in the `x-session-credential` metadata
+    (see CreateSessionResponse.session_credential), or a signed-in caller (`authorization`)
+    the session is bound to. Neither sent: UNAUTHENTICATED (SESSION_CREDENTIAL_MISSING); a
+    malformed credential, or one whose secret does not match the named session:
+    UNAUTHENTICATED (SESSION_CREDENTIAL_INVALID); a valid caller who does not hold the named
+    session (a credential of another session, a user the session is not bound to):
+    PERMISSION_DENIED (NOT_SESSION_HOLDER). A session id is 1..64 characters of
+    [A-Za-z0-9_-] (INVALID_ARGUMENT otherwise); NOT_FOUND when there is no such live session.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SessionServiceAsyncStub: ...
     CreateSession: _grpc.UnaryUnaryMultiCallable[_cart_pb2.CreateSessionRequest, _cart_pb2.CreateSessionResponse]
+    """Needs no sign-in. Answers the session and, once, its credential."""
     GetSession: _grpc.UnaryUnaryMultiCallable[_cart_pb2.GetSessionRequest, _cart_pb2.GetSessionResponse]
     TouchSession: _grpc.UnaryUnaryMultiCallable[_cart_pb2.TouchSessionRequest, _cart_pb2.TouchSessionResponse]
-    """Records activity and extends the session's expiry."""
+    """Records activity (the last 50 entries are kept, the oldest dropped) and extends the
+    session's expiry.
+    """
     UpdatePreferences: _grpc.UnaryUnaryMultiCallable[_cart_pb2.UpdatePreferencesRequest, _cart_pb2.UpdatePreferencesResponse]
     AuthenticateSession: _grpc.UnaryUnaryMultiCallable[_cart_pb2.AuthenticateSessionRequest, _cart_pb2.AuthenticateSessionResponse]
+    """At sign-in (a shopper's token and the session's credential): binds the session to the
+    caller and moves its anonymous cart into the caller's cart in one transaction: a
+    line's quantity is the sum of both carts' quantities, capped at 100 (the per-line
+    limit; the copies above it are dropped, the line shows 100); the anonymous cart is
+    deleted. When the merged cart would hold more than 100 distinct books nothing is
+    written: FAILED_PRECONDITION, reason LINE_LIMIT (metadata `limit`, `lines`); remove
+    lines from either cart (the anonymous one with its credential alone) and retry. Carts
+    in two currencies: FAILED_PRECONDITION, CURRENCY_MISMATCH. A session bound to another
+    user: PERMISSION_DENIED, reason SESSION_BOUND_TO_ANOTHER_USER (no session fixation). A
+    retry changes nothing more: the session is already the caller's, its cart is gone.
+    """
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_cart_pb2.DeleteSessionRequest, _cart_pb2.DeleteSessionResponse]
+    """Deletes the session (not its cart, which expires on its own 90 days after its last
+    change). NOT_FOUND when it does not exist.
+    """
     ListUserSessions: _grpc.UnaryUnaryMultiCallable[_cart_pb2.ListUserSessionsRequest, _cart_pb2.ListUserSessionsResponse]
+    """The caller's own live sessions (those bound to the signed-in caller)."""
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
-    """Browsing sessions of anonymous and signed-in visitors."""
+    """Browsing sessions of anonymous and signed-in visitors. A session lives 30 days after
+    its last write (TouchSession, UpdatePreferences, AuthenticateSession); an expired one is
+    NOT_FOUND, also before the store deletes it.
+
+    Who may use a session: an RPC naming one (GetSession, TouchSession, UpdatePreferences,
+    DeleteSession) needs that session's credential in the `x-session-credential` metadata
+    (see CreateSessionResponse.session_credential), or a signed-in caller (`authorization`)
+    the session is bound to. Neither sent: UNAUTHENTICATED (SESSION_CREDENTIAL_MISSING); a
+    malformed credential, or one whose secret does not match the named session:
+    UNAUTHENTICATED (SESSION_CREDENTIAL_INVALID); a valid caller who does not hold the named
+    session (a credential of another session, a user the session is not bound to):
+    PERMISSION_DENIED (NOT_SESSION_HOLDER). A session id is 1..64 characters of
+    [A-Za-z0-9_-] (INVALID_ARGUMENT otherwise); NOT_FOUND when there is no such live session.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateSession: _aio.UnaryUnaryMultiCallable[_cart_pb2.CreateSessionRequest, _cart_pb2.CreateSessionResponse]  # type: ignore[assignment]
+    """Needs no sign-in. Answers the session and, once, its credential."""
     GetSession: _aio.UnaryUnaryMultiCallable[_cart_pb2.GetSessionRequest, _cart_pb2.GetSessionResponse]  # type: ignore[assignment]
     TouchSession: _aio.UnaryUnaryMultiCallable[_cart_pb2.TouchSessionRequest, _cart_pb2.TouchSessionResponse]  # type: ignore[assignment]
-    """Records activity and extends the session's expiry."""
+    """Records activity (the last 50 entries are kept, the oldest dropped) and extends the
+    session's expiry.
+    """
     UpdatePreferences: _aio.UnaryUnaryMultiCallable[_cart_pb2.UpdatePreferencesRequest, _cart_pb2.UpdatePreferencesResponse]  # type: ignore[assignment]
     AuthenticateSession: _aio.UnaryUnaryMultiCallable[_cart_pb2.AuthenticateSessionRequest, _cart_pb2.AuthenticateSessionResponse]  # type: ignore[assignment]
+    """At sign-in (a shopper's token and the session's credential): binds the session to the
+    caller and moves its anonymous cart into the caller's cart in one transaction: a
+    line's quantity is the sum of both carts' quantities, capped at 100 (the per-line
+    limit; the copies above it are dropped, the line shows 100); the anonymous cart is
+    deleted. When the merged cart would hold more than 100 distinct books nothing is
+    written: FAILED_PRECONDITION, reason LINE_LIMIT (metadata `limit`, `lines`); remove
+    lines from either cart (the anonymous one with its credential alone) and retry. Carts
+    in two currencies: FAILED_PRECONDITION, CURRENCY_MISMATCH. A session bound to another
+    user: PERMISSION_DENIED, reason SESSION_BOUND_TO_ANOTHER_USER (no session fixation). A
+    retry changes nothing more: the session is already the caller's, its cart is gone.
+    """
     DeleteSession: _aio.UnaryUnaryMultiCallable[_cart_pb2.DeleteSessionRequest, _cart_pb2.DeleteSessionResponse]  # type: ignore[assignment]
+    """Deletes the session (not its cart, which expires on its own 90 days after its last
+    change). NOT_FOUND when it does not exist.
+    """
     ListUserSessions: _aio.UnaryUnaryMultiCallable[_cart_pb2.ListUserSessionsRequest, _cart_pb2.ListUserSessionsResponse]  # type: ignore[assignment]
+    """The caller's own live sessions (those bound to the signed-in caller)."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Browsing sessions of anonymous and signed-in visitors."""
+    """Browsing sessions of anonymous and signed-in visitors. A session lives 30 days after
+    its last write (TouchSession, UpdatePreferences, AuthenticateSession); an expired one is
+    NOT_FOUND, also before the store deletes it.
+
+    Who may use a session: an RPC naming one (GetSession, TouchSession, UpdatePreferences,
+    DeleteSession) needs that session's credential in the `x-session-credential` metadata
+    (see CreateSessionResponse.session_credential), or a signed-in caller (`authorization`)
+    the session is bound to. Neither sent: UNAUTHENTICATED (SESSION_CREDENTIAL_MISSING); a
+    malformed credential, or one whose secret does not match the named session:
+    UNAUTHENTICATED (SESSION_CREDENTIAL_INVALID); a valid caller who does not hold the named
+    session (a credential of another session, a user the session is not bound to):
+    PERMISSION_DENIED (NOT_SESSION_HOLDER). A session id is 1..64 characters of
+    [A-Za-z0-9_-] (INVALID_ARGUMENT otherwise); NOT_FOUND when there is no such live session.
+    """
 
     @_abc_1.abstractmethod
     def CreateSession(
         self,
         request: _cart_pb2.CreateSessionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cart_pb2.CreateSessionResponse, _abc.Awaitable[_cart_pb2.CreateSessionResponse]]: ...
+    ) -> _typing.Union[_cart_pb2.CreateSessionResponse, _abc.Awaitable[_cart_pb2.CreateSessionResponse]]:
+        """Needs no sign-in. Answers the session and, once, its credential."""
 
     @_abc_1.abstractmethod
     def GetSession(
@@ -191,7 +306,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cart_pb2.TouchSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cart_pb2.TouchSessionResponse, _abc.Awaitable[_cart_pb2.TouchSessionResponse]]:
-        """Records activity and extends the session's expiry."""
+        """Records activity (the last 50 entries are kept, the oldest dropped) and extends the
+        session's expiry.
+        """
 
     @_abc_1.abstractmethod
     def UpdatePreferences(
@@ -205,20 +322,35 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _cart_pb2.AuthenticateSessionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cart_pb2.AuthenticateSessionResponse, _abc.Awaitable[_cart_pb2.AuthenticateSessionResponse]]: ...
+    ) -> _typing.Union[_cart_pb2.AuthenticateSessionResponse, _abc.Awaitable[_cart_pb2.AuthenticateSessionResponse]]:
+        """At sign-in (a shopper's token and the session's credential): binds the session to the
+        caller and moves its anonymous cart into the caller's cart in one transaction: a
+        line's quantity is the sum of both carts' quantities, capped at 100 (the per-line
+        limit; the copies above it are dropped, the line shows 100); the anonymous cart is
+        deleted. When the merged cart would hold more than 100 distinct books nothing is
+        written: FAILED_PRECONDITION, reason LINE_LIMIT (metadata `limit`, `lines`); remove
+        lines from either cart (the anonymous one with its credential alone) and retry. Carts
+        in two currencies: FAILED_PRECONDITION, CURRENCY_MISMATCH. A session bound to another
+        user: PERMISSION_DENIED, reason SESSION_BOUND_TO_ANOTHER_USER (no session fixation). A
+        retry changes nothing more: the session is already the caller's, its cart is gone.
+        """
 
     @_abc_1.abstractmethod
     def DeleteSession(
         self,
         request: _cart_pb2.DeleteSessionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cart_pb2.DeleteSessionResponse, _abc.Awaitable[_cart_pb2.DeleteSessionResponse]]: ...
+    ) -> _typing.Union[_cart_pb2.DeleteSessionResponse, _abc.Awaitable[_cart_pb2.DeleteSessionResponse]]:
+        """Deletes the session (not its cart, which expires on its own 90 days after its last
+        change). NOT_FOUND when it does not exist.
+        """
 
     @_abc_1.abstractmethod
     def ListUserSessions(
         self,
         request: _cart_pb2.ListUserSessionsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cart_pb2.ListUserSessionsResponse, _abc.Awaitable[_cart_pb2.ListUserSessionsResponse]]: ...
+    ) -> _typing.Union[_cart_pb2.ListUserSessionsResponse, _abc.Awaitable[_cart_pb2.ListUserSessionsResponse]]:
+        """The caller's own live sessions (those bound to the signed-in caller)."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -422,7 +422,8 @@ class Review(_message.Message):
     title: _builtins.str
     content: _builtins.str
     is_verified_purchase: _builtins.bool
-    """Output only: set by the server from the author's orders (false until orders exist).
+    """Output only: true while the author holds an order of the book that is not cancelled,
+    as the catalog learns orders from the storefront's events (a moment after checkout).
     Ignored in requests.
     """
     helpful_votes: _builtins.int

@@ -24,23 +24,54 @@ _sym_db = _symbol_database.Default()
 
 from cloudshelf.cart.v1 import cart_pb2 as cloudshelf_dot_cart_dot_v1_dot_cart__pb2
 from cloudshelf.common.v1 import common_pb2 as cloudshelf_dot_common_dot_v1_dot_common__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)cloudshelf/storefront/v1/storefront.proto\x12\x18\x63loudshelf.storefront.v1\x1a\x1d\x63loudshelf/cart/v1/cart.proto\x1a!cloudshelf/common/v1/common.proto\"\xdd\x01\n\x0c\x43\x61rtViewItem\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.cloudshelf.cart.v1.CartItem\x12\x32\n\rcurrent_price\x18\x02 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x15\n\rprice_changed\x18\x03 \x01(\x08\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x16\n\x0estock_quantity\x18\x05 \x01(\x05\x12\x17\n\x0f\x63over_image_url\x18\x06 \x01(\t\x12\x12\n\nin_catalog\x18\x07 \x01(\x08\"\xb6\x02\n\x08\x43\x61rtView\x12,\n\x05owner\x18\x01 \x01(\x0b\x32\x1d.cloudshelf.cart.v1.CartOwner\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32&.cloudshelf.storefront.v1.CartViewItem\x12\x13\n\x0btotal_items\x18\x03 \x01(\x05\x12\x31\n\x0ctotal_amount\x18\x04 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x39\n\x14total_current_amount\x18\x05 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x1b\n\x13\x63\x61talog_unavailable\x18\x07 \x01(\x08\x12\x11\n\tcart_etag\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07R\x0c\x63\x61rt_version\"!\n\x12GetCartViewRequestJ\x04\x08\x01\x10\x02R\x05owner\"L\n\x13GetCartViewResponse\x12\x35\n\tcart_view\x18\x01 \x01(\x0b\x32\".cloudshelf.storefront.v1.CartView2\x7f\n\x11StorefrontService\x12j\n\x0bGetCartView\x12,.cloudshelf.storefront.v1.GetCartViewRequest\x1a-.cloudshelf.storefront.v1.GetCartViewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)cloudshelf/storefront/v1/storefront.proto\x12\x18\x63loudshelf.storefront.v1\x1a\x1d\x63loudshelf/cart/v1/cart.proto\x1a!cloudshelf/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n\x0c\x43\x61rtViewItem\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.cloudshelf.cart.v1.CartItem\x12\x32\n\rcurrent_price\x18\x02 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x15\n\rprice_changed\x18\x03 \x01(\x08\x12\x16\n\x0estock_quantity\x18\x05 \x01(\x05\x12\x17\n\x0f\x63over_image_url\x18\x06 \x01(\t\x12<\n\x0c\x61vailability\x18\x08 \x01(\x0e\x32&.cloudshelf.storefront.v1.AvailabilityJ\x04\x08\x04\x10\x05J\x04\x08\x07\x10\x08R\tavailableR\nin_catalog\"\xb6\x02\n\x08\x43\x61rtView\x12,\n\x05owner\x18\x01 \x01(\x0b\x32\x1d.cloudshelf.cart.v1.CartOwner\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32&.cloudshelf.storefront.v1.CartViewItem\x12\x13\n\x0btotal_items\x18\x03 \x01(\x05\x12\x31\n\x0ctotal_amount\x18\x04 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x39\n\x14total_current_amount\x18\x05 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x1b\n\x13\x63\x61talog_unavailable\x18\x07 \x01(\x08\x12\x11\n\tcart_etag\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07R\x0c\x63\x61rt_version\"!\n\x12GetCartViewRequestJ\x04\x08\x01\x10\x02R\x05owner\"L\n\x13GetCartViewResponse\x12\x35\n\tcart_view\x18\x01 \x01(\x0b\x32\".cloudshelf.storefront.v1.CartView\"\xb4\x01\n\tOrderLine\x12\x0f\n\x07\x62ook_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12/\n\nunit_price\x18\x03 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x10\n\x08quantity\x18\x04 \x01(\x05\x12/\n\nline_total\x18\x05 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12\x13\n\x0b\x63\x61tegory_id\x18\x06 \x01(\x03\"\xee\x04\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x35\n\x06status\x18\x03 \x01(\x0e\x32%.cloudshelf.storefront.v1.OrderStatus\x12\x32\n\x05lines\x18\x04 \x03(\x0b\x32#.cloudshelf.storefront.v1.OrderLine\x12\x13\n\x0btotal_items\x18\x05 \x01(\x05\x12-\n\x08subtotal\x18\x06 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12-\n\x08\x64iscount\x18\x07 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12(\n\x03tax\x18\x08 \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12-\n\x08shipping\x18\t \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12*\n\x05total\x18\n \x01(\x0b\x32\x1b.cloudshelf.common.v1.Money\x12?\n\x0epayment_method\x18\x0b \x01(\x0e\x32\'.cloudshelf.storefront.v1.PaymentMethod\x12\x11\n\tcart_etag\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63\x61ncel_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tcart_etag\x18\x02 \x01(\t\x12?\n\x0epayment_method\x18\x03 \x01(\x0e\x32\'.cloudshelf.storefront.v1.PaymentMethod\"Z\n\x12PlaceOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.cloudshelf.storefront.v1.Order\x12\x14\n\x0c\x63\x61rt_cleared\x18\x02 \x01(\x08\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"B\n\x10GetOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.cloudshelf.storefront.v1.Order\":\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x12ListOrdersResponse\x12/\n\x06orders\x18\x01 \x03(\x0b\x32\x1f.cloudshelf.storefront.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"E\n\x13\x43\x61ncelOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.cloudshelf.storefront.v1.Order\"B\n\x10OrderPlacedEvent\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.cloudshelf.storefront.v1.Order\"E\n\x13OrderCancelledEvent\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.cloudshelf.storefront.v1.Order*\xe6\x01\n\x0c\x41vailability\x12\x1c\n\x18\x41VAILABILITY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41VAILABILITY_UNKNOWN\x10\x01\x12\x1a\n\x16\x41VAILABILITY_AVAILABLE\x10\x02\x12#\n\x1f\x41VAILABILITY_INSUFFICIENT_STOCK\x10\x03\x12\x1d\n\x19\x41VAILABILITY_OUT_OF_STOCK\x10\x04\x12\x1d\n\x19\x41VAILABILITY_NOT_FOR_SALE\x10\x05\x12\x1f\n\x1b\x41VAILABILITY_NOT_IN_CATALOG\x10\x06*`\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATUS_PLACED\x10\x01\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x02*\xc9\x01\n\rPaymentMethod\x12\x1e\n\x1aPAYMENT_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPAYMENT_METHOD_CREDIT_CARD\x10\x01\x12\x1d\n\x19PAYMENT_METHOD_DEBIT_CARD\x10\x02\x12\x19\n\x15PAYMENT_METHOD_PAYPAL\x10\x03\x12\x1c\n\x18PAYMENT_METHOD_GIFT_CARD\x10\x04\x12 \n\x1cPAYMENT_METHOD_BANK_TRANSFER\x10\x05\x32\xa0\x04\n\x11StorefrontService\x12j\n\x0bGetCartView\x12,.cloudshelf.storefront.v1.GetCartViewRequest\x1a-.cloudshelf.storefront.v1.GetCartViewResponse\x12g\n\nPlaceOrder\x12+.cloudshelf.storefront.v1.PlaceOrderRequest\x1a,.cloudshelf.storefront.v1.PlaceOrderResponse\x12\x61\n\x08GetOrder\x12).cloudshelf.storefront.v1.GetOrderRequest\x1a*.cloudshelf.storefront.v1.GetOrderResponse\x12g\n\nListOrders\x12+.cloudshelf.storefront.v1.ListOrdersRequest\x1a,.cloudshelf.storefront.v1.ListOrdersResponse\x12j\n\x0b\x43\x61ncelOrder\x12,.cloudshelf.storefront.v1.CancelOrderRequest\x1a-.cloudshelf.storefront.v1.CancelOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudshelf.storefront.v1.storefront_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CARTVIEWITEM']._serialized_start=138
-  _globals['_CARTVIEWITEM']._serialized_end=359
-  _globals['_CARTVIEW']._serialized_start=362
-  _globals['_CARTVIEW']._serialized_end=672
-  _globals['_GETCARTVIEWREQUEST']._serialized_start=674
-  _globals['_GETCARTVIEWREQUEST']._serialized_end=707
-  _globals['_GETCARTVIEWRESPONSE']._serialized_start=709
-  _globals['_GETCARTVIEWRESPONSE']._serialized_end=785
-  _globals['_STOREFRONTSERVICE']._serialized_start=787
-  _globals['_STOREFRONTSERVICE']._serialized_end=914
+  _globals['_AVAILABILITY']._serialized_start=2415
+  _globals['_AVAILABILITY']._serialized_end=2645
+  _globals['_ORDERSTATUS']._serialized_start=2647
+  _globals['_ORDERSTATUS']._serialized_end=2743
+  _globals['_PAYMENTMETHOD']._serialized_start=2746
+  _globals['_PAYMENTMETHOD']._serialized_end=2947
+  _globals['_CARTVIEWITEM']._serialized_start=171
+  _globals['_CARTVIEWITEM']._serialized_end=450
+  _globals['_CARTVIEW']._serialized_start=453
+  _globals['_CARTVIEW']._serialized_end=763
+  _globals['_GETCARTVIEWREQUEST']._serialized_start=765
+  _globals['_GETCARTVIEWREQUEST']._serialized_end=798
+  _globals['_GETCARTVIEWRESPONSE']._serialized_start=800
+  _globals['_GETCARTVIEWRESPONSE']._serialized_end=876
+  _globals['_ORDERLINE']._serialized_start=879
+  _globals['_ORDERLINE']._serialized_end=1059
+  _globals['_ORDER']._serialized_start=1062
+  _globals['_ORDER']._serialized_end=1684
+  _globals['_PLACEORDERREQUEST']._serialized_start=1686
+  _globals['_PLACEORDERREQUEST']._serialized_end=1809
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1811
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1901
+  _globals['_GETORDERREQUEST']._serialized_start=1903
+  _globals['_GETORDERREQUEST']._serialized_end=1938
+  _globals['_GETORDERRESPONSE']._serialized_start=1940
+  _globals['_GETORDERRESPONSE']._serialized_end=2006
+  _globals['_LISTORDERSREQUEST']._serialized_start=2008
+  _globals['_LISTORDERSREQUEST']._serialized_end=2066
+  _globals['_LISTORDERSRESPONSE']._serialized_start=2068
+  _globals['_LISTORDERSRESPONSE']._serialized_end=2162
+  _globals['_CANCELORDERREQUEST']._serialized_start=2164
+  _globals['_CANCELORDERREQUEST']._serialized_end=2202
+  _globals['_CANCELORDERRESPONSE']._serialized_start=2204
+  _globals['_CANCELORDERRESPONSE']._serialized_end=2273
+  _globals['_ORDERPLACEDEVENT']._serialized_start=2275
+  _globals['_ORDERPLACEDEVENT']._serialized_end=2341
+  _globals['_ORDERCANCELLEDEVENT']._serialized_start=2343
+  _globals['_ORDERCANCELLEDEVENT']._serialized_end=2412
+  _globals['_STOREFRONTSERVICE']._serialized_start=2950
+  _globals['_STOREFRONTSERVICE']._serialized_end=3494
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,9 @@ from cloudshelf.common.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,28 +22,129 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Availability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AvailabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Availability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AVAILABILITY_UNSPECIFIED: _Availability.ValueType  # 0
+    """Never sent."""
+    AVAILABILITY_UNKNOWN: _Availability.ValueType  # 1
+    """The catalog could not be asked (slow or down): nothing is known about the book now.
+    Not the same as unavailable.
+    """
+    AVAILABILITY_AVAILABLE: _Availability.ValueType  # 2
+    """For sale, with at least the line's quantity in stock."""
+    AVAILABILITY_INSUFFICIENT_STOCK: _Availability.ValueType  # 3
+    """For sale, with some copies in stock but fewer than the line's quantity."""
+    AVAILABILITY_OUT_OF_STOCK: _Availability.ValueType  # 4
+    """For sale, no copy in stock."""
+    AVAILABILITY_NOT_FOR_SALE: _Availability.ValueType  # 5
+    """In the catalog but not for sale (inactive or discontinued)."""
+    AVAILABILITY_NOT_IN_CATALOG: _Availability.ValueType  # 6
+    """The catalog no longer has the book."""
+
+class Availability(_Availability, metaclass=_AvailabilityEnumTypeWrapper):
+    """Whether a cart line can be bought as it stands, by the catalog's word."""
+
+AVAILABILITY_UNSPECIFIED: Availability.ValueType  # 0
+"""Never sent."""
+AVAILABILITY_UNKNOWN: Availability.ValueType  # 1
+"""The catalog could not be asked (slow or down): nothing is known about the book now.
+Not the same as unavailable.
+"""
+AVAILABILITY_AVAILABLE: Availability.ValueType  # 2
+"""For sale, with at least the line's quantity in stock."""
+AVAILABILITY_INSUFFICIENT_STOCK: Availability.ValueType  # 3
+"""For sale, with some copies in stock but fewer than the line's quantity."""
+AVAILABILITY_OUT_OF_STOCK: Availability.ValueType  # 4
+"""For sale, no copy in stock."""
+AVAILABILITY_NOT_FOR_SALE: Availability.ValueType  # 5
+"""In the catalog but not for sale (inactive or discontinued)."""
+AVAILABILITY_NOT_IN_CATALOG: Availability.ValueType  # 6
+"""The catalog no longer has the book."""
+Global___Availability: _TypeAlias = Availability  # noqa: Y015
+
+class _OrderStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDER_STATUS_UNSPECIFIED: _OrderStatus.ValueType  # 0
+    """Never stored; never sent."""
+    ORDER_STATUS_PLACED: _OrderStatus.ValueType  # 1
+    """Placed: stock is reserved for every line."""
+    ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 2
+    """Cancelled by the shopper: the stock went back to the catalog."""
+
+class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
+    """--- Orders ---------------------------------------------------------------------------------"""
+
+ORDER_STATUS_UNSPECIFIED: OrderStatus.ValueType  # 0
+"""Never stored; never sent."""
+ORDER_STATUS_PLACED: OrderStatus.ValueType  # 1
+"""Placed: stock is reserved for every line."""
+ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 2
+"""Cancelled by the shopper: the stock went back to the catalog."""
+Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
+
+class _PaymentMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_METHOD_UNSPECIFIED: _PaymentMethod.ValueType  # 0
+    """Refused in PlaceOrder (INVALID_ARGUMENT): an order says how it is paid."""
+    PAYMENT_METHOD_CREDIT_CARD: _PaymentMethod.ValueType  # 1
+    PAYMENT_METHOD_DEBIT_CARD: _PaymentMethod.ValueType  # 2
+    PAYMENT_METHOD_PAYPAL: _PaymentMethod.ValueType  # 3
+    PAYMENT_METHOD_GIFT_CARD: _PaymentMethod.ValueType  # 4
+    PAYMENT_METHOD_BANK_TRANSFER: _PaymentMethod.ValueType  # 5
+
+class PaymentMethod(_PaymentMethod, metaclass=_PaymentMethodEnumTypeWrapper):
+    """How the shopper says they will pay (the seed's fact_orders.payment_method). No payment is
+    taken: the order records the method.
+    """
+
+PAYMENT_METHOD_UNSPECIFIED: PaymentMethod.ValueType  # 0
+"""Refused in PlaceOrder (INVALID_ARGUMENT): an order says how it is paid."""
+PAYMENT_METHOD_CREDIT_CARD: PaymentMethod.ValueType  # 1
+PAYMENT_METHOD_DEBIT_CARD: PaymentMethod.ValueType  # 2
+PAYMENT_METHOD_PAYPAL: PaymentMethod.ValueType  # 3
+PAYMENT_METHOD_GIFT_CARD: PaymentMethod.ValueType  # 4
+PAYMENT_METHOD_BANK_TRANSFER: PaymentMethod.ValueType  # 5
+Global___PaymentMethod: _TypeAlias = PaymentMethod  # noqa: Y015
+
 @_typing.final
 class CartViewItem(_message.Message):
+    """One cart line with what the catalog says about its book today. Output only, all of it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEM_FIELD_NUMBER: _builtins.int
     CURRENT_PRICE_FIELD_NUMBER: _builtins.int
     PRICE_CHANGED_FIELD_NUMBER: _builtins.int
-    AVAILABLE_FIELD_NUMBER: _builtins.int
     STOCK_QUANTITY_FIELD_NUMBER: _builtins.int
     COVER_IMAGE_URL_FIELD_NUMBER: _builtins.int
-    IN_CATALOG_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
     price_changed: _builtins.bool
-    available: _builtins.bool
+    """Today's price differs from the stored one (false when not known)."""
     stock_quantity: _builtins.int
+    """Copies in stock (0 when not known: see availability)."""
     cover_image_url: _builtins.str
-    in_catalog: _builtins.bool
-    """False when the book no longer exists in the catalog."""
+    availability: Global___Availability.ValueType
     @_builtins.property
-    def item(self) -> _cart_pb2.CartItem: ...
+    def item(self) -> _cart_pb2.CartItem:
+        """The line as stored in the cart: title and unit price when it was added."""
+
     @_builtins.property
     def current_price(self) -> _common_pb2.Money:
-        """Live catalog data; unset when the book is no longer in the catalog."""
+        """Today's catalog price. When the catalog could not be asked (AVAILABILITY_UNKNOWN),
+        the stored unit price; unset when the catalog no longer has the book.
+        """
 
     def __init__(
         self,
@@ -49,14 +152,13 @@ class CartViewItem(_message.Message):
         item: _cart_pb2.CartItem | None = ...,
         current_price: _common_pb2.Money | None = ...,
         price_changed: _builtins.bool = ...,
-        available: _builtins.bool = ...,
         stock_quantity: _builtins.int = ...,
         cover_image_url: _builtins.str = ...,
-        in_catalog: _builtins.bool = ...,
+        availability: Global___Availability.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current_price", b"current_price", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "cover_image_url", b"cover_image_url", "current_price", b"current_price", "in_catalog", b"in_catalog", "item", b"item", "price_changed", b"price_changed", "stock_quantity", b"stock_quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "cover_image_url", b"cover_image_url", "current_price", b"current_price", "item", b"item", "price_changed", b"price_changed", "stock_quantity", b"stock_quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -64,6 +166,8 @@ Global___CartViewItem: _TypeAlias = CartViewItem  # noqa: Y015
 
 @_typing.final
 class CartView(_message.Message):
+    """A cart as the shop shows it. Output only, all of it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OWNER_FIELD_NUMBER: _builtins.int
@@ -75,7 +179,9 @@ class CartView(_message.Message):
     CART_ETAG_FIELD_NUMBER: _builtins.int
     total_items: _builtins.int
     catalog_unavailable: _builtins.bool
-    """True when catalog data could not be fetched and items show stored data only."""
+    """True when the catalog could not be asked in time: the lines show the cart's snapshot
+    (stored prices) and availability AVAILABILITY_UNKNOWN.
+    """
     cart_etag: _builtins.str
     """The etag of the cart this view shows (cloudshelf.cart.v1.Cart.etag): pass it to the
     cart's mutations to write only over what the shopper saw.
@@ -86,11 +192,14 @@ class CartView(_message.Message):
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CartViewItem]: ...
     @_builtins.property
     def total_amount(self) -> _common_pb2.Money:
-        """Sum at the prices stored when items were added."""
+        """Sum at the prices stored when items were added (the cart's own total)."""
 
     @_builtins.property
     def total_current_amount(self) -> _common_pb2.Money:
-        """Sum at today's catalog prices."""
+        """Sum at today's prices: each line's current_price times its quantity; lines whose
+        book the catalog no longer has are left out. Equal to total_amount when the catalog
+        could not be asked.
+        """
 
     def __init__(
         self,
@@ -145,3 +254,367 @@ class GetCartViewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCartViewResponse: _TypeAlias = GetCartViewResponse  # noqa: Y015
+
+@_typing.final
+class OrderLine(_message.Message):
+    """Output only, every field: an order is written by the server."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    LINE_TOTAL_FIELD_NUMBER: _builtins.int
+    CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    book_id: _builtins.int
+    title: _builtins.str
+    """The catalog's title and price when the order was placed."""
+    quantity: _builtins.int
+    category_id: _builtins.int
+    """The book's category in the catalog when the order was placed (0: none)."""
+    @_builtins.property
+    def unit_price(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def line_total(self) -> _common_pb2.Money:
+        """unit_price x quantity."""
+
+    def __init__(
+        self,
+        *,
+        book_id: _builtins.int = ...,
+        title: _builtins.str = ...,
+        unit_price: _common_pb2.Money | None = ...,
+        quantity: _builtins.int = ...,
+        line_total: _common_pb2.Money | None = ...,
+        category_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["line_total", b"line_total", "unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "category_id", b"category_id", "line_total", b"line_total", "quantity", b"quantity", "title", b"title", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderLine: _TypeAlias = OrderLine  # noqa: Y015
+
+@_typing.final
+class Order(_message.Message):
+    """Output only, every field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTAL_ITEMS_FIELD_NUMBER: _builtins.int
+    SUBTOTAL_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    TAX_FIELD_NUMBER: _builtins.int
+    SHIPPING_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    CART_ETAG_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CANCEL_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """A UUID; the same for every retry of one PlaceOrder request_id."""
+    user_id: _builtins.str
+    """The shopper who placed it (the token's `sub`)."""
+    status: Global___OrderStatus.ValueType
+    total_items: _builtins.int
+    payment_method: Global___PaymentMethod.ValueType
+    cart_etag: _builtins.str
+    """The etag of the cart the order was placed for."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]: ...
+    @_builtins.property
+    def subtotal(self) -> _common_pb2.Money:
+        """The money fields of the seed's fact_orders, in minor units of one currency; the rule
+        that computes them is on PlaceOrder.
+        """
+
+    @_builtins.property
+    def discount(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def tax(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def shipping(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def total(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cancel_time(self) -> _timestamp_pb2.Timestamp:
+        """Set once cancelled."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        status: Global___OrderStatus.ValueType = ...,
+        lines: _abc.Iterable[Global___OrderLine] | None = ...,
+        total_items: _builtins.int = ...,
+        subtotal: _common_pb2.Money | None = ...,
+        discount: _common_pb2.Money | None = ...,
+        tax: _common_pb2.Money | None = ...,
+        shipping: _common_pb2.Money | None = ...,
+        total: _common_pb2.Money | None = ...,
+        payment_method: Global___PaymentMethod.ValueType = ...,
+        cart_etag: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        cancel_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "create_time", b"create_time", "discount", b"discount", "shipping", b"shipping", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "cart_etag", b"cart_etag", "create_time", b"create_time", "discount", b"discount", "id", b"id", "lines", b"lines", "payment_method", b"payment_method", "shipping", b"shipping", "status", b"status", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "total_items", b"total_items", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Order: _TypeAlias = Order  # noqa: Y015
+
+@_typing.final
+class PlaceOrderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CART_ETAG_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Required (AIP-155): a UUID chosen once per checkout and repeated unchanged by its
+    retries; INVALID_ARGUMENT when missing or not a UUID. The same request_id with a
+    different request is FAILED_PRECONDITION (REQUEST_ID_REUSED). Kept 7 days.
+    """
+    cart_etag: _builtins.str
+    """Required: the etag of the cart the shopper is checking out (cloudshelf.cart.v1.Cart.etag,
+    or CartView.cart_etag). ABORTED when the cart changed since: show it again.
+    """
+    payment_method: Global___PaymentMethod.ValueType
+    """Required; UNSPECIFIED is INVALID_ARGUMENT."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        cart_etag: _builtins.str = ...,
+        payment_method: Global___PaymentMethod.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_etag", b"cart_etag", "payment_method", b"payment_method", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaceOrderRequest: _TypeAlias = PlaceOrderRequest  # noqa: Y015
+
+@_typing.final
+class PlaceOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    CART_CLEARED_FIELD_NUMBER: _builtins.int
+    cart_cleared: _builtins.bool
+    """Whether the cart was emptied. The order stands either way: when the cart could not be
+    emptied (the cart service failed, or the shopper changed the cart meanwhile) its items
+    are left as they are. A retry of the same request tries again to empty the cart as it
+    was checked out, never a cart changed since.
+    """
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+        cart_cleared: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_cleared", b"cart_cleared", "order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaceOrderResponse: _TypeAlias = PlaceOrderResponse  # noqa: Y015
+
+@_typing.final
+class GetOrderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order's id (a UUID); INVALID_ARGUMENT when not a UUID."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrderRequest: _TypeAlias = GetOrderRequest  # noqa: Y015
+
+@_typing.final
+class GetOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrderResponse: _TypeAlias = GetOrderResponse  # noqa: Y015
+
+@_typing.final
+class ListOrdersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0: 20; above 100: 100; negative: INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrdersRequest: _TypeAlias = ListOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ListOrdersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]:
+        """The caller's orders, newest first."""
+
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___Order] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrdersResponse: _TypeAlias = ListOrdersResponse  # noqa: Y015
+
+@_typing.final
+class CancelOrderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order's id (a UUID); INVALID_ARGUMENT when not a UUID."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOrderRequest: _TypeAlias = CancelOrderRequest  # noqa: Y015
+
+@_typing.final
+class CancelOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOrderResponse: _TypeAlias = CancelOrderResponse  # noqa: Y015
+
+@_typing.final
+class OrderPlacedEvent(_message.Message):
+    """--- Integration events ------------------------------------------------------------------
+    The `data` of each event the storefront publishes (cloudshelf.common.v1.EventEnvelope,
+    source `cloudshelf.storefront`), written to its outbox from these messages. The
+    envelope's `subject` is the order id, `aggregate_version` the order's version after the
+    change (1 when placed).
+
+    "order.placed": the whole order as placed, its lines with prices and categories.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderPlacedEvent: _TypeAlias = OrderPlacedEvent  # noqa: Y015
+
+@_typing.final
+class OrderCancelledEvent(_message.Message):
+    """"order.cancelled": the whole order as cancelled (its lines are the stock given back)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderCancelledEvent: _TypeAlias = OrderCancelledEvent  # noqa: Y015

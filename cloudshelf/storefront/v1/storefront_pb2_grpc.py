@@ -40,6 +40,26 @@ class StorefrontServiceStub:
                 request_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetCartViewRequest.SerializeToString,
                 response_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetCartViewResponse.FromString,
                 _registered_method=True)
+        self.PlaceOrder = channel.unary_unary(
+                '/cloudshelf.storefront.v1.StorefrontService/PlaceOrder',
+                request_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.PlaceOrderRequest.SerializeToString,
+                response_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.PlaceOrderResponse.FromString,
+                _registered_method=True)
+        self.GetOrder = channel.unary_unary(
+                '/cloudshelf.storefront.v1.StorefrontService/GetOrder',
+                request_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetOrderRequest.SerializeToString,
+                response_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetOrderResponse.FromString,
+                _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/cloudshelf.storefront.v1.StorefrontService/ListOrders',
+                request_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
+        self.CancelOrder = channel.unary_unary(
+                '/cloudshelf.storefront.v1.StorefrontService/CancelOrder',
+                request_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.CancelOrderRequest.SerializeToString,
+                response_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.CancelOrderResponse.FromString,
+                _registered_method=True)
 
 
 class StorefrontServiceServicer:
@@ -47,7 +67,70 @@ class StorefrontServiceServicer:
     """
 
     def GetCartView(self, request, context):
-        """The caller's cart with each item checked against the live catalog.
+        """The caller's cart with every line checked against the live catalog: today's price,
+        stock, availability and cover, all lines' books asked in one BatchGetBooks call.
+        Whose cart: the cart service decides from the caller's credentials (the token, or an
+        anonymous visitor's session credential), which the storefront forwards; without
+        either the cart's UNAUTHENTICATED is answered as is.
+        An empty cart is an empty view (no items, zero totals), never NOT_FOUND.
+        When the catalog is slow or down the view still comes, within the caller's deadline,
+        from the cart's own snapshot: `catalog_unavailable` is true and every line's
+        availability is AVAILABILITY_UNKNOWN; the catalog never makes this call fail.
+        Errors: the cart's NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT
+        are passed on with their details; a cart that cannot be reached or fails is
+        UNAVAILABLE (retry later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlaceOrder(self, request, context):
+        """Checkout: places an order for the caller's cart (signed-in shoppers only).
+
+        Every line is priced from the catalog at this moment (the cart's stored prices are
+        what the shopper saw, not what is charged) and its stock is reserved, all lines at
+        once or none. Money (one currency per order, the catalog's, USD today):
+        subtotal = sum of unit price x quantity;
+        discount = 0 (no promotions exist yet; the field is the seed's fact_orders column);
+        tax      = (subtotal - discount) x the tax rate, rounded half up to a minor unit; the
+        rate is CLOUDSHELF_STOREFRONT_TAX_RATE_BASIS_POINTS (default 800: 8 %);
+        shipping = 0 when subtotal - discount is at least
+        CLOUDSHELF_STOREFRONT_FREE_SHIPPING_FROM_MINOR_UNITS (default 3500: $35.00),
+        else CLOUDSHELF_STOREFRONT_SHIPPING_FLAT_MINOR_UNITS (default 499: $4.99);
+        total    = subtotal - discount + tax + shipping.
+        Payment is out of scope: the order records the method it was given.
+
+        Errors: ABORTED (reason ETAG_MISMATCH) when the cart changed since `cart_etag` was
+        read; FAILED_PRECONDITION with reason CART_EMPTY, INSUFFICIENT_STOCK or
+        BOOK_NOT_SOLD (ErrorInfo metadata `book_id`: the book to take out of the cart or
+        reduce) and nothing reserved, no order, the cart as it was; UNAVAILABLE when the cart or
+        the catalog cannot be reached (retry with the same request_id).
+        Idempotent by `request_id` (required): a retry, even one sent while the first attempt
+        is still running, answers with the same order and never places a second one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrder(self, request, context):
+        """One of the caller's own orders; NOT_FOUND for an unknown id and for another user's order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrders(self, request, context):
+        """The caller's own orders, newest first (AIP-158 paging).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOrder(self, request, context):
+        """Cancels one of the caller's orders while it is ORDER_STATUS_PLACED: its stock goes back
+        to the catalog and `order.cancelled` is published. Cancelling an order that is already
+        cancelled changes nothing and answers with it as it is (idempotent by nature, so no
+        request_id). NOT_FOUND for an unknown id and for another user's order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +143,26 @@ def add_StorefrontServiceServicer_to_server(servicer, server):
                     servicer.GetCartView,
                     request_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetCartViewRequest.FromString,
                     response_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetCartViewResponse.SerializeToString,
+            ),
+            'PlaceOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlaceOrder,
+                    request_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.PlaceOrderRequest.FromString,
+                    response_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.PlaceOrderResponse.SerializeToString,
+            ),
+            'GetOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrder,
+                    request_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetOrderRequest.FromString,
+                    response_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetOrderResponse.SerializeToString,
+            ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.ListOrdersRequest.FromString,
+                    response_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'CancelOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrder,
+                    request_deserializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.CancelOrderRequest.FromString,
+                    response_serializer=cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.CancelOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +193,114 @@ class StorefrontService:
             '/cloudshelf.storefront.v1.StorefrontService/GetCartView',
             cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetCartViewRequest.SerializeToString,
             cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetCartViewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudshelf.storefront.v1.StorefrontService/PlaceOrder',
+            cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.PlaceOrderRequest.SerializeToString,
+            cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.PlaceOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudshelf.storefront.v1.StorefrontService/GetOrder',
+            cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetOrderRequest.SerializeToString,
+            cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.GetOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudshelf.storefront.v1.StorefrontService/ListOrders',
+            cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.ListOrdersRequest.SerializeToString,
+            cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudshelf.storefront.v1.StorefrontService/CancelOrder',
+            cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.CancelOrderRequest.SerializeToString,
+            cloudshelf_dot_storefront_dot_v1_dot_storefront__pb2.CancelOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

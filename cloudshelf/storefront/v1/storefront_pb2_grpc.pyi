@@ -34,7 +34,53 @@ class StorefrontServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> StorefrontServiceAsyncStub: ...
     GetCartView: _grpc.UnaryUnaryMultiCallable[_storefront_pb2.GetCartViewRequest, _storefront_pb2.GetCartViewResponse]
-    """The caller's cart with each item checked against the live catalog."""
+    """The caller's cart with every line checked against the live catalog: today's price,
+    stock, availability and cover, all lines' books asked in one BatchGetBooks call.
+    Whose cart: the cart service decides from the caller's credentials (the token, or an
+    anonymous visitor's session credential), which the storefront forwards; without
+    either the cart's UNAUTHENTICATED is answered as is.
+    An empty cart is an empty view (no items, zero totals), never NOT_FOUND.
+    When the catalog is slow or down the view still comes, within the caller's deadline,
+    from the cart's own snapshot: `catalog_unavailable` is true and every line's
+    availability is AVAILABILITY_UNKNOWN; the catalog never makes this call fail.
+    Errors: the cart's NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT
+    are passed on with their details; a cart that cannot be reached or fails is
+    UNAVAILABLE (retry later).
+    """
+    PlaceOrder: _grpc.UnaryUnaryMultiCallable[_storefront_pb2.PlaceOrderRequest, _storefront_pb2.PlaceOrderResponse]
+    """Checkout: places an order for the caller's cart (signed-in shoppers only).
+
+    Every line is priced from the catalog at this moment (the cart's stored prices are
+    what the shopper saw, not what is charged) and its stock is reserved, all lines at
+    once or none. Money (one currency per order, the catalog's, USD today):
+      subtotal = sum of unit price x quantity;
+      discount = 0 (no promotions exist yet; the field is the seed's fact_orders column);
+      tax      = (subtotal - discount) x the tax rate, rounded half up to a minor unit; the
+                 rate is CLOUDSHELF_STOREFRONT_TAX_RATE_BASIS_POINTS (default 800: 8 %);
+      shipping = 0 when subtotal - discount is at least
+                 CLOUDSHELF_STOREFRONT_FREE_SHIPPING_FROM_MINOR_UNITS (default 3500: $35.00),
+                 else CLOUDSHELF_STOREFRONT_SHIPPING_FLAT_MINOR_UNITS (default 499: $4.99);
+      total    = subtotal - discount + tax + shipping.
+    Payment is out of scope: the order records the method it was given.
+
+    Errors: ABORTED (reason ETAG_MISMATCH) when the cart changed since `cart_etag` was
+    read; FAILED_PRECONDITION with reason CART_EMPTY, INSUFFICIENT_STOCK or
+    BOOK_NOT_SOLD (ErrorInfo metadata `book_id`: the book to take out of the cart or
+    reduce) and nothing reserved, no order, the cart as it was; UNAVAILABLE when the cart or
+    the catalog cannot be reached (retry with the same request_id).
+    Idempotent by `request_id` (required): a retry, even one sent while the first attempt
+    is still running, answers with the same order and never places a second one.
+    """
+    GetOrder: _grpc.UnaryUnaryMultiCallable[_storefront_pb2.GetOrderRequest, _storefront_pb2.GetOrderResponse]
+    """One of the caller's own orders; NOT_FOUND for an unknown id and for another user's order."""
+    ListOrders: _grpc.UnaryUnaryMultiCallable[_storefront_pb2.ListOrdersRequest, _storefront_pb2.ListOrdersResponse]
+    """The caller's own orders, newest first (AIP-158 paging)."""
+    CancelOrder: _grpc.UnaryUnaryMultiCallable[_storefront_pb2.CancelOrderRequest, _storefront_pb2.CancelOrderResponse]
+    """Cancels one of the caller's orders while it is ORDER_STATUS_PLACED: its stock goes back
+    to the catalog and `order.cancelled` is published. Cancelling an order that is already
+    cancelled changes nothing and answers with it as it is (idempotent by nature, so no
+    request_id). NOT_FOUND for an unknown id and for another user's order.
+    """
 
 @_typing.type_check_only
 class StorefrontServiceAsyncStub(StorefrontServiceStub):
@@ -42,7 +88,53 @@ class StorefrontServiceAsyncStub(StorefrontServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCartView: _aio.UnaryUnaryMultiCallable[_storefront_pb2.GetCartViewRequest, _storefront_pb2.GetCartViewResponse]  # type: ignore[assignment]
-    """The caller's cart with each item checked against the live catalog."""
+    """The caller's cart with every line checked against the live catalog: today's price,
+    stock, availability and cover, all lines' books asked in one BatchGetBooks call.
+    Whose cart: the cart service decides from the caller's credentials (the token, or an
+    anonymous visitor's session credential), which the storefront forwards; without
+    either the cart's UNAUTHENTICATED is answered as is.
+    An empty cart is an empty view (no items, zero totals), never NOT_FOUND.
+    When the catalog is slow or down the view still comes, within the caller's deadline,
+    from the cart's own snapshot: `catalog_unavailable` is true and every line's
+    availability is AVAILABILITY_UNKNOWN; the catalog never makes this call fail.
+    Errors: the cart's NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT
+    are passed on with their details; a cart that cannot be reached or fails is
+    UNAVAILABLE (retry later).
+    """
+    PlaceOrder: _aio.UnaryUnaryMultiCallable[_storefront_pb2.PlaceOrderRequest, _storefront_pb2.PlaceOrderResponse]  # type: ignore[assignment]
+    """Checkout: places an order for the caller's cart (signed-in shoppers only).
+
+    Every line is priced from the catalog at this moment (the cart's stored prices are
+    what the shopper saw, not what is charged) and its stock is reserved, all lines at
+    once or none. Money (one currency per order, the catalog's, USD today):
+      subtotal = sum of unit price x quantity;
+      discount = 0 (no promotions exist yet; the field is the seed's fact_orders column);
+      tax      = (subtotal - discount) x the tax rate, rounded half up to a minor unit; the
+                 rate is CLOUDSHELF_STOREFRONT_TAX_RATE_BASIS_POINTS (default 800: 8 %);
+      shipping = 0 when subtotal - discount is at least
+                 CLOUDSHELF_STOREFRONT_FREE_SHIPPING_FROM_MINOR_UNITS (default 3500: $35.00),
+                 else CLOUDSHELF_STOREFRONT_SHIPPING_FLAT_MINOR_UNITS (default 499: $4.99);
+      total    = subtotal - discount + tax + shipping.
+    Payment is out of scope: the order records the method it was given.
+
+    Errors: ABORTED (reason ETAG_MISMATCH) when the cart changed since `cart_etag` was
+    read; FAILED_PRECONDITION with reason CART_EMPTY, INSUFFICIENT_STOCK or
+    BOOK_NOT_SOLD (ErrorInfo metadata `book_id`: the book to take out of the cart or
+    reduce) and nothing reserved, no order, the cart as it was; UNAVAILABLE when the cart or
+    the catalog cannot be reached (retry with the same request_id).
+    Idempotent by `request_id` (required): a retry, even one sent while the first attempt
+    is still running, answers with the same order and never places a second one.
+    """
+    GetOrder: _aio.UnaryUnaryMultiCallable[_storefront_pb2.GetOrderRequest, _storefront_pb2.GetOrderResponse]  # type: ignore[assignment]
+    """One of the caller's own orders; NOT_FOUND for an unknown id and for another user's order."""
+    ListOrders: _aio.UnaryUnaryMultiCallable[_storefront_pb2.ListOrdersRequest, _storefront_pb2.ListOrdersResponse]  # type: ignore[assignment]
+    """The caller's own orders, newest first (AIP-158 paging)."""
+    CancelOrder: _aio.UnaryUnaryMultiCallable[_storefront_pb2.CancelOrderRequest, _storefront_pb2.CancelOrderResponse]  # type: ignore[assignment]
+    """Cancels one of the caller's orders while it is ORDER_STATUS_PLACED: its stock goes back
+    to the catalog and `order.cancelled` is published. Cancelling an order that is already
+    cancelled changes nothing and answers with it as it is (idempotent by nature, so no
+    request_id). NOT_FOUND for an unknown id and for another user's order.
+    """
 
 class StorefrontServiceServicer(metaclass=_abc_1.ABCMeta):
     """Read models that combine several contexts for the shop's pages."""
@@ -53,6 +145,76 @@ class StorefrontServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _storefront_pb2.GetCartViewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_storefront_pb2.GetCartViewResponse, _abc.Awaitable[_storefront_pb2.GetCartViewResponse]]:
-        """The caller's cart with each item checked against the live catalog."""
+        """The caller's cart with every line checked against the live catalog: today's price,
+        stock, availability and cover, all lines' books asked in one BatchGetBooks call.
+        Whose cart: the cart service decides from the caller's credentials (the token, or an
+        anonymous visitor's session credential), which the storefront forwards; without
+        either the cart's UNAUTHENTICATED is answered as is.
+        An empty cart is an empty view (no items, zero totals), never NOT_FOUND.
+        When the catalog is slow or down the view still comes, within the caller's deadline,
+        from the cart's own snapshot: `catalog_unavailable` is true and every line's
+        availability is AVAILABILITY_UNKNOWN; the catalog never makes this call fail.
+        Errors: the cart's NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT
+        are passed on with their details; a cart that cannot be reached or fails is
+        UNAVAILABLE (retry later).
+        """
+
+    @_abc_1.abstractmethod
+    def PlaceOrder(
+        self,
+        request: _storefront_pb2.PlaceOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storefront_pb2.PlaceOrderResponse, _abc.Awaitable[_storefront_pb2.PlaceOrderResponse]]:
+        """Checkout: places an order for the caller's cart (signed-in shoppers only).
+
+        Every line is priced from the catalog at this moment (the cart's stored prices are
+        what the shopper saw, not what is charged) and its stock is reserved, all lines at
+        once or none. Money (one currency per order, the catalog's, USD today):
+          subtotal = sum of unit price x quantity;
+          discount = 0 (no promotions exist yet; the field is the seed's fact_orders column);
+          tax      = (subtotal - discount) x the tax rate, rounded half up to a minor unit; the
+                     rate is CLOUDSHELF_STOREFRONT_TAX_RATE_BASIS_POINTS (default 800: 8 %);
+          shipping = 0 when subtotal - discount is at least
+                     CLOUDSHELF_STOREFRONT_FREE_SHIPPING_FROM_MINOR_UNITS (default 3500: $35.00),
+                     else CLOUDSHELF_STOREFRONT_SHIPPING_FLAT_MINOR_UNITS (default 499: $4.99);
+          total    = subtotal - discount + tax + shipping.
+        Payment is out of scope: the order records the method it was given.
+
+        Errors: ABORTED (reason ETAG_MISMATCH) when the cart changed since `cart_etag` was
+        read; FAILED_PRECONDITION with reason CART_EMPTY, INSUFFICIENT_STOCK or
+        BOOK_NOT_SOLD (ErrorInfo metadata `book_id`: the book to take out of the cart or
+        reduce) and nothing reserved, no order, the cart as it was; UNAVAILABLE when the cart or
+        the catalog cannot be reached (retry with the same request_id).
+        Idempotent by `request_id` (required): a retry, even one sent while the first attempt
+        is still running, answers with the same order and never places a second one.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOrder(
+        self,
+        request: _storefront_pb2.GetOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storefront_pb2.GetOrderResponse, _abc.Awaitable[_storefront_pb2.GetOrderResponse]]:
+        """One of the caller's own orders; NOT_FOUND for an unknown id and for another user's order."""
+
+    @_abc_1.abstractmethod
+    def ListOrders(
+        self,
+        request: _storefront_pb2.ListOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storefront_pb2.ListOrdersResponse, _abc.Awaitable[_storefront_pb2.ListOrdersResponse]]:
+        """The caller's own orders, newest first (AIP-158 paging)."""
+
+    @_abc_1.abstractmethod
+    def CancelOrder(
+        self,
+        request: _storefront_pb2.CancelOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storefront_pb2.CancelOrderResponse, _abc.Awaitable[_storefront_pb2.CancelOrderResponse]]:
+        """Cancels one of the caller's orders while it is ORDER_STATUS_PLACED: its stock goes back
+        to the catalog and `order.cancelled` is published. Cancelling an order that is already
+        cancelled changes nothing and answers with it as it is (idempotent by nature, so no
+        request_id). NOT_FOUND for an unknown id and for another user's order.
+        """
 
 def add_StorefrontServiceServicer_to_server(servicer: StorefrontServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

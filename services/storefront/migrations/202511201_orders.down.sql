@@ -1,0 +1,2 @@
+-- Orders and their unsent events are lost going down.
+DROP SCHEMA storefront CASCADE;
