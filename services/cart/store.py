@@ -33,7 +33,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from opentelemetry import propagate
+from opentelemetry import metrics, propagate
 
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.common.v1 import common_pb2
@@ -66,6 +66,8 @@ CART_TTL = timedelta(days=90)
 # Rounds of read-and-conditional-write before a write gives up with ABORTED: only racing
 # writers that each need the version they read (etag or request_id) ever take more than 2.
 MAX_ATTEMPTS = 64
+# Counts each write attempt that a concurrent write made fail and that is run again.
+WRITE_CONFLICTS_METRIC = "cloudshelf.cart.write_conflicts"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -183,10 +185,21 @@ def _book(book_id: int) -> str:
 
 
 class CartStore:
-    def __init__(self, client: Any, table: str, request_ids: DynamoDBIdempotencyKeys) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        request_ids: DynamoDBIdempotencyKeys,
+        *,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
         self.client = client
         self.table = table
         self.request_ids = request_ids
+        self._conflicts = metrics.get_meter(__name__, meter_provider=meter_provider).create_counter(
+            WRITE_CONFLICTS_METRIC,
+            description="Cart writes run again because a concurrent write failed their condition",
+        )
 
     async def _read(self, key: str) -> dict[str, Any] | None:
         answer = await self.client.get_item(
@@ -457,6 +470,7 @@ class CartStore:
                         "a concurrent write to the carts or the session won: retry",
                         reason="TRANSACTION_CONFLICT",
                     ) from exc
+                self._conflicts.add(1, {"rpc": "MergeCarts"})
                 continue  # a cart or the session changed, or the request_id committed
             return answer
         raise Aborted(
@@ -561,6 +575,7 @@ class CartStore:
                 except ClientError as exc:
                     if _code(exc) != "ConditionalCheckFailedException":
                         raise
+                    self._conflicts.add(1, {"rpc": operation})
                     continue  # a concurrent write changed the line or the cart: again
                 return cart_from_item(owner, _from_dynamodb(answer["Attributes"]))
             after = cart_from_item(owner, change.after)
@@ -579,6 +594,7 @@ class CartStore:
                         "a concurrent write to the cart won: read it again",
                         reason="TRANSACTION_CONFLICT",
                     ) from exc
+                self._conflicts.add(1, {"rpc": operation})
                 continue  # the cart changed, or the same request_id committed: again
             return after
         raise Aborted(
