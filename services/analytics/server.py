@@ -5,16 +5,30 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+import asyncpg
+
 from cloudshelf.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.health import Dependency
+from cloudshelf.runtime.rpc import ServicerContext
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres
+from services.analytics.dead_letters import list_dead_letters
 from services.analytics.policy import ANALYTICS_POLICY
 
 
+class AnalyticsHandlers(analytics_pb2_grpc.AnalyticsServiceServicer):
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def ListDeadLetters(
+        self, request: analytics_pb2.ListDeadLettersRequest, context: ServicerContext
+    ) -> analytics_pb2.ListDeadLettersResponse:
+        return await list_dead_letters(self.pool, request)
+
+
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
-    _pool, postgres = await open_postgres(settings, stack)
+    pool, postgres = await open_postgres(settings, stack)
     session = aws_session(settings)
     kinesis = await open_aws_client(session, stack, "kinesis", settings)
     s3 = await open_aws_client(session, stack, "s3", settings)
@@ -31,7 +45,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     return ServiceApp(
         servicers=[
             Servicer(
-                analytics_pb2_grpc.AnalyticsServiceServicer(),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                AnalyticsHandlers(pool),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
                 analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server,
                 analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name,
                 ANALYTICS_POLICY,
