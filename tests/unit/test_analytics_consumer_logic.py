@@ -87,7 +87,8 @@ def test_children_wait_for_every_parent_to_be_finished() -> None:
 
 
 @pytest.mark.parametrize(
-    ("minor", "band"), [(0, "low"), (999, "low"), (1000, "medium"), (2499, "medium"), (2500, "high")]
+    ("minor", "band"),
+    [(0, "low"), (999, "low"), (1000, "medium"), (2499, "medium"), (2500, "high")],
 )
 def test_price_bands(minor: int, band: str) -> None:
     assert price_range(minor) == band
