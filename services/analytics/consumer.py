@@ -390,37 +390,62 @@ class Consumer:
                 log.warning("reading %s failed, retrying: %s: %s", shard_id, _error_code(exc), exc)
                 await asyncio.sleep(RETRY_SECONDS)
 
+    async def _get_records(self, shard_id: str, iterator: str, after: str | None) -> Any:
+        """One GetRecords; an expired iterator is replaced by one after `after`."""
+        with suppress_instrumentation():  # idle polls are not traces
+            try:
+                return await self.kinesis.get_records(
+                    ShardIterator=iterator, Limit=self.settings.batch_records
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "ExpiredIteratorException":
+                    raise
+            fresh = await self._iterator(shard_id, Checkpoint(after, False))
+            return await self.kinesis.get_records(
+                ShardIterator=fresh, Limit=self.settings.batch_records
+            )
+
     async def _read_shard(self, shard_id: str) -> None:
         checkpoint = (await self.checkpoints.all()).get(shard_id)
         if checkpoint is not None and checkpoint.finished:
             return
         start = checkpoint.sequence_number if checkpoint else None
         iterator = await self._iterator(shard_id, checkpoint)
-        while True:
-            with suppress_instrumentation():  # idle polls are not traces
-                try:
-                    response = await self.kinesis.get_records(
-                        ShardIterator=iterator, Limit=self.settings.batch_records
-                    )
-                except ClientError as exc:
-                    if _error_code(exc) != "ExpiredIteratorException":
-                        raise
-                    iterator = await self._iterator(shard_id, Checkpoint(start, False))
-                    continue
-            records = response["Records"]
-            next_iterator = response.get("NextShardIterator")
-            if not records and self._read_to_end(shard_id, start):
-                next_iterator = None
-            if records or next_iterator is None:
+        reading = asyncio.create_task(self._get_records(shard_id, iterator, start))
+        try:
+            while True:
+                waited = time.monotonic()
+                response = await reading
+                waited = time.monotonic() - waited
+                records = response["Records"]
+                next_iterator = response.get("NextShardIterator")
+                if not records and self._read_to_end(shard_id, start):
+                    next_iterator = None
                 end = records[-1]["SequenceNumber"] if records else start
-                await self.write_batch(shard_id, start, end, records, next_iterator is None)
-                start = end
-            if next_iterator is None:
-                log.info("shard %s read to its end", shard_id)
-                return
-            iterator = next_iterator
-            if not records:
-                await asyncio.sleep(self.settings.idle_poll_seconds)
+                if next_iterator is not None:
+                    if not records:
+                        await asyncio.sleep(self.settings.idle_poll_seconds)
+                    # The next batch is read while this one is written.
+                    reading = asyncio.create_task(self._get_records(shard_id, next_iterator, end))
+                if records or next_iterator is None:
+                    write_started = time.monotonic()
+                    await self.write_batch(shard_id, start, end, records, next_iterator is None)
+                    start = end
+                    log.debug(
+                        "batch of %d from %s: waited %.3fs for it, wrote it in %.3fs",
+                        len(records),
+                        shard_id,
+                        waited,
+                        time.monotonic() - write_started,
+                    )
+                if next_iterator is None:
+                    log.info("shard %s read to its end", shard_id)
+                    return
+        finally:
+            if not reading.done():
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
 
     def _read_to_end(self, shard_id: str, checkpoint: str | None) -> bool:
         """A closed shard whose last record is written. Kinesis says so by returning no

@@ -144,37 +144,85 @@ def _timestamp(text: Any, name: str) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+_INTERACTION_TYPES = {
+    name: _enum_word(name, "INTERACTION_TYPE_") for name in analytics_pb2.InteractionType.keys()
+}
+_INTERACTION_TYPES.update(
+    {
+        str(number): _INTERACTION_TYPES[analytics_pb2.InteractionType.Name(number)]
+        for number in analytics_pb2.InteractionType.values()
+    }
+)
+
+
+def _field(data: Mapping[str, Any], name: str, json_name: str) -> Any:
+    """A field by its proto name or its lowerCamelCase JSON name (proto JSON takes both)."""
+    value = data.get(name)
+    return data.get(json_name) if value is None else value
+
+
+def _string(data: Mapping[str, Any], name: str, json_name: str, max_length: int) -> str | None:
+    value = _field(data, name, json_name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name} is not a string")
+    return _text(value, name, max_length)
+
+
+def _time(value: Any, name: str) -> datetime:
+    """An RFC 3339 time (proto JSON's Timestamp), read fast when it fits datetime."""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name} is not an RFC 3339 time")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return _timestamp(value, name)  # e.g. nanoseconds, which datetime does not hold
+    if parsed.tzinfo is None:
+        raise InvalidEvent(f"{name} has no time zone")
+    return parsed
+
+
 def _interaction(event: StreamEvent) -> tuple[Any, ...]:
-    message = _parse(event.data, analytics_pb2.Interaction(), "cloudshelf.analytics.v1.Interaction")
-    interaction_type = _enum_word(
-        analytics_pb2.InteractionType.Name(message.type), "INTERACTION_TYPE_"
-    )
+    """The Interaction's proto JSON read by hand: json_format.ParseDict costs ~0.12 ms per
+    event, most of the consumer's CPU at 5,000 events/s."""
+    data = event.data
+    type_name = _field(data, "type", "type")
+    interaction_type = _INTERACTION_TYPES.get(str(type_name)) if type_name is not None else None
     if interaction_type is None:
-        raise InvalidEvent("type is unspecified")
-    if not 1 <= message.book_id <= INT32_MAX:
-        raise InvalidEvent(f"book_id {message.book_id} is not a book id")
-    if message.rating and not 1 <= message.rating <= 5:
-        raise InvalidEvent(f"rating {message.rating} is not between 1 and 5")
-    if message.page_view_duration_seconds < 0:
-        raise InvalidEvent("page_view_duration_seconds is negative")
+        raise InvalidEvent(f"type is unspecified or unknown: {type_name!r}")
+    book_id = _integer(_field(data, "book_id", "bookId"), "book_id")
+    if not 1 <= book_id <= INT32_MAX:
+        raise InvalidEvent(f"book_id {book_id} is not a book id")
+    rating = _integer(_field(data, "rating", "rating"), "rating", high=INT32_MAX)
+    if rating and not 1 <= rating <= 5:
+        raise InvalidEvent(f"rating {rating} is not between 1 and 5")
+    duration = _integer(
+        _field(data, "page_view_duration_seconds", "pageViewDurationSeconds"),
+        "page_view_duration_seconds",
+        high=INT32_MAX,
+    )
     value_minor = currency = None
-    if message.HasField("value"):
-        value_minor = _amount(message.value.minor_units, "value")
-        currency = _currency(message.value.currency_code, "value")
+    value = _field(data, "value", "value")
+    if value is not None:
+        money = _object(value, "value")
+        value_minor = _integer(_field(money, "minor_units", "minorUnits"), "value.minor_units")
+        currency = _currency(str(_field(money, "currency_code", "currencyCode") or ""), "value")
+    when = _field(data, "time", "time")
     return (
-        _text(message.interaction_id or event.id, "interaction_id", 64),
-        message.book_id,
-        _text(message.user_id, "user_id", 50),
-        _text(message.session_id, "session_id", 50),
+        _string(data, "interaction_id", "interactionId", 64) or _text(event.id, "id", 64),
+        book_id,
+        _string(data, "user_id", "userId", 50),
+        _string(data, "session_id", "sessionId", 50),
         interaction_type,
-        message.time.ToDatetime(tzinfo=UTC) if message.HasField("time") else _event_time(event),
+        _event_time(event) if when is None else _time(when, "time"),
         value_minor,
         currency,
-        message.rating or None,
-        message.page_view_duration_seconds or None,
-        _text(message.came_from, "came_from", 200),
-        _text(message.device_type, "device_type", 50),
-        _text(message.user_location, "user_location", 100),
+        rating or None,
+        duration or None,
+        _string(data, "came_from", "cameFrom", 200),
+        _string(data, "device_type", "deviceType", 50),
+        _string(data, "user_location", "userLocation", 100),
     )
 
 
@@ -213,6 +261,8 @@ def _recorded_order(event: StreamEvent) -> tuple[Any, ...]:
 
 def _integer(value: Any, name: str, low: int = 0, high: int = INT64_MAX) -> int:
     """An int64 of proto JSON (a string or a number)."""
+    if isinstance(value, float) and not value.is_integer():
+        raise InvalidEvent(f"{name} is not an integer")
     try:
         number = int(value or 0)
     except (TypeError, ValueError):

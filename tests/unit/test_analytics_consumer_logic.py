@@ -162,3 +162,26 @@ def test_an_order_in_two_currencies_is_rejected() -> None:
     }
     _, rejected = rows_of([event("order.placed", {"order": order})])
     assert len(rejected) == 1 and "currency" in rejected[0].reason
+
+
+def test_an_interaction_in_json_names_with_nanoseconds_reads_the_same() -> None:
+    rows, rejected = rows_of(
+        [
+            event(
+                "interaction.recorded",
+                {
+                    "interactionId": "i-2",
+                    "bookId": 42,
+                    "type": 2,
+                    "time": "2026-11-26T10:15:00.123456789Z",
+                    "value": {"minorUnits": "250", "currencyCode": "USD"},
+                    "pageViewDurationSeconds": "7",
+                },
+            )
+        ]
+    )
+    assert rejected == []
+    (row,) = rows.interactions
+    assert row[:2] == ("i-2", 42) and row[4] == "add_to_cart"
+    assert row[5] == datetime(2026, 11, 26, 10, 15, 0, 123456, tzinfo=UTC)
+    assert (row[6], row[7], row[9]) == (250, "USD", 7)
