@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from cloudshelf.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from cloudshelf.devstack.components import ManagedProcess, free_port, wait_until
 from cloudshelf.devstack.stack import Stack, health_status
 from services.analytics import records
+from services.analytics.consumer import CheckpointMoved, Consumer, ConsumerSettings
+from services.analytics.leases import LeaseTable
 from tests.conftest import ChannelTo, expect_error
 
 WORKER = "analytics-consumer"
@@ -528,3 +531,88 @@ async def test_a_resharded_streams_closed_parent_is_read_to_its_end(
     assert closed, "the resharding closed the parent"
     finished = {r["shard_id"] for r in rows if r["finished"]}
     assert closed <= finished
+
+
+# --- fencing: the checkpoint decides what is written ----------------------------------------
+
+
+class RecordingSink:
+    """A sink that remembers what it was given (or fails, to show the checkpoint waits)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.written: list[str] = []
+
+    async def write(self, events: Sequence[records.StreamEvent]) -> None:
+        if self.fail:
+            raise OSError("sink unreachable")
+        self.written += [e.id for e in events]
+
+
+def kinesis_records(items: Sequence[bytes | dict[str, Any]], first: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "Data": item if isinstance(item, bytes) else records.encode(item),
+            "SequenceNumber": str(first + i),
+            "ApproximateArrivalTimestamp": datetime.now(UTC),
+        }
+        for i, item in enumerate(items)
+    ]
+
+
+async def test_a_replica_that_lost_its_shard_cannot_write_over_the_new_owner(
+    stack: Stack, warehouse: asyncpg.Connection
+) -> None:
+    pool = await asyncpg.create_pool(stack.postgres.dsn("analytics"), min_size=1, max_size=2)
+    try:
+        stream = f"fencing-{secrets.token_hex(4)}"
+        sink = RecordingSink()
+
+        def replica(name: str, sinks: Sequence[records.Sink]) -> Consumer:
+            settings = ConsumerSettings(stream=stream, worker_id=name)
+            return Consumer(pool, None, LeaseTable(None, "unused"), settings, sinks)
+
+        old, new = replica("old", [sink]), replica("new", [sink])
+        first = [interaction() for _ in range(3)]
+        await old.write_batch("shard-0", None, "3", kinesis_records(first, 1), False)
+        # Both read on from checkpoint 3: the new owner writes first, the old one is late.
+        by_new = [interaction() for _ in range(3)]
+        by_old = [interaction() for _ in range(3)]
+        await new.write_batch("shard-0", "3", "6", kinesis_records(by_new, 4), False)
+        with pytest.raises(CheckpointMoved):
+            await old.write_batch(
+                "shard-0", "3", "6", kinesis_records([*by_old, b"junk"], 4), False
+            )
+        assert await count_interactions(warehouse, [e["id"] for e in [*first, *by_new]]) == 6
+        # Nothing of the stale batch stayed: no fact, no dead letter.
+        assert await count_interactions(warehouse, [e["id"] for e in by_old]) == 0
+        assert not await warehouse.fetchval(
+            "SELECT count(*) FROM analytics.dead_letters WHERE stream_name = $1", stream
+        )
+        row = await warehouse.fetchrow(
+            "SELECT sequence_number, owner FROM analytics.consumer_checkpoints "
+            "WHERE stream_name = $1 AND shard_id = 'shard-0'",
+            stream,
+        )
+        assert tuple(row) == ("6", "new")
+        # A shard never checkpointed cannot be started twice either.
+        with pytest.raises(CheckpointMoved):
+            await new.write_batch("shard-0", None, "2", kinesis_records(first[:2], 1), False)
+
+        # The other sinks are written before the checkpoint moves: a failing one leaves it.
+        failing = replica("new", [RecordingSink(fail=True)])
+        later = [interaction()]
+        with pytest.raises(OSError):
+            await failing.write_batch("shard-0", "6", "7", kinesis_records(later, 7), False)
+        assert await count_interactions(warehouse, [later[0]["id"]]) == 0
+        assert (
+            await warehouse.fetchval(
+                "SELECT sequence_number FROM analytics.consumer_checkpoints "
+                "WHERE stream_name = $1 AND shard_id = 'shard-0'",
+                stream,
+            )
+            == "6"
+        )
+        assert by_new[0]["id"] in sink.written
+    finally:
+        await pool.close()
