@@ -6,7 +6,7 @@ What each event type becomes:
 - `order.recorded` (data: cloudshelf.analytics.v1.Order, from RecordOrder) and
   `order.placed` (data: cloudshelf.storefront.v1.OrderPlacedEvent) -> a row of fact_orders
   keyed by order_id; an order.placed's lines -> fact_order_lines (with the category's name
-  as the category events described it, 'unknown' before any);
+  as the category events described it; 'unknown' until its category event arrives);
 - `order.cancelled` (data: OrderCancelledEvent, the whole order) -> order_status
   'cancelled' (the order is written from the event when its order.placed is not there yet);
 - `book.created` / `book.updated` -> dim_books, kept only when the event's
@@ -46,6 +46,9 @@ log = logging.getLogger("cloudshelf.analytics.warehouse")
 PRICE_BANDS = ((1_000, "low"), (2_500, "medium"))
 HIGH_PRICE = "high"
 INT32_MAX = 2**31 - 1
+# The transaction-level advisory lock of writes that resolve catalog names (any constant,
+# the same for every replica).
+DIMENSIONS_LOCK = 0x616E616C79  # "analy"
 INT64_MAX = 2**63 - 1
 
 
@@ -471,6 +474,14 @@ async def _write_rows(conn: asyncpg.Connection, rows: Rows) -> None:
             "(n.kind = 'publisher' AND b.publisher_id = n.id))",
             *_columns(names, 2),
         )
+        # Lines written before their category's event get its name once it comes.
+        await conn.execute(
+            "UPDATE analytics.fact_order_lines l SET category_name = left(n.name, 100) "
+            "FROM analytics.dim_catalog_names n, unnest($1::text[], $2::int8[]) AS k(kind, id) "
+            "WHERE n.kind = 'category' AND k.kind = 'category' AND n.id = k.id "
+            "AND l.category_id = n.id AND l.category_name = 'unknown'",
+            *_columns(names, 2),
+        )
     if rows.books:
         await conn.execute(
             "INSERT INTO analytics.dim_books (book_id, title, category_id, category_name, "
@@ -535,7 +546,8 @@ _DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 class WarehouseSink:
-    """Writes a batch inside the caller's transaction (the one that moves the checkpoint)."""
+    """Writes a batch inside the caller's transaction (the one that moves the checkpoint),
+    as its first statement (see the lock in `write`)."""
 
     async def write(
         self, conn: asyncpg.Connection, events: Sequence[StreamEvent]
@@ -543,6 +555,12 @@ class WarehouseSink:
         rows, rejected = rows_of(events)
         if rows.empty():
             return rejected
+        if rows.names or rows.books or rows.order_lines:
+            # Names are resolved across rows that batches of other shards write at the same
+            # time: a book and its category's event in two concurrent transactions would
+            # each miss the other's uncommitted row. Batches that touch them take turns;
+            # first in the transaction, before any row lock, so no deadlock can form.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", DIMENSIONS_LOCK)
         try:
             async with conn.transaction():  # a savepoint: a refused row undoes only this
                 await _write_rows(conn, rows)

@@ -369,6 +369,31 @@ async def test_every_kind_of_event_lands_once_in_the_warehouse(
     )
     assert tuple(added) == ("add_to_cart", 1999, "USD", None)
 
+    # A line whose category the warehouse has not heard of yet gets its name once it does.
+    late_category = category_id + 1
+    late_order_id = str(uuid.uuid4())
+    late_order = {
+        **placed_order,
+        "id": late_order_id,
+        "lines": [{**line, "category_id": str(late_category)}],
+    }
+    kinesis.put(stream, [envelope("order.placed", late_order_id, 1, {"order": late_order})])
+
+    async def line_category() -> Any:
+        return await warehouse.fetchval(
+            "SELECT category_name FROM analytics.fact_order_lines WHERE order_id = $1",
+            late_order_id,
+        )
+
+    await wait_for(lambda: _equals(line_category(), "unknown"), "the line, category unknown")
+    name = {"category": {"id": str(late_category), "name": "Drama"}}
+    kinesis.put(stream, [envelope("category.created", str(late_category), 1, name)])
+    await wait_for(lambda: _equals(line_category(), "Drama"), "the line's category named")
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
 
 async def test_a_malformed_record_is_dead_lettered_and_the_rest_flows(
     stack: Stack,

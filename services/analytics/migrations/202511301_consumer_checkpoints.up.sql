@@ -34,8 +34,8 @@ CREATE TABLE analytics.dead_letters (
 );
 
 -- Order lines, for revenue per category: one row per book of an order (an order's cart
--- has one line per book). category_name is resolved when the line is written, from the
--- category events seen so far ('unknown' before any).
+-- has one line per book). category_name is the category's name when the line is written,
+-- from the category events seen so far; 'unknown' until its category event arrives.
 CREATE TABLE analytics.fact_order_lines (
     order_id      VARCHAR(50) NOT NULL REFERENCES analytics.fact_orders (order_id),
     book_id       BIGINT NOT NULL,
@@ -47,6 +47,8 @@ CREATE TABLE analytics.fact_order_lines (
     PRIMARY KEY (order_id, book_id)
 );
 CREATE INDEX idx_fact_order_lines_category ON analytics.fact_order_lines (category_name);
+CREATE INDEX idx_fact_order_lines_unknown_category ON analytics.fact_order_lines (category_id)
+    WHERE category_name = 'unknown';
 
 -- The catalog's category and publisher names, from their events, so dim_books can show
 -- names (book events carry only ids) and follows renames.
