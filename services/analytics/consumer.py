@@ -76,6 +76,8 @@ WORKER_NAME = "analytics-consumer"
 DEFAULT_LISTEN_ADDR = "127.0.0.1:50063"
 # Seconds to wait before reading a shard again after a failure (store down, throttled).
 RETRY_SECONDS = 1.0
+# Kinesis allows 5 GetRecords per second per shard: reads of one shard start this far apart.
+READ_INTERVAL_SECONDS = 0.2
 
 
 LEASE_TABLE_ENV = "CLOUDSHELF_ANALYTICS_LEASE_TABLE"
@@ -320,8 +322,17 @@ class Consumer:
         finished = {s for s, c in (await self.checkpoints.all()).items() if c.finished}
         expired = self.clock.observe(leases, time.monotonic())
         eligible = eligible_shards(shards, finished)
+        # Leases in this worker's name that it does not hold (restarted with a fixed
+        # CLOUDSHELF_ANALYTICS_WORKER_ID): taken back now, not left to expire.
+        orphans = [
+            lease
+            for lease in leases
+            if lease.owner == self.me
+            and lease.shard_id not in self.held
+            and lease.shard_id in eligible
+        ]
         plan = plan_leases(leases, eligible, self.me, expired)
-        for lease in [*plan.take, *([plan.steal] if plan.steal else [])]:
+        for lease in [*orphans, *plan.take, *([plan.steal] if plan.steal else [])]:
             taken = await self.leases.take(lease, self.me)
             if taken is None:
                 continue
@@ -390,8 +401,12 @@ class Consumer:
                 log.warning("reading %s failed, retrying: %s: %s", shard_id, _error_code(exc), exc)
                 await asyncio.sleep(RETRY_SECONDS)
 
-    async def _get_records(self, shard_id: str, iterator: str, after: str | None) -> Any:
-        """One GetRecords; an expired iterator is replaced by one after `after`."""
+    async def _get_records(
+        self, shard_id: str, iterator: str, after: str | None, not_before: float = 0.0
+    ) -> Any:
+        """One GetRecords, not before the monotonic time `not_before`; an expired iterator
+        is replaced by one after `after`."""
+        await asyncio.sleep(max(0.0, not_before - time.monotonic()))
         with suppress_instrumentation():  # idle polls are not traces
             try:
                 return await self.kinesis.get_records(
@@ -412,6 +427,7 @@ class Consumer:
         start = checkpoint.sequence_number if checkpoint else None
         iterator = await self._iterator(shard_id, checkpoint)
         reading = asyncio.create_task(self._get_records(shard_id, iterator, start))
+        read_started = time.monotonic()
         try:
             while True:
                 waited = time.monotonic()
@@ -426,7 +442,11 @@ class Consumer:
                     if not records:
                         await asyncio.sleep(self.settings.idle_poll_seconds)
                     # The next batch is read while this one is written.
-                    reading = asyncio.create_task(self._get_records(shard_id, next_iterator, end))
+                    not_before = read_started + READ_INTERVAL_SECONDS
+                    reading = asyncio.create_task(
+                        self._get_records(shard_id, next_iterator, end, not_before)
+                    )
+                    read_started = max(time.monotonic(), not_before)
                 if records or next_iterator is None:
                     write_started = time.monotonic()
                     await self.write_batch(shard_id, start, end, records, next_iterator is None)
