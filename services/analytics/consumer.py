@@ -78,6 +78,15 @@ DEFAULT_LISTEN_ADDR = "127.0.0.1:50063"
 RETRY_SECONDS = 1.0
 # Kinesis allows 5 GetRecords per second per shard: reads of one shard start this far apart.
 READ_INTERVAL_SECONDS = 0.2
+# Failures of a store (down, throttled, timed out): retried after a pause.
+_TRANSIENT = (
+    ClientError,
+    BotoCoreError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 
 LEASE_TABLE_ENV = "CLOUDSHELF_ANALYTICS_LEASE_TABLE"
@@ -274,8 +283,10 @@ class Consumer:
                 try:
                     with suppress_instrumentation():
                         await self.lease_round()
-                except (ClientError, BotoCoreError, OSError, asyncpg.PostgresError) as exc:
+                except _TRANSIENT as exc:
                     log.warning("lease round failed: %s: %s", _error_code(exc), exc)
+                except Exception:  # never let the job die while the process looks healthy
+                    log.exception("lease round failed")
                 await asyncio.sleep(self.settings.lease_seconds / 3)
         finally:
             await self.stop()
@@ -397,8 +408,13 @@ class Consumer:
                 # the lease is gone.
                 log.warning("checkpoint of %s moved by another worker: %s", shard_id, exc)
                 await asyncio.sleep(RETRY_SECONDS)
-            except (ClientError, BotoCoreError, OSError, asyncpg.PostgresError) as exc:
+            except _TRANSIENT as exc:
                 log.warning("reading %s failed, retrying: %s: %s", shard_id, _error_code(exc), exc)
+                await asyncio.sleep(RETRY_SECONDS)
+            except Exception:
+                # A sink's own failure, or a bug: the batch is read again (the checkpoint
+                # did not move) after a pause, and the lease is kept meanwhile.
+                log.exception("reading %s failed, retrying", shard_id)
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def _get_records(
@@ -559,7 +575,10 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     dynamodb = await open_aws_client(session, stack, "dynamodb", settings)
     leases = LeaseTable(dynamodb, consumer_settings.lease_table)
     await leases.ensure()
-    consumer = Consumer(pool, kinesis, leases, consumer_settings, sinks=[])
+    # The sinks besides the warehouse (Timestream, the S3 lake): each a records.Sink,
+    # written per batch before the checkpoint commits.
+    sinks: list[Sink] = []
+    consumer = Consumer(pool, kinesis, leases, consumer_settings, sinks)
 
     async def stream_active() -> None:
         summary = await kinesis.describe_stream_summary(StreamName=consumer_settings.stream)
