@@ -321,10 +321,11 @@ def test_adding_a_service_is_one_values_entry(manifests: list[Manifest]) -> None
 
 
 def test_disruption_budget_only_with_more_than_one_replica(manifests: list[Manifest]) -> None:
-    assert of_kind(manifests, "PodDisruptionBudget") == {}
+    # The analytics consumer worker runs 2 replicas by default.
+    assert set(of_kind(manifests, "PodDisruptionBudget")) == WORKER_DEPLOYMENTS
     scaled = render({"services": {"cart": {"replicas": 3}}})
     budgets = of_kind(scaled, "PodDisruptionBudget")
-    assert set(budgets) == {f"{RELEASE}-cart"}
+    assert set(budgets) == {f"{RELEASE}-cart"} | WORKER_DEPLOYMENTS
     kubernetes_validate.validate(budgets[f"{RELEASE}-cart"], KUBE_VERSION, strict=True)
     assert of_kind(scaled, "Deployment")[f"{RELEASE}-cart"]["spec"]["replicas"] == 3
 
@@ -652,6 +653,9 @@ def test_the_analytics_consumer_is_a_worker_deployment_in_the_analytics_pod(
     worker = of_kind(manifests, "Deployment")[f"{RELEASE}-analytics-consumer"]
     assert f"{RELEASE}-analytics-consumer" not in of_kind(manifests, "Service")
     assert worker["spec"]["replicas"] == 2
+    budget = of_kind(manifests, "PodDisruptionBudget")[f"{RELEASE}-analytics-consumer"]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == worker["spec"]["selector"]
     pod = worker["spec"]["template"]
     labels = pod["metadata"]["labels"]
     assert labels["app.kubernetes.io/component"] == "analytics-consumer"
