@@ -23,7 +23,7 @@ only then (leases.eligible_shards). Leases: services/analytics/leases.py.
 
 Environment (besides the analytics service's own, CLOUDSHELF_ANALYTICS_POSTGRES_DSN etc.):
 - CLOUDSHELF_ANALYTICS_LEASE_TABLE (cloudshelf-analytics-leases): the DynamoDB lease table,
-  created at start when missing;
+  created when missing (as the KCL does; provisioning creates it too);
 - CLOUDSHELF_ANALYTICS_LEASE_SECONDS (10): a silent replica's shards are taken over after
   this, plus at most a third of it;
 - CLOUDSHELF_ANALYTICS_BATCH_RECORDS (5000): GetRecords' Limit;
@@ -266,6 +266,7 @@ class Consumer:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # Shard id -> its EndingSequenceNumber once the shard is closed (resharded).
         self.ending: dict[str, str] = {}
+        self.lease_table_ready = False
         self.me = settings.worker_id
 
     # --- leases ------------------------------------------------------------------------
@@ -303,6 +304,11 @@ class Consumer:
             params = {"NextToken": token}
 
     async def lease_round(self) -> None:
+        if not self.lease_table_ready:
+            # Here rather than at start: a store down at start delays the work (health
+            # says so) instead of failing the process.
+            await self.leases.ensure()
+            self.lease_table_ready = True
         # Renew first: a slow round must not let this worker's own leases expire.
         for shard_id, lease in list(self.held.items()):
             renewed = await self.leases.renew(lease)
@@ -526,11 +532,12 @@ class Consumer:
                 await sink.write(events)
             async with self.pool.acquire() as conn, conn.transaction():
                 rejected = await self.warehouse.write(conn, events)
+                raw = {r["SequenceNumber"]: r["Data"] for r in records} if rejected else {}
                 letters.extend(
                     DeadLetter(
                         shard_id,
                         r.event.sequence_number,
-                        _raw_of(records, r.event),
+                        bytes(raw.get(r.event.sequence_number, b"")),
                         r.reason,
                         r.event.arrival,
                         r.event.id,
@@ -547,13 +554,6 @@ class Consumer:
                 shard_id,
                 extra={"shard_id": shard_id, "reasons": sorted({d.reason for d in letters})},
             )
-
-
-def _raw_of(records: Sequence[Mapping[str, Any]], event: StreamEvent) -> bytes:
-    for record in records:
-        if record["SequenceNumber"] == event.sequence_number:
-            return bytes(record["Data"])
-    return b""
 
 
 # --- the process -----------------------------------------------------------------------------
@@ -574,7 +574,6 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     kinesis = await open_aws_client(session, stack, "kinesis", settings)
     dynamodb = await open_aws_client(session, stack, "dynamodb", settings)
     leases = LeaseTable(dynamodb, consumer_settings.lease_table)
-    await leases.ensure()
     # The sinks besides the warehouse (Timestream, the S3 lake): each a records.Sink,
     # written per batch before the checkpoint commits.
     sinks: list[Sink] = []
