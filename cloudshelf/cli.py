@@ -16,7 +16,13 @@ from pathlib import Path
 import asyncpg
 
 from cloudshelf.devstack.identity import ADMIN_GROUP, ADMIN_USER, SHOPPER_USER
-from cloudshelf.devstack.stack import POSTGRES_SERVICES, REPO_ROOT, SERVICES, Stack
+from cloudshelf.devstack.stack import (
+    POSTGRES_SERVICES,
+    REPO_ROOT,
+    SERVICES,
+    Stack,
+    health_status,
+)
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.events import OutboxTables, list_dead_letters, replay_dead_letter
 from cloudshelf.runtime.migrations import MigrationError, runner_for
@@ -38,6 +44,13 @@ def _status_line(stack: Stack, service: str) -> str:
     return f"{service:<11} {stack.address(service):<16} {status}{note}"
 
 
+def _worker_lines(stack: Stack) -> list[str]:
+    return [
+        f"{name:<11} {stack.worker_address(name):<16} {health_status(stack.worker_address(name))}"
+        for name in stack.workers
+    ]
+
+
 def local_up(state_dir: Path) -> int:
     started = time.monotonic()
     stack = Stack.load(state_dir)
@@ -45,8 +58,8 @@ def local_up(state_dir: Path) -> int:
     for line in stack.up():
         print(f"  {line}")
     print(f"\nCloudShelf is up in {time.monotonic() - started:.1f}s:\n")
-    for service in SERVICES:
-        print("  " + _status_line(stack, service))
+    for line in [*(_status_line(stack, s) for s in SERVICES), *_worker_lines(stack)]:
+        print("  " + line)
     print(f"\n  postgres    {stack.postgres.dsn('<service>')}")
     print(f"  redis       {stack.redis.url}")
     print(f"  aws         {stack.aws.url}  (AWS_ENDPOINT_URL)")
@@ -97,7 +110,7 @@ def local_down(state_dir: Path) -> int:
 
 def local_status(state_dir: Path) -> int:
     stack = Stack.load(state_dir)
-    lines = [_status_line(stack, service) for service in SERVICES]
+    lines = [*(_status_line(stack, service) for service in SERVICES), *_worker_lines(stack)]
     print("\n".join(lines))
     return 0 if all(" SERVING" in line for line in lines) else 1
 
