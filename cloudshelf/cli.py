@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import asyncpg
@@ -25,8 +26,9 @@ from cloudshelf.devstack.stack import (
 )
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.events import OutboxTables, list_dead_letters, replay_dead_letter
+from cloudshelf.runtime.idempotency import prune_expired_keys
 from cloudshelf.runtime.migrations import MigrationError, runner_for
-from cloudshelf.runtime.stores import init_postgres_connection
+from cloudshelf.runtime.stores import init_postgres_connection, open_postgres
 
 STATE_DIR = REPO_ROOT / ".state"
 TOKEN_COMMAND = ".venv/bin/cloudshelf token --user NAME [--admin]"
@@ -211,9 +213,37 @@ def analytics_job(name: str, hour: str | None, hours: int | None, years: int | N
     return 0
 
 
+# The request_id keys (AIP-155) of each PostgreSQL service that keeps them.
+IDEMPOTENCY_KEY_TABLES = {
+    "catalog": "book_catalog.idempotency_keys",
+    "storefront": "storefront.idempotency_keys",
+}
+
+
+def prune_idempotency_keys(service: str) -> int:
+    """Deletes a service's expired request_id keys (they already count as absent)."""
+
+    async def run() -> int:
+        async with AsyncExitStack() as stack:
+            pool, _ = await open_postgres(Settings.from_env(service), stack)
+            return await prune_expired_keys(pool, IDEMPOTENCY_KEY_TABLES[service])
+
+    print(f"{service}: idempotency keys pruned: {asyncio.run(run())} expired")
+    return 0
+
+
 def job(
-    name: str, hour: str | None = None, hours: int | None = None, years: int | None = None
+    name: str,
+    hour: str | None = None,
+    hours: int | None = None,
+    years: int | None = None,
+    service: str | None = None,
 ) -> int:
+    if service is not None and name != "prune-idempotency-keys":
+        print(f"cloudshelf job {name} takes no --service", file=sys.stderr)
+        return 2
+    if name == "prune-idempotency-keys":
+        return prune_idempotency_keys(service or "catalog")
     given = {o for o, v in (("hour", hour), ("hours", hours), ("years", years)) if v is not None}
     if given - ANALYTICS_JOBS.get(name, set()):
         flags = ", ".join(f"--{o}" for o in sorted(given - ANALYTICS_JOBS.get(name, set())))
@@ -226,7 +256,6 @@ def job(
     run = {
         "refresh-popular": jobs.run_refresh_popular,
         "warm-cache": jobs.run_warm_cache,
-        "prune-idempotency-keys": jobs.run_prune_idempotency_keys,
     }[name]
     print(asyncio.run(run(Settings.from_env("catalog"))))
     return 0
@@ -326,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jobs.add_argument("--hours", type=int, help="compact-lake: how many hours up to --hour")
     jobs.add_argument("--years", type=int, help="extend-dim-time: years ahead of this one")
+    jobs.add_argument(
+        "--service",
+        choices=sorted(IDEMPOTENCY_KEY_TABLES),
+        help="prune-idempotency-keys: whose keys (default catalog)",
+    )
 
     outbox = commands.add_parser("outbox", help="events the outbox relay could not deliver")
     outbox_actions = outbox.add_subparsers(dest="action", required=True)
@@ -356,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "seed":
             return seed(args.books)
         if args.command == "job":
-            return job(args.name, args.hour, args.hours, args.years)
+            return job(args.name, args.hour, args.hours, args.years, args.service)
         if args.command == "outbox":
             if args.action == "replay":
                 return outbox_replay(args.service, args.id)

@@ -410,6 +410,7 @@ def test_refresh_popular_runs_daily_in_the_catalogs_pod(manifests: list[Manifest
     assert {
         f"{RELEASE}-catalog-refresh-popular",
         f"{RELEASE}-catalog-prune-idempotency-keys",
+        f"{RELEASE}-storefront-prune-idempotency-keys",
     } <= set(cron_jobs)
     for name, other in cron_jobs.items():  # every job runs hardened and alone, in its pod
         kubernetes_validate.validate(other, KUBE_VERSION, strict=True)
