@@ -1,6 +1,6 @@
 """Catalog benchmark (issue #3): SearchBooks through gRPC against the seed's own
 search_books on the same data; GetBook on a cache hit against a bare Redis GET;
-BatchGetBooks(20) against one GetBook.
+BatchGetBooks(20) against one GetBook; SuggestBooks over typed prefixes (p95 <= 20 ms).
 
     python -m bench.catalog --books 1000000      # seeds once into .state/bench, then measures
 
@@ -64,6 +64,8 @@ async def prepare(stack: Stack, books: int) -> None:
             await conn.execute("VACUUM ANALYZE book_catalog.books")
         await conn.execute(SEED_FUNCTION.read_text())
         await conn.execute("REFRESH MATERIALIZED VIEW book_catalog.popular_books")
+        await conn.execute("SELECT book_catalog.refresh_suggestion_popularity()")
+        await conn.execute("VACUUM ANALYZE book_catalog.suggestions")
     finally:
         await conn.close()
 
@@ -94,6 +96,40 @@ async def pick_queries(dsn: str) -> tuple[list[str], list[str], int]:
     broad = [r["word"] for r in stats[:40]][::8][:5]
     narrow = [f"{max(r['title'].split(), key=len)} {r['last_name']}" for r in picks]
     return broad, narrow, int(total)
+
+
+SUGGEST_P95_TARGET_MS = 20.0
+
+
+async def pick_prefixes(dsn: str) -> list[str]:
+    """What shoppers type: one to three letters (the broadest ranges), the most common
+    first word of titles and its first two words with a partial third, a real title's
+    first words cut mid-word, and author surnames cut short (first and last name)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        titles = await conn.fetch(
+            "SELECT title FROM book_catalog.books TABLESAMPLE SYSTEM (1) REPEATABLE (3) "
+            "WHERE status = 'active' LIMIT 400"
+        )
+        authors = await conn.fetch(
+            "SELECT first_name, last_name FROM book_catalog.authors ORDER BY id LIMIT 5"
+        )
+    finally:
+        await conn.close()
+    firsts: dict[str, int] = {}
+    for row in titles:
+        first = row["title"].split()[0].lower()
+        firsts[first] = firsts.get(first, 0) + 1
+    common = max(firsts, key=lambda w: firsts[w])
+    longer = [r["title"].split() for r in titles if len(r["title"].split()) >= 3]
+    prefixes = ["t", "th", "the", "a", "m", common]
+    for words in longer[:6]:
+        prefixes.append(f"{words[0]} {words[1]} {words[2][:3]}")
+        prefixes.append(f"{words[0]} {words[1][:2]}")
+    for row in authors:
+        prefixes.append(row["last_name"][:4])
+        prefixes.append(f"{row['first_name']} {row['last_name'][:2]}")
+    return prefixes
 
 
 async def main(books: int, calls: int) -> None:
@@ -160,6 +196,21 @@ async def run(stack: Stack, calls: int) -> None:
             None,
             "",
         )
+    )
+
+    prefixes = await pick_prefixes(dsn)
+    print(f"suggestion prefixes: {prefixes}")
+    suggestions = await measure(
+        "SuggestBooks (1-3 word prefixes, every kind)",
+        lambda i: catalog.SuggestBooks(
+            pb.SuggestBooksRequest(prefix=prefixes[i % len(prefixes)], limit=10)
+        ),
+        calls=calls * 5,
+        warmup=len(prefixes),
+    )
+    met = "met" if suggestions.p95_ms <= SUGGEST_P95_TARGET_MS else "NOT met"
+    rows.append(
+        (suggestions, None, f"SuggestBooks p95 target <= {SUGGEST_P95_TARGET_MS:.0f} ms: {met}")
     )
 
     ids = [

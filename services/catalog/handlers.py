@@ -29,6 +29,15 @@ from services.catalog.search import (
     search_page,
     search_total,
 )
+from services.catalog.suggest import (
+    DEFAULT_LIMIT,
+    KINDS,
+    MAX_LIMIT,
+    MAX_PREFIX_CHARS,
+    MAX_PREFIX_WORDS,
+    SuggestQuery,
+    suggest,
+)
 from services.catalog.taxonomy import TaxonomyStore
 from services.catalog.validation import (
     FORMATS,
@@ -304,6 +313,32 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         total = await search_total(self.pool, filters, has_terms)
         await self.cache.put_search(key, json.dumps([total.count, total.estimate]).encode())
         return total
+
+    async def SuggestBooks(
+        self, request: catalog_pb2.SuggestBooksRequest, context: ServicerContext
+    ) -> catalog_pb2.SuggestBooksResponse:
+        words = check_text("prefix", request.prefix, max_length=MAX_PREFIX_CHARS).split()
+        if not any(ch.isalnum() for word in words for ch in word):
+            raise InvalidArgument("prefix", "give at least one letter or digit")
+        if len(words) > MAX_PREFIX_WORDS:
+            raise InvalidArgument("prefix", f"at most {MAX_PREFIX_WORDS} words")
+        if not 0 <= request.limit <= MAX_LIMIT:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}")
+        if len(request.kinds) > len(KINDS):
+            raise InvalidArgument("kinds", f"at most {len(KINDS)} kinds")
+        kinds: list[str] = []
+        for i, number in enumerate(request.kinds):
+            kind = KINDS.get(number)
+            if kind is None:
+                raise InvalidArgument(f"kinds[{i}]", f"unknown value {number}")
+            if kind not in kinds:
+                kinds.append(kind)
+        query = SuggestQuery(
+            prefix=" ".join(words),
+            kinds=tuple(kinds or KINDS.values()),
+            limit=request.limit or DEFAULT_LIMIT,
+        )
+        return catalog_pb2.SuggestBooksResponse(suggestions=await suggest(self.pool, query))
 
     async def ListPopularBooks(
         self, request: catalog_pb2.ListPopularBooksRequest, context: ServicerContext

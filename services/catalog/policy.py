@@ -16,6 +16,7 @@ CATALOG_POLICY: Policy = {
     "BatchGetBooks": PUBLIC,
     "ListBooks": PUBLIC,
     "SearchBooks": PUBLIC,
+    "SuggestBooks": PUBLIC,
     "ListPopularBooks": PUBLIC,
     "ListAuthors": PUBLIC,
     "ListPublishers": PUBLIC,

@@ -57,3 +57,5 @@ async def refresh_popular_books(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY book_catalog.popular_books")
         await conn.execute("UPDATE book_catalog.popular_books_refresh SET refreshed_at = now()")
+        # SuggestBooks ranks by the same signals; its triggers keep only the texts current.
+        await conn.execute("SELECT book_catalog.refresh_suggestion_popularity()")

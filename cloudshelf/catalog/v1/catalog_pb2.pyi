@@ -127,6 +127,33 @@ SEARCH_SORT_RATING: SearchSort.ValueType  # 4
 SEARCH_SORT_NEWEST: SearchSort.ValueType  # 5
 Global___SearchSort: _TypeAlias = SearchSort  # noqa: Y015
 
+class _SuggestionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SuggestionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SuggestionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUGGESTION_KIND_UNSPECIFIED: _SuggestionKind.ValueType  # 0
+    """In a request's `kinds`: not allowed (INVALID_ARGUMENT). Never in a response."""
+    SUGGESTION_KIND_TITLE: _SuggestionKind.ValueType  # 1
+    """A book's title; `ref_id` is the book's id."""
+    SUGGESTION_KIND_AUTHOR: _SuggestionKind.ValueType  # 2
+    """An author's name ("first last", also found by "last first"); `ref_id` is the author's id."""
+    SUGGESTION_KIND_CATEGORY: _SuggestionKind.ValueType  # 3
+    """A category's name; `ref_id` is the category's id."""
+
+class SuggestionKind(_SuggestionKind, metaclass=_SuggestionKindEnumTypeWrapper): ...
+
+SUGGESTION_KIND_UNSPECIFIED: SuggestionKind.ValueType  # 0
+"""In a request's `kinds`: not allowed (INVALID_ARGUMENT). Never in a response."""
+SUGGESTION_KIND_TITLE: SuggestionKind.ValueType  # 1
+"""A book's title; `ref_id` is the book's id."""
+SUGGESTION_KIND_AUTHOR: SuggestionKind.ValueType  # 2
+"""An author's name ("first last", also found by "last first"); `ref_id` is the author's id."""
+SUGGESTION_KIND_CATEGORY: SuggestionKind.ValueType  # 3
+"""A category's name; `ref_id` is the category's id."""
+Global___SuggestionKind: _TypeAlias = SuggestionKind  # noqa: Y015
+
 @_typing.final
 class BookAuthor(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -778,6 +805,92 @@ class SearchBooksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchBooksResponse: _TypeAlias = SearchBooksResponse  # noqa: Y015
+
+@_typing.final
+class SuggestBooksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFIX_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    prefix: _builtins.str
+    """1 to 3 words, at most 100 characters; case, accents and runs of spaces are ignored.
+    Earlier words match whole words, the last one is a prefix: "war and pe" finds
+    "War and Peace"; "tolst" finds "Leo Tolstoy".
+    """
+    limit: _builtins.int
+    """0 means 10; at most 20 (more is INVALID_ARGUMENT)."""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___SuggestionKind.ValueType]:
+        """Empty means every kind; at most 3 entries, no UNSPECIFIED."""
+
+    def __init__(
+        self,
+        *,
+        prefix: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        kinds: _abc.Iterable[Global___SuggestionKind.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "limit", b"limit", "prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestBooksRequest: _TypeAlias = SuggestBooksRequest  # noqa: Y015
+
+@_typing.final
+class Suggestion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    REF_ID_FIELD_NUMBER: _builtins.int
+    POPULARITY_FIELD_NUMBER: _builtins.int
+    kind: Global___SuggestionKind.ValueType
+    text: _builtins.str
+    """As shown: the title, "First Last", or the category's name."""
+    ref_id: _builtins.int
+    """The book, author or category id, by `kind`."""
+    popularity: _builtins.int
+    """Output only: the ranking score (books: 10 x purchases + views; authors and categories:
+    the sum over their active books), as of the last popular-books refresh.
+    """
+    def __init__(
+        self,
+        *,
+        kind: Global___SuggestionKind.ValueType = ...,
+        text: _builtins.str = ...,
+        ref_id: _builtins.int = ...,
+        popularity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "popularity", b"popularity", "ref_id", b"ref_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Suggestion: _TypeAlias = Suggestion  # noqa: Y015
+
+@_typing.final
+class SuggestBooksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUGGESTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def suggestions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Suggestion]: ...
+    def __init__(
+        self,
+        *,
+        suggestions: _abc.Iterable[Global___Suggestion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["suggestions", b"suggestions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestBooksResponse: _TypeAlias = SuggestBooksResponse  # noqa: Y015
 
 @_typing.final
 class ListPopularBooksRequest(_message.Message):

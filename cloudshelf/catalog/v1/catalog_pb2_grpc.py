@@ -65,6 +65,11 @@ class CatalogServiceStub:
                 request_serializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SearchBooksRequest.SerializeToString,
                 response_deserializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SearchBooksResponse.FromString,
                 _registered_method=True)
+        self.SuggestBooks = channel.unary_unary(
+                '/cloudshelf.catalog.v1.CatalogService/SuggestBooks',
+                request_serializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SuggestBooksRequest.SerializeToString,
+                response_deserializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SuggestBooksResponse.FromString,
+                _registered_method=True)
         self.ListPopularBooks = channel.unary_unary(
                 '/cloudshelf.catalog.v1.CatalogService/ListPopularBooks',
                 request_serializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.ListPopularBooksRequest.SerializeToString,
@@ -190,6 +195,16 @@ class CatalogServiceServicer:
 
     def SearchBooks(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuggestBooks(self, request, context):
+        """Completions of a typed prefix: titles of active books, authors and active categories,
+        most popular first (ties by kind, then id). Public. An empty answer means nothing
+        starts with the prefix. Popularity is refreshed with the popular-books job; which
+        entries exist (new, renamed, deactivated) is current at once.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -333,6 +348,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.SearchBooks,
                     request_deserializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SearchBooksRequest.FromString,
                     response_serializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SearchBooksResponse.SerializeToString,
+            ),
+            'SuggestBooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestBooks,
+                    request_deserializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SuggestBooksRequest.FromString,
+                    response_serializer=cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SuggestBooksResponse.SerializeToString,
             ),
             'ListPopularBooks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPopularBooks,
@@ -583,6 +603,33 @@ class CatalogService:
             '/cloudshelf.catalog.v1.CatalogService/SearchBooks',
             cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SearchBooksRequest.SerializeToString,
             cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SearchBooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestBooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudshelf.catalog.v1.CatalogService/SuggestBooks',
+            cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SuggestBooksRequest.SerializeToString,
+            cloudshelf_dot_catalog_dot_v1_dot_catalog__pb2.SuggestBooksResponse.FromString,
             options,
             channel_credentials,
             insecure,

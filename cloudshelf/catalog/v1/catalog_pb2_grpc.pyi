@@ -41,6 +41,12 @@ class CatalogServiceStub:
     """Many books in one round trip; unknown ids are listed, not an error."""
     ListBooks: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListBooksRequest, _catalog_pb2.ListBooksResponse]
     SearchBooks: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.SearchBooksRequest, _catalog_pb2.SearchBooksResponse]
+    SuggestBooks: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.SuggestBooksRequest, _catalog_pb2.SuggestBooksResponse]
+    """Completions of a typed prefix: titles of active books, authors and active categories,
+    most popular first (ties by kind, then id). Public. An empty answer means nothing
+    starts with the prefix. Popularity is refreshed with the popular-books job; which
+    entries exist (new, renamed, deactivated) is current at once.
+    """
     ListPopularBooks: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListPopularBooksRequest, _catalog_pb2.ListPopularBooksResponse]
     CreateAuthor: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.CreateAuthorRequest, _catalog_pb2.CreateAuthorResponse]
     UpdateAuthor: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateAuthorRequest, _catalog_pb2.UpdateAuthorResponse]
@@ -77,6 +83,12 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """Many books in one round trip; unknown ids are listed, not an error."""
     ListBooks: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListBooksRequest, _catalog_pb2.ListBooksResponse]  # type: ignore[assignment]
     SearchBooks: _aio.UnaryUnaryMultiCallable[_catalog_pb2.SearchBooksRequest, _catalog_pb2.SearchBooksResponse]  # type: ignore[assignment]
+    SuggestBooks: _aio.UnaryUnaryMultiCallable[_catalog_pb2.SuggestBooksRequest, _catalog_pb2.SuggestBooksResponse]  # type: ignore[assignment]
+    """Completions of a typed prefix: titles of active books, authors and active categories,
+    most popular first (ties by kind, then id). Public. An empty answer means nothing
+    starts with the prefix. Popularity is refreshed with the popular-books job; which
+    entries exist (new, renamed, deactivated) is current at once.
+    """
     ListPopularBooks: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListPopularBooksRequest, _catalog_pb2.ListPopularBooksResponse]  # type: ignore[assignment]
     CreateAuthor: _aio.UnaryUnaryMultiCallable[_catalog_pb2.CreateAuthorRequest, _catalog_pb2.CreateAuthorResponse]  # type: ignore[assignment]
     UpdateAuthor: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateAuthorRequest, _catalog_pb2.UpdateAuthorResponse]  # type: ignore[assignment]
@@ -146,6 +158,18 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_pb2.SearchBooksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.SearchBooksResponse, _abc.Awaitable[_catalog_pb2.SearchBooksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SuggestBooks(
+        self,
+        request: _catalog_pb2.SuggestBooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.SuggestBooksResponse, _abc.Awaitable[_catalog_pb2.SuggestBooksResponse]]:
+        """Completions of a typed prefix: titles of active books, authors and active categories,
+        most popular first (ties by kind, then id). Public. An empty answer means nothing
+        starts with the prefix. Popularity is refreshed with the popular-books job; which
+        entries exist (new, renamed, deactivated) is current at once.
+        """
 
     @_abc_1.abstractmethod
     def ListPopularBooks(

@@ -224,6 +224,17 @@ UPDATE {SCHEMA}.books b
 """
 
 
+# books_suggestions' rows (SuggestBooks' titles), set-based; popularity comes with the
+# popular-books refresh.
+_BOOK_SUGGESTIONS = f"""
+INSERT INTO {SCHEMA}.suggestions (kind, ref_id, text, norm)
+SELECT 'title', b.id, b.title, {SCHEMA}.suggest_norm(b.title)
+  FROM {SCHEMA}.books b
+ WHERE b.id BETWEEN $1 AND $2 AND b.status = 'active'
+    ON CONFLICT DO NOTHING
+"""
+
+
 async def _drop_plain_book_indexes(conn: asyncpg.Connection) -> list[str]:
     """Drops the indexes of books that back no constraint; returns their definitions."""
     rows = await conn.fetch(
@@ -342,6 +353,7 @@ async def seed_catalog(
                 for low in range(first_book, last_book + 1, UPDATE_CHUNK):
                     high = min(low + UPDATE_CHUNK - 1, last_book)
                     await conn.execute(_FINISH_BOOKS, low, high)
+                    await conn.execute(_BOOK_SUGGESTIONS, low, high)
                     bar.update(high - low + 1)
 
             if dropped_indexes:

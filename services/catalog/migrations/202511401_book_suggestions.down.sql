@@ -1,0 +1,11 @@
+DROP TRIGGER IF EXISTS books_suggestions ON book_catalog.books;
+DROP TRIGGER IF EXISTS authors_suggestions ON book_catalog.authors;
+DROP TRIGGER IF EXISTS categories_suggestions ON book_catalog.categories;
+DROP FUNCTION IF EXISTS book_catalog.books_suggestions();
+DROP FUNCTION IF EXISTS book_catalog.authors_suggestions();
+DROP FUNCTION IF EXISTS book_catalog.categories_suggestions();
+DROP FUNCTION IF EXISTS book_catalog.refresh_suggestion_popularity();
+DROP TABLE IF EXISTS book_catalog.suggestions;
+DROP FUNCTION IF EXISTS book_catalog.book_popularity(BIGINT, BIGINT);
+DROP FUNCTION IF EXISTS book_catalog.suggest_norm(TEXT);
+DROP EXTENSION IF EXISTS unaccent;
