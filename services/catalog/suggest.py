@@ -39,17 +39,17 @@ _NORM = "book_catalog.suggest_norm($1::text)"
 
 def _kind_sql(kind: str) -> str:
     """One kind's best rows, at most $2 of them (each author may appear twice here, once
-    per order of names; the caller keeps the first)."""
+    per order of names; the caller keeps the first). Index-only: no text read yet."""
     return f"""
         (WITH r AS MATERIALIZED (
-             SELECT s.kind, s.ref_id, s.text, s.popularity FROM book_catalog.suggestions s
+             SELECT s.kind, s.ref_id, s.variant, s.popularity FROM book_catalog.suggestions s
               WHERE s.kind = '{kind}' AND s.norm >= {_NORM} AND s.norm < {_NORM} || chr(1114111)
               LIMIT {RANGE_CAP + 1}
          ), n AS (SELECT count(*) AS rows FROM r)
-         SELECT r.kind, r.ref_id, r.text, r.popularity FROM r
+         SELECT r.kind, r.ref_id, r.variant, r.popularity FROM r
           WHERE (SELECT rows FROM n) <= {RANGE_CAP}
          UNION ALL
-         (SELECT s.kind, s.ref_id, s.text, s.popularity FROM book_catalog.suggestions s
+         (SELECT s.kind, s.ref_id, s.variant, s.popularity FROM book_catalog.suggestions s
            WHERE (SELECT rows FROM n) > {RANGE_CAP} AND s.kind = '{kind}'
              AND starts_with(s.norm, {_NORM})
            ORDER BY s.popularity DESC, s.ref_id LIMIT $2))"""
@@ -58,8 +58,11 @@ def _kind_sql(kind: str) -> str:
 def suggest_sql(kinds: Sequence[str]) -> str:
     branches = " UNION ALL ".join(_kind_sql(kind) for kind in kinds)
     return f"""
-        SELECT s.kind, s.ref_id, s.text, s.popularity FROM ({branches}) s
-         ORDER BY s.popularity DESC, {_KIND_ORDER}, s.ref_id LIMIT $2"""
+        SELECT t.kind, t.ref_id, t.text, best.popularity
+          FROM (SELECT s.kind, s.ref_id, s.variant, s.popularity FROM ({branches}) s
+                 ORDER BY s.popularity DESC, {_KIND_ORDER}, s.ref_id LIMIT $2) best
+          JOIN book_catalog.suggestions t USING (kind, ref_id, variant)
+         ORDER BY best.popularity DESC, {_KIND_ORDER.replace("s.kind", "t.kind")}, t.ref_id"""
 
 
 @dataclass(frozen=True)
