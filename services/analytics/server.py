@@ -12,15 +12,19 @@ from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres
+from services.analytics.forwarder import bus_forwarder
+from services.analytics.ingest_handlers import IngestHandlers
 from services.analytics.policy import ANALYTICS_POLICY
 from services.analytics.report_handlers import ReportHandlers
+from services.analytics.stream_writer import StreamWriter
 
 
-class AnalyticsHandlers(ReportHandlers):
+class AnalyticsHandlers(IngestHandlers, ReportHandlers):
     """The servicer: one mixin per group of RPCs (RPCs not built yet answer UNIMPLEMENTED)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, stream: StreamWriter) -> None:
         self.pool = pool
+        self.stream = stream
 
 
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
@@ -28,6 +32,9 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     session = aws_session(settings)
     kinesis = await open_aws_client(session, stack, "kinesis", settings)
     s3 = await open_aws_client(session, stack, "s3", settings)
+    stream = StreamWriter(kinesis, settings.analytics_stream)
+    # The bus's domain events, forwarded into the stream (services/analytics/forwarder.py).
+    forwarder = bus_forwarder(await open_aws_client(session, stack, "sqs", settings), stream)
 
     async def stream_active() -> None:
         summary = await kinesis.describe_stream_summary(StreamName=settings.analytics_stream)
@@ -41,7 +48,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     return ServiceApp(
         servicers=[
             Servicer(
-                AnalyticsHandlers(pool),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                AnalyticsHandlers(pool, stream),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
                 analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server,
                 analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name,
                 ANALYTICS_POLICY,
@@ -52,6 +59,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
             Dependency("kinesis", stream_active),
             Dependency("s3", bucket_reachable),
         ],
+        background=[forwarder.run],
     )
 
 
