@@ -107,6 +107,8 @@ class StreamWriter:
                 for entry, result in zip(pending, answer["Records"], strict=True)
                 if result.get("ErrorCode")
             ]
+            if not failed:
+                return
             pending = [entry for entry, _ in failed]
             codes = {code for _, code in failed}
         what = f"{len(pending)} records not accepted by the stream {self.stream}"

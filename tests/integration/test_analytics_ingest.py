@@ -69,43 +69,52 @@ async def ingest(channel_to: ChannelTo, service_token: str) -> Analytics:
     return analytics_pb2_grpc.AnalyticsServiceStub(channel_to("analytics", token=service_token))  # type: ignore[return-value]
 
 
+async def read_stream(stack: Stack, kinesis: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every record of the stream, (partition key, envelope), read from each shard's start
+    as a new consumer would."""
+    stream = stack.settings("analytics").analytics_stream
+    records: list[tuple[str, dict[str, Any]]] = []
+    for shard in (await kinesis.list_shards(StreamName=stream))["Shards"]:
+        answer = await kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )
+        iterator = answer["ShardIterator"]
+        while True:
+            answer = await kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            iterator = answer["NextShardIterator"]
+            records += [(r["PartitionKey"], json.loads(r["Data"])) for r in answer["Records"]]
+            if not answer["Records"]:
+                break
+    return records
+
+
+async def wait_for_records(
+    stack: Stack, kinesis: Any, wanted: Callable[[dict[str, Any]], bool], count: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """The stream's records whose envelope is `wanted`, once there are `count` of them."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [(key, e) for key, e in await read_stream(stack, kinesis) if wanted(e)]
+        if len(found) >= count or time.monotonic() > deadline:
+            assert len(found) >= count, f"{len(found)} of {count} events reached the stream"
+            return found
+        await asyncio.sleep(0.3)
+
+
 Records = Callable[[Collection[str]], Any]
 
 
 @pytest_asyncio.fixture
 async def stream_records(stack: Stack, aws: Callable[[str], Any]) -> Records:
     """stream_records(ids) -> {envelope id: (partition key, envelope)} once every id is in
-    the stream (read from every shard's start, as a new consumer would)."""
-    kinesis = aws("kinesis")
-    stream = stack.settings("analytics").analytics_stream
+    the stream."""
 
-    async def read(ids: Collection[str], seconds: float = 30) -> dict[str, tuple[str, Any]]:
-        found: dict[str, tuple[str, Any]] = {}
-        shards = (await kinesis.list_shards(StreamName=stream))["Shards"]
-        iterators = {}
-        for shard in shards:
-            answer = await kinesis.get_shard_iterator(
-                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )
-            iterators[shard["ShardId"]] = answer["ShardIterator"]
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for shard_id, iterator in list(iterators.items()):
-                while True:
-                    answer = await kinesis.get_records(ShardIterator=iterator, Limit=10000)
-                    iterator = answer["NextShardIterator"]
-                    for record in answer["Records"]:
-                        envelope = json.loads(record["Data"])
-                        if envelope.get("id") in ids:
-                            found.setdefault(envelope["id"], (record["PartitionKey"], envelope))
-                    if not answer["Records"]:
-                        break
-                iterators[shard_id] = iterator
-            if set(ids) <= set(found):
-                return found
-            await asyncio.sleep(0.3)
-        missing = set(ids) - set(found)
-        raise AssertionError(f"{len(missing)} of {len(ids)} events never reached the stream")
+    async def read(ids: Collection[str]) -> dict[str, tuple[str, Any]]:
+        wanted = set(ids)
+        found = await wait_for_records(
+            stack, aws("kinesis"), lambda e: e.get("id") in wanted, len(wanted)
+        )
+        return {envelope["id"]: (key, envelope) for key, envelope in found}
 
     return read
 
@@ -258,24 +267,8 @@ async def test_a_retried_request_id_is_applied_once(
     assert first == again
     await stream_records([one.interaction_id])
     # Put once: every record of the stream with that id counted.
-    kinesis = aws("kinesis")
-    stream = stack.settings("analytics").analytics_stream
-    copies = 0
-    for shard in (await kinesis.list_shards(StreamName=stream))["Shards"]:
-        iterator = (
-            await kinesis.get_shard_iterator(
-                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )
-        )["ShardIterator"]
-        while True:
-            answer = await kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            iterator = answer["NextShardIterator"]
-            copies += sum(
-                json.loads(r["Data"]).get("id") == one.interaction_id for r in answer["Records"]
-            )
-            if not answer["Records"]:
-                break
-    assert copies == 1
+    records = await read_stream(stack, aws("kinesis"))
+    assert sum(envelope.get("id") == one.interaction_id for _, envelope in records) == 1
     # The same request id with another request is refused.
     other = pb.RecordInteractionsRequest(
         interactions=[interaction()], request_id=request.request_id
@@ -326,31 +319,15 @@ async def test_an_order_in_two_currencies_is_refused(ingest: Analytics) -> None:
 async def _envelope_about(
     stack: Stack, aws: Callable[[str], Any], subject: str, event_type: str
 ) -> dict[str, Any]:
-    """The stream's envelope of type `event_type` about `subject`, once it is there."""
-    # The id is not known to the test: the stream is scanned for the subject instead.
-    deadline = time.monotonic() + 30
-    kinesis = aws("kinesis")
-    stream = stack.settings("analytics").analytics_stream
-    while time.monotonic() < deadline:
-        for shard in (await kinesis.list_shards(StreamName=stream))["Shards"]:
-            iterator = (
-                await kinesis.get_shard_iterator(
-                    StreamName=stream,
-                    ShardId=shard["ShardId"],
-                    ShardIteratorType="TRIM_HORIZON",
-                )
-            )["ShardIterator"]
-            while True:
-                answer = await kinesis.get_records(ShardIterator=iterator, Limit=10000)
-                iterator = answer["NextShardIterator"]
-                for record in answer["Records"]:
-                    envelope = json.loads(record["Data"])
-                    if envelope.get("subject") == subject and envelope.get("type") == event_type:
-                        return {"key": record["PartitionKey"], **envelope}
-                if not answer["Records"]:
-                    break
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no {event_type} of {subject} in the stream")
+    """The stream's envelope of type `event_type` about `subject` (its id is the
+    producer's, unknown to the test), with its partition key as "key"."""
+    ((key, envelope),) = await wait_for_records(
+        stack,
+        aws("kinesis"),
+        lambda e: e.get("subject") == subject and e.get("type") == event_type,
+        1,
+    )
+    return {"key": key, **envelope}
 
 
 async def test_catalog_events_reach_the_stream_through_the_forwarder(
