@@ -27,11 +27,13 @@ from cloudshelf.analytics.v1 import analytics_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.common.v1 import common_pb2
 from cloudshelf.devstack.stack import Stack
+from cloudshelf.runtime.queues import OUTCOME
 from services.analytics.forwarder import events_queue
 from services.analytics.ingest import ORDER_EVENT_NAMESPACE
 from tests.conftest import ChannelTo, expect_error
 from tests.error_details import details_of_error
 from tests.factories import book, usd
+from tests.otlp_receiver import OtlpReceiver
 
 if TYPE_CHECKING:
     from cloudshelf.analytics.v1.analytics_pb2_grpc import (
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 Code = grpc.StatusCode
+SPAN_KIND_CONSUMER = 5
 
 
 @pytest_asyncio.fixture
@@ -168,8 +171,11 @@ async def test_interactions_land_in_the_stream_as_envelopes(
     anonymous = interaction(user_id="", type=pb.INTERACTION_TYPE_ADD_TO_CART, value=usd(1999))
     review = interaction(type=pb.INTERACTION_TYPE_REVIEW, rating=4, book_id=7)
     view = interaction()
+    trace_id = secrets.token_hex(16)
     answer = await ingest.RecordInteractions(
-        pb.RecordInteractionsRequest(interactions=[view, anonymous, review]), timeout=10
+        pb.RecordInteractionsRequest(interactions=[view, anonymous, review]),
+        metadata=(("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),),
+        timeout=10,
     )
     assert answer.accepted_count == 3
     found = await stream_records(
@@ -188,7 +194,7 @@ async def test_interactions_land_in_the_stream_as_envelopes(
     assert envelope["data"]["type"] == "INTERACTION_TYPE_REVIEW"
     assert envelope["data"]["interaction_id"] == review.interaction_id
     # The call's trace goes on with the record.
-    assert envelope["traceparent"].startswith("00-")
+    assert envelope["traceparent"].split("-")[1] == trace_id
     cart_add = found[anonymous.interaction_id][1]["data"]
     assert cart_add["value"] == {"minor_units": "1999", "currency_code": "USD"}
 
@@ -331,7 +337,7 @@ async def _envelope_about(
 
 
 async def test_catalog_events_reach_the_stream_through_the_forwarder(
-    channel_to: ChannelTo, stack: Stack, aws: Callable[[str], Any]
+    channel_to: ChannelTo, stack: Stack, aws: Callable[[str], Any], otlp: OtlpReceiver
 ) -> None:
     catalog = catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))
     created = (
@@ -339,11 +345,13 @@ async def test_catalog_events_reach_the_stream_through_the_forwarder(
             catalog_pb2.CreateBookRequest(book=book(price=usd(1500))), timeout=10
         )
     ).book
+    trace_id = secrets.token_hex(16)
     await catalog.UpdateBook(
         catalog_pb2.UpdateBookRequest(
             book=catalog_pb2.Book(id=created.id, price=usd(1400)),
             update_mask=FieldMask(paths=["price"]),
         ),
+        metadata=(("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),),
         timeout=10,
     )
     updated = await _envelope_about(stack, aws, str(created.id), "book.updated")
@@ -351,6 +359,14 @@ async def test_catalog_events_reach_the_stream_through_the_forwarder(
     assert updated["data"]["price_changed"] is True
     # Neither user nor session in a book's event: keyed by its subject, the book.
     assert updated["key"] == str(created.id)
+    # The forwarder's span continues the trace of the UpdateBook.
+    spans = await asyncio.to_thread(otlp.wait_for, trace_id, {"catalog", "analytics"})
+    (forwarded,) = [
+        s for s in spans if s.service_name == "analytics" and s.kind == SPAN_KIND_CONSUMER
+    ]
+    assert forwarded.name == "analytics forward process"
+    assert forwarded.attributes[OUTCOME] == "deleted"
+    assert forwarded.attributes["cloudshelf.event.id"] == updated["id"]
 
 
 async def test_cart_events_reach_the_stream_and_a_malformed_message_goes_to_dead_letters(
