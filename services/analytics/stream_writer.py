@@ -43,16 +43,21 @@ class RetryPolicy:
 
 
 def envelope_partition_key(envelope: Mapping[str, Any]) -> str:
-    """The partition key of an envelope: its data's user, else session, else its subject."""
+    """The partition key of a forwarded envelope: the user, else the session, of its data
+    or of an object directly inside it (an order event's `order`, a review event's
+    `review`), else its subject."""
     data = envelope.get("data")
     data = data if isinstance(data, Mapping) else {}
 
     def text(value: Any) -> str:
         return value if isinstance(value, str) else ""
 
-    return partition_key(
-        text(data.get("user_id")), text(data.get("session_id")), text(envelope.get("subject"))
-    )
+    subject = text(envelope.get("subject"))
+    for holder in (data, *(v for v in data.values() if isinstance(v, Mapping))):
+        user, session = text(holder.get("user_id")), text(holder.get("session_id"))
+        if user or session:
+            return partition_key(user, session, subject)
+    return partition_key("", "", subject)
 
 
 def put_records_chunks(sizes: Sequence[int]) -> list[list[int]]:

@@ -24,13 +24,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cloudshelf.analytics.v1 import analytics_pb2 as pb
 from cloudshelf.analytics.v1 import analytics_pb2_grpc
+from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.common.v1 import common_pb2
 from cloudshelf.devstack.stack import Stack
 from cloudshelf.runtime.queues import OUTCOME
+from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
 from services.analytics.forwarder import events_queue
 from services.analytics.ingest import ORDER_EVENT_NAMESPACE
-from tests.conftest import ChannelTo, expect_error
+from tests.conftest import ChannelTo, NewUser, expect_error
 from tests.error_details import details_of_error
 from tests.factories import book, usd
 from tests.otlp_receiver import OtlpReceiver
@@ -367,6 +369,43 @@ async def test_catalog_events_reach_the_stream_through_the_forwarder(
     assert forwarded.name == "analytics forward process"
     assert forwarded.attributes[OUTCOME] == "deleted"
     assert forwarded.attributes["cloudshelf.event.id"] == updated["id"]
+
+
+async def test_a_placed_order_reaches_the_stream_through_the_forwarder(
+    channel_to: ChannelTo, stack: Stack, aws: Callable[[str], Any], new_user: NewUser
+) -> None:
+    buyer = new_user()
+    catalog = catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))
+    created = (
+        await catalog.CreateBook(
+            catalog_pb2.CreateBookRequest(book=book(price=usd(900))), timeout=10
+        )
+    ).book
+    await catalog.AdjustInventory(
+        catalog_pb2.AdjustInventoryRequest(
+            adjustments=[catalog_pb2.InventoryAdjustment(book_id=created.id, delta=5)]
+        ),
+        timeout=10,
+    )
+    carts = cart_pb2_grpc.CartServiceStub(channel_to("cart", buyer.token))
+    cart = (
+        await carts.AddItem(cart_pb2.AddItemRequest(book_id=created.id, quantity=1), timeout=10)
+    ).cart
+    storefront = storefront_pb2_grpc.StorefrontServiceStub(channel_to("storefront", buyer.token))
+    placed = (
+        await storefront.PlaceOrder(
+            storefront_pb2.PlaceOrderRequest(
+                request_id=str(uuid.uuid4()),
+                cart_etag=cart.etag,
+                payment_method=storefront_pb2.PAYMENT_METHOD_CREDIT_CARD,
+            ),
+            timeout=15,
+        )
+    ).order
+    envelope = await _envelope_about(stack, aws, placed.id, "order.placed")
+    assert envelope["source"] == "cloudshelf.storefront"
+    assert envelope["data"]["order"]["id"] == placed.id
+    assert envelope["key"] == buyer.subject  # the order's user
 
 
 async def test_cart_events_reach_the_stream_and_a_malformed_message_goes_to_dead_letters(

@@ -90,3 +90,6 @@ def test_a_forwarded_envelope_is_keyed_by_user_then_session_then_subject() -> No
     assert envelope_partition_key({"subject": "7", "data": {"session_id": "s"}}) == "s"
     assert envelope_partition_key({"subject": "7", "data": {"user_id": 5}}) == "7"
     assert envelope_partition_key({"data": "not an object"}) == "-"
+    # An order event's user is inside its order.
+    order = {"subject": "o-1", "data": {"order": {"id": "o-1", "user_id": "u"}}}
+    assert envelope_partition_key(order) == "u"
