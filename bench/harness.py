@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -75,13 +76,61 @@ async def measure_in_turns(
     return [_figures(case, times) for case, times in samples.items()]
 
 
-def _figures(case: str, samples: list[float]) -> Figures:
+async def measure_concurrently_in_turns(
+    cases: dict[str, Callable[[int, int], Awaitable[object]]],
+    *,
+    clients: int,
+    calls: int,
+    slice_calls: int = 4,
+    warmup_rounds: int = 2,
+    max_seconds: float = 120.0,
+    between_rounds: Callable[[], Awaitable[object]] | None = None,
+) -> list[Figures]:
+    """measure_in_turns with `clients` concurrent callers: each round runs every case in
+    turn, `slice_calls` calls per client with all clients at once (`call(client, i)`), so
+    the cases share the machine's drift. The case order rotates each round, so none is
+    always first after `between_rounds` (untimed, e.g. resetting what the calls add up).
+    Throughput is the calls over the wall time of the case's slices."""
+    names = list(cases)
+    samples: dict[str, list[float]] = {case: [] for case in names}
+    wall: dict[str, float] = dict.fromkeys(names, 0.0)
+    rounds = max(1, -(-calls // (clients * slice_calls)))
+
+    async def client_slice(case: str, client: int, first: int, timed: bool) -> None:
+        for i in range(first, first + slice_calls):
+            t0 = time.perf_counter()
+            await cases[case](client, i)
+            if timed:
+                samples[case].append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    for round_ in range(-warmup_rounds, rounds):
+        if between_rounds:
+            await between_rounds()
+        shift = round_ % len(names)
+        for case in names[shift:] + names[:shift]:
+            first = (round_ + warmup_rounds) * slice_calls
+            t0 = time.perf_counter()
+            await asyncio.gather(
+                *(client_slice(case, c, first, round_ >= 0) for c in range(clients))
+            )
+            if round_ >= 0:
+                wall[case] += time.perf_counter() - t0
+        if round_ >= 0 and time.perf_counter() - started > max_seconds:
+            break
+    return [_figures(case, samples[case], wall[case]) for case in names]
+
+
+def _figures(case: str, samples: list[float], wall_seconds: float | None = None) -> Figures:
+    """Percentiles of the samples; throughput over `wall_seconds` (default: their sum, for
+    calls made one after another)."""
     samples = sorted(samples)
 
     def pct(p: float) -> float:
         return samples[min(len(samples) - 1, int(p * len(samples)))] * 1000
 
-    return Figures(case, len(samples), pct(0.50), pct(0.95), pct(0.99), len(samples) / sum(samples))
+    elapsed = wall_seconds if wall_seconds is not None else sum(samples)
+    return Figures(case, len(samples), pct(0.50), pct(0.95), pct(0.99), len(samples) / elapsed)
 
 
 def machine() -> dict[str, str]:
@@ -101,13 +150,17 @@ def machine() -> dict[str, str]:
 
 
 def report(
-    name: str, rows: list[tuple[Figures, Figures | None, str]], context: dict[str, object]
+    name: str,
+    rows: list[tuple[Figures, Figures | None, str]],
+    context: dict[str, object],
+    notes: list[str] | None = None,
 ) -> None:
-    """Prints one table (case, figures, baseline, ratio) and writes it as JSON."""
+    """Prints one table (case, figures, baseline, ratios) and writes it as JSON; `notes`
+    are findings that are no row (printed after the rows' own notes)."""
     print(f"\n{name}  " + "  ".join(f"{k}={v}" for k, v in {**machine(), **context}.items()))
     header = (
         f"{'case':<44}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'/s':>8}"
-        f"   {'baseline p50/p95':>18}{'ratio p95':>11}"
+        f"   {'baseline p50/p95':>18}{'ratio p50':>11}{'ratio p95':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -115,11 +168,15 @@ def report(
         f = figures
         line = f"{f.case:<44}{f.p50_ms:>9.2f}{f.p95_ms:>9.2f}{f.p99_ms:>9.2f}{f.per_second:>8.0f}"
         if baseline is not None:
-            ratio = figures.p95_ms / baseline.p95_ms
-            line += f"   {baseline.p50_ms:>8.2f}/{baseline.p95_ms:<9.2f}{ratio:>10.3f}x"
+            ratio50 = figures.p50_ms / baseline.p50_ms
+            ratio95 = figures.p95_ms / baseline.p95_ms
+            line += (
+                f"   {baseline.p50_ms:>8.2f}/{baseline.p95_ms:<9.2f}"
+                f"{ratio50:>10.3f}x{ratio95:>10.3f}x"
+            )
         print(line)
-    notes = [note for _, _, note in rows if note]
-    for note in notes:
+    all_notes = [note for _, _, note in rows if note] + (notes or [])
+    for note in all_notes:
         print(f"  note: {note}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -128,6 +185,7 @@ def report(
             {
                 "machine": machine(),
                 "context": context,
+                "notes": notes or [],
                 "rows": [
                     {"figures": asdict(f), "baseline": asdict(b) if b else None, "note": n}
                     for f, b, n in rows

@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2_grpc,
 )
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.metrics.v1.metrics_pb2 import NumberDataPoint
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,22 @@ class ReceivedGauge:
     attributes: tuple[tuple[str, str], ...]
 
 
+@dataclass(frozen=True)
+class ReceivedSum:
+    """One data point of a counter (cumulative: the total since the process started)."""
+
+    service_name: str
+    name: str
+    value: float
+    attributes: tuple[tuple[str, str], ...]
+    # When the exporting process took the point (unix ns).
+    time_unix_nano: int
+
+
 class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self) -> None:
         self.gauges: list[ReceivedGauge] = []
+        self.sums: list[ReceivedSum] = []
         self.lock = threading.Lock()
 
     def Export(
@@ -49,27 +63,38 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         context: grpc.ServicerContext,
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
         received = []
+        sums = []
         for resource_metrics in request.resource_metrics:
             resource = {a.key: a.value.string_value for a in resource_metrics.resource.attributes}
+            service = resource.get("service.name", "")
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
                     for point in metric.gauge.data_points:
-                        value = (
-                            point.as_double
-                            if point.WhichOneof("value") == "as_double"
-                            else float(point.as_int)
-                        )
-                        attributes = tuple(
-                            sorted((a.key, a.value.string_value) for a in point.attributes)
-                        )
                         received.append(
-                            ReceivedGauge(
-                                resource.get("service.name", ""), metric.name, value, attributes
+                            ReceivedGauge(service, metric.name, _value(point), _attributes(point))
+                        )
+                    for point in metric.sum.data_points:
+                        sums.append(
+                            ReceivedSum(
+                                service,
+                                metric.name,
+                                _value(point),
+                                _attributes(point),
+                                point.time_unix_nano,
                             )
                         )
         with self.lock:
             self.gauges.extend(received)
+            self.sums.extend(sums)
         return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+def _value(point: NumberDataPoint) -> float:
+    return point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
+
+
+def _attributes(point: NumberDataPoint) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((a.key, a.value.string_value) for a in point.attributes))
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -163,3 +188,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         """Every data point received for the gauge `name`, oldest first."""
         with self._metrics.lock:
             return [g for g in self._metrics.gauges if g.name == name]
+
+    def sums(self, name: str) -> list[ReceivedSum]:
+        """Every data point received for the counter `name`, oldest first."""
+        with self._metrics.lock:
+            return [s for s in self._metrics.sums if s.name == name]

@@ -8,17 +8,32 @@ nested ADD) and with TransactWriteItems guarded by a version, it lost 1-2 update
 Taking one lock around each DynamoDB request restores what DynamoDB guarantees; every other
 service is served concurrently as before.
 
+moto also rolls a cancelled TransactWriteItems back by swapping in a copy of each table, which
+leaves every open stream shard iterator on the old table's shard, where the cancelled write's
+record stays (DynamoDB streams a cancelled transaction nothing): a stream reader would read a
+change that never happened and then nothing more. `stream_transactions_on_commit` keeps one
+shard object per table, to which a transaction's records are added only once it commits.
+
+moto 5 writes GetRecords answers through its generic, model-driven serializer, which walks
+every attribute of both images: measured, ~0.3 s of the emulator's CPU per stream record of a
+100-line cart, time every other request waits for. `dump_stream_records_as_json` writes them
+as moto writes DynamoDB's own answers (the records are already in the wire's shape).
+
 Run as `python -m cloudshelf.devstack.aws_emulator -H HOST -p PORT`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.utilities import dynamo_json_dump
+from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -43,6 +58,49 @@ def serialize_dynamodb(app: WsgiApp) -> WsgiApp:
     return wrapped
 
 
+def stream_transactions_on_commit() -> None:
+    """Patches moto's TransactWriteItems: it writes its stream records to a copy of each
+    table's shard; they join the shard that readers hold when it commits, and a rollback
+    leaves that shard as it was (and on the restored table)."""
+    original = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        written = {op.get("TableName") for item in transact_items for op in item.values()}
+        shards = {
+            name: table.stream_shard
+            for name, table in self.tables.items()
+            if name in written and table.stream_shard is not None
+        }
+        for name, shard in shards.items():
+            pending = copy.copy(shard)
+            pending.items = list(shard.items)
+            self.tables[name].stream_shard = pending
+        committed = False
+        try:
+            original(self, transact_items)
+            committed = True
+        finally:
+            for name, shard in shards.items():
+                table = self.tables[name]  # the same table, or its restored copy
+                if committed and table.stream_shard is not None:
+                    shard.items.extend(table.stream_shard.items[len(shard.items) :])
+                shard.table = table
+                table.stream_shard = shard
+
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def dump_stream_records_as_json() -> None:
+    """Patches moto's GetRecords to answer with the records dumped as JSON."""
+
+    def get_records(self: DynamoDBStreamsHandler) -> str:
+        iterator = self._get_param("ShardIterator")
+        limit = self._get_param("Limit") or 1000
+        return dynamo_json_dump(self.backend.get_records(iterator, limit))
+
+    DynamoDBStreamsHandler.get_records = get_records  # type: ignore[method-assign,assignment]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-H", "--host", default="127.0.0.1")
@@ -50,6 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     # As moto's own main: some services build their URLs from it (SQS queue URLs).
     os.environ.setdefault("MOTO_PORT", str(args.port))
+    stream_transactions_on_commit()
+    dump_stream_records_as_json()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         args.host,

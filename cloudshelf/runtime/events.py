@@ -513,7 +513,7 @@ class OutboxRelay:
             "outbox relay",
             context=Context(),  # a root: the round serves many producers, linked below
             kind=SpanKind.PRODUCER,
-            links=list(_links(events)),
+            links=list(trace_links(events)),
             attributes={
                 "messaging.operation.type": "send",
                 "messaging.batch.message_count": len(events),
@@ -712,7 +712,7 @@ class OutboxRelay:
             self._wake.clear()
 
 
-def _links(events: Sequence[Event]) -> Iterator[Link]:
+def trace_links(events: Sequence[Event]) -> Iterator[Link]:
     """A link to the producing span of each event that carries a trace context."""
     seen: set[tuple[int, int]] = set()
     for event in events:

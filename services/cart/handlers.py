@@ -106,11 +106,13 @@ class CartHandlers(cart_pb2_grpc.CartServiceServicer):
         etag = _etag(request.etag)
         owner = await self._owner(context)
         call = IdempotentCall.of("cart.UpdateItemQuantity", request)
+        stock_seen = None
         if quantity > STOCK_CHECK_ABOVE:
             # A large line is checked against the catalog's live stock (the seed's rule).
-            check_stock(book_id, quantity, (await self._book(book_id)).stock)
+            stock_seen = (await self._book(book_id)).stock
+            check_stock(book_id, quantity, stock_seen)
         return await self.carts.set_quantity(
-            owner.owner, owner.key, book_id, quantity, etag=etag, call=call
+            owner.owner, owner.key, book_id, quantity, stock_seen=stock_seen, etag=etag, call=call
         )
 
     async def RemoveItem(

@@ -16,12 +16,16 @@ from cloudshelf.runtime.stores import aws_session, open_aws_client
 from services.cart.notifications import PRICE_CHANGES_PATTERN
 from services.cart.tables import (
     TTL_ATTRIBUTE,
+    book_holders_table,
+    book_holders_table_name,
     cart_table,
     notifications_table,
     notifications_table_name,
     request_ids_table,
     request_ids_table_name,
     sessions_table,
+    stream_leases_table,
+    stream_leases_table_name,
 )
 
 
@@ -35,6 +39,8 @@ async def provision(settings: Settings) -> list[str]:
             sessions_table(settings.sessions_table),
             request_ids_table(request_ids_table_name(settings.cart_table)),
             notifications_table(notifications_table_name(settings.cart_table)),
+            book_holders_table(book_holders_table_name(settings.cart_table)),
+            stream_leases_table(stream_leases_table_name(settings.cart_table)),
         ):
             created = await ensure_dynamodb_table(dynamodb, definition, TTL_ATTRIBUTE)
             done.append(

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.events import EventBridgePublisher
 from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.idempotency import DynamoDBIdempotencyKeys
 from cloudshelf.runtime.rpc import peer_channel
@@ -25,10 +26,17 @@ from services.cart.policy import CART_POLICY, NOTIFICATION_POLICY, SESSION_POLIC
 from services.cart.session_handlers import SessionHandlers
 from services.cart.sessions import SessionStore
 from services.cart.store import CartStore
+from services.cart.stream import (
+    EVENT_SOURCE,
+    CartStreamProcessor,
+    StreamPolicy,
+    run_on_own_thread,
+)
 from services.cart.tables import (
     book_holders_table_name,
     notifications_table_name,
     request_ids_table_name,
+    stream_leases_table_name,
 )
 
 SERVICES = cart_pb2.DESCRIPTOR.services_by_name
@@ -57,12 +65,31 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
         consumer_policy(),
     )
 
+    async def stream_processor(clients: AsyncExitStack) -> CartStreamProcessor:
+        # Clients of its own: the processor runs on its own thread and event loop.
+        own = aws_session(settings)
+        events = await open_aws_client(own, clients, "events", settings)
+        return CartStreamProcessor(
+            await open_aws_client(own, clients, "dynamodb", settings),
+            await open_aws_client(own, clients, "dynamodbstreams", settings),
+            EventBridgePublisher(events, settings.event_bus, EVENT_SOURCE),
+            settings.cart_table,
+            StreamPolicy.from_env(),
+        )
+
+    async def cart_stream() -> None:
+        """The cart's events, from its table's stream: a processor in every replica,
+        sharing the shards by leases."""
+        await run_on_own_thread(stream_processor)
+
     async def tables_ready() -> None:
         for table in (
             settings.cart_table,
             settings.sessions_table,
             request_ids,
             notifications_table,
+            book_holders_table_name(settings.cart_table),
+            stream_leases_table_name(settings.cart_table),
         ):
             description = await dynamodb_client.describe_table(TableName=table)
             if description["Table"]["TableStatus"] not in ("ACTIVE", "UPDATING"):
@@ -90,7 +117,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
             ),
         ],
         dependencies=[Dependency("dynamodb", tables_ready)],
-        background=[price_changes.run],
+        background=[price_changes.run, cart_stream],
     )
 
 

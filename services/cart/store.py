@@ -20,7 +20,9 @@ the session's cart deleted at the version read, and the session bound to the use
 from __future__ import annotations
 
 import hashlib
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import metrics, propagate
 
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.common.v1 import common_pb2
@@ -40,7 +43,16 @@ from cloudshelf.runtime.idempotency import (
     IdempotentCall,
     cancellation_reasons,
 )
-from services.cart.tables import CURRENT_CART, SESSION_OWNER_PREFIX, USER_OWNER_PREFIX
+from services.cart.tables import (
+    CURRENT_CART,
+    LAST_MERGE,
+    LAST_OPERATION,
+    SESSION_OWNER_PREFIX,
+    STOCK_SEEN,
+    TRACEPARENT,
+    TRACESTATE,
+    USER_OWNER_PREFIX,
+)
 
 DEFAULT_CURRENCY = "USD"
 # The seed's rule: 1..100 of one book; and at most 100 distinct books, which keeps a cart
@@ -54,6 +66,8 @@ CART_TTL = timedelta(days=90)
 # Rounds of read-and-conditional-write before a write gives up with ABORTED: only racing
 # writers that each need the version they read (etag or request_id) ever take more than 2.
 MAX_ATTEMPTS = 64
+# Counts each write attempt that a concurrent write made fail and that is run again.
+WRITE_CONFLICTS_METRIC = "cloudshelf.cart.write_conflicts"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -171,10 +185,21 @@ def _book(book_id: int) -> str:
 
 
 class CartStore:
-    def __init__(self, client: Any, table: str, request_ids: DynamoDBIdempotencyKeys) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        request_ids: DynamoDBIdempotencyKeys,
+        *,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
         self.client = client
         self.table = table
         self.request_ids = request_ids
+        self._conflicts = metrics.get_meter(__name__, meter_provider=meter_provider).create_counter(
+            WRITE_CONFLICTS_METRIC,
+            description="Cart writes run again because a concurrent write failed their condition",
+        )
 
     async def _read(self, key: str) -> dict[str, Any] | None:
         answer = await self.client.get_item(
@@ -242,12 +267,18 @@ class CartStore:
                     raise _quantity_limit(book.book_id, held)
                 check_stock(book.book_id, held + quantity, book.stock)
                 after["items"][line_id] = {**existing, "quantity": held + quantity}
+                after["items"][line_id][STOCK_SEEN] = book.stock
                 return Change(
                     "ADD #items.#book.quantity :n, version :one "
-                    "SET lastModified = :stamp, expiresAt = :expires",
+                    "SET lastModified = :stamp, expiresAt = :expires, #items.#book.#seen = :seen",
                     "expiresAt > :now AND #items.#book.quantity <= :most",
-                    {"#items": "items", "#book": line_id},
-                    {":n": quantity, ":one": 1, ":most": MAX_QUANTITY - quantity},
+                    {"#items": "items", "#book": line_id, "#seen": STOCK_SEEN},
+                    {
+                        ":n": quantity,
+                        ":one": 1,
+                        ":most": MAX_QUANTITY - quantity,
+                        ":seen": book.stock,
+                    },
                     after,
                 )
             count = int(item.get("lineCount", 0))
@@ -270,7 +301,7 @@ class CartStore:
                 after,
             )
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(key, plan, etag=etag, call=call, owner=owner, operation="AddItem")
         return _answer(cart_pb2.AddItemResponse, cart)
 
     async def set_quantity(
@@ -280,9 +311,12 @@ class CartStore:
         book_id: int,
         quantity: int,
         *,
+        stock_seen: int | None = None,
         etag: str,
         call: IdempotentCall | None,
     ) -> cart_pb2.UpdateItemQuantityResponse:
+        """stock_seen: the catalog's stock when the caller checked it (None: not checked)."""
+
         def plan(item: dict[str, Any] | None, now: int, stamp: str) -> Change:
             line_id = _book(book_id)
             existing = _existing_line(item, now, book_id)
@@ -290,17 +324,27 @@ class CartStore:
             after = _touched(item, stamp, now)
             if quantity == 0:
                 return _removal(after, line_id)
-            after["items"][line_id] = {**existing, "quantity": quantity}
+            line = {**existing, "quantity": quantity}
+            line.pop(STOCK_SEEN, None)
+            # The stock seen goes with the quantity it was checked for, or not at all.
+            if stock_seen is None:
+                seen, seen_values = " REMOVE #items.#book.#seen", {}
+            else:
+                line[STOCK_SEEN] = stock_seen
+                seen, seen_values = ", #items.#book.#seen = :seen", {":seen": stock_seen}
+            after["items"][line_id] = line
             return Change(
-                "SET #items.#book.quantity = :q, lastModified = :stamp, expiresAt = :expires "
-                "ADD version :one",
+                "ADD version :one SET #items.#book.quantity = :q, lastModified = :stamp, "
+                f"expiresAt = :expires{seen}",
                 "expiresAt > :now AND attribute_exists(#items.#book)",
-                {"#items": "items", "#book": line_id},
-                {":q": quantity, ":one": 1},
+                {"#items": "items", "#book": line_id, "#seen": STOCK_SEEN},
+                {":q": quantity, ":one": 1, **seen_values},
                 after,
             )
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(
+            key, plan, etag=etag, call=call, owner=owner, operation="UpdateItemQuantity"
+        )
         return _answer(cart_pb2.UpdateItemQuantityResponse, cart)
 
     async def remove_item(
@@ -317,7 +361,9 @@ class CartStore:
             assert item is not None
             return _removal(_touched(item, stamp, now), _book(book_id))
 
-        cart = await self._write(key, plan, etag=etag, call=call, owner=owner)
+        cart = await self._write(
+            key, plan, etag=etag, call=call, owner=owner, operation="RemoveItem"
+        )
         return _answer(cart_pb2.RemoveItemResponse, cart)
 
     async def clear(
@@ -339,7 +385,7 @@ class CartStore:
                 after,
             )
 
-        await self._write(key, plan, etag=etag, call=call, owner=owner)
+        await self._write(key, plan, etag=etag, call=call, owner=owner, operation="ClearCart")
         return cart_pb2.ClearCartResponse()
 
     async def merge(
@@ -424,6 +470,7 @@ class CartStore:
                         "a concurrent write to the carts or the session won: retry",
                         reason="TRANSACTION_CONFLICT",
                     ) from exc
+                self._conflicts.add(1, {"rpc": "MergeCarts"})
                 continue  # a cart or the session changed, or the request_id committed
             return answer
         raise Aborted(
@@ -438,10 +485,14 @@ class CartStore:
             ":stamp": stamp,
             ":expires": now + int(CART_TTL.total_seconds()),
         }
+        traceparent, tracestate = trace_context_values()
+        values.update(
+            {":traceparent": traceparent, ":tracestate": tracestate, ":operation": "MergeCarts"}
+        )
         return {
             "TableName": self.table,
             "Key": {"userId": {"S": key}, "cartId": {"S": CURRENT_CART}},
-            "UpdateExpression": change.update,
+            "UpdateExpression": _SET_CLAUSE.sub(_TRACED_SET, change.update, count=1),
             "ConditionExpression": change.condition,
             "ExpressionAttributeNames": change.names,
             "ExpressionAttributeValues": {k: _serializer.serialize(v) for k, v in values.items()},
@@ -470,10 +521,12 @@ class CartStore:
         etag: str,
         call: IdempotentCall | None,
         owner: cart_pb2.CartOwner,
+        operation: str,
     ) -> cart_pb2.Cart | bytes:
         """Reads the cart, plans one conditional update from it and runs it; again when a
         concurrent write made the condition fail. Bytes: the stored answer of a retried
-        request_id."""
+        request_id. `operation` (the RPC) and the trace context are written with it, for
+        the stream processor's events."""
         for _ in range(MAX_ATTEMPTS):
             if call is not None:
                 stored = await self.request_ids.claim([], call)
@@ -492,11 +545,15 @@ class CartStore:
             if change is None:
                 return cart_from_item(owner, item)
             condition = change.condition
+            traceparent, tracestate = trace_context_values()
             values = {
                 **change.values,
                 ":now": now,
                 ":stamp": stamp,
                 ":expires": now + int(CART_TTL.total_seconds()),
+                ":traceparent": traceparent,
+                ":tracestate": tracestate,
+                ":operation": operation,
             }
             if (etag or call is not None) and live is not None:
                 # The answer must be the cart this write produced from what was read.
@@ -505,7 +562,7 @@ class CartStore:
             update = {
                 "TableName": self.table,
                 "Key": {"userId": {"S": key}, "cartId": {"S": CURRENT_CART}},
-                "UpdateExpression": change.update,
+                "UpdateExpression": _SET_CLAUSE.sub(_TRACED_SET, change.update, count=1),
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": change.names,
                 "ExpressionAttributeValues": {
@@ -518,6 +575,7 @@ class CartStore:
                 except ClientError as exc:
                     if _code(exc) != "ConditionalCheckFailedException":
                         raise
+                    self._conflicts.add(1, {"rpc": operation})
                     continue  # a concurrent write changed the line or the cart: again
                 return cart_from_item(owner, _from_dynamodb(answer["Attributes"]))
             after = cart_from_item(owner, change.after)
@@ -536,12 +594,28 @@ class CartStore:
                         "a concurrent write to the cart won: read it again",
                         reason="TRANSACTION_CONFLICT",
                     ) from exc
+                self._conflicts.add(1, {"rpc": operation})
                 continue  # the cart changed, or the same request_id committed: again
             return after
         raise Aborted(
             "the cart kept changing under this write: read it again and retry",
             reason="CONCURRENT_CHANGE",
         )
+
+
+# Every write's update has one SET clause (lastModified at least); these join it.
+_SET_CLAUSE = re.compile(r"\bSET\b")
+_TRACED_SET = (
+    f"SET {TRACEPARENT} = :traceparent, {TRACESTATE} = :tracestate, {LAST_OPERATION} = :operation,"
+)
+
+
+def trace_context_values() -> tuple[str, str]:
+    """The current span's W3C traceparent and tracestate ("" when absent), as every cart
+    write stores them."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", ""), carrier.get("tracestate", "")
 
 
 def _answer(kind: type[Response], cart: cart_pb2.Cart | bytes) -> Response:
@@ -576,6 +650,7 @@ def _new_line(book: BookSnapshot, quantity: int, stamp: str) -> dict[str, Any]:
         "priceMinor": book.price_minor,
         "quantity": quantity,
         "addedAt": stamp,
+        STOCK_SEEN: book.stock,
     }
 
 
@@ -648,18 +723,20 @@ def _merge_change(
 ) -> Change:
     """The update of the user's cart (`live`, None when it has none) that takes in the lines
     of the anonymous cart `moved`: summed and capped per line; the lines it does not have
-    are added as they were."""
+    are added as they were. It SETs `lastMerge` (tables.LAST_MERGE), which the stream
+    processor reads as one cart.merged."""
+    merge = {"sessionId": session_id, "mergeId": str(uuid.uuid4())}
     incoming: dict[str, Any] = moved.get("items") or {}
     currency = str(moved.get("currency", DEFAULT_CURRENCY))
     if live is None:
         after = _fresh(key, item, stamp, now, currency)
         after["items"] = dict(incoming)
         after["lineCount"] = len(incoming)
-        after["mergedSessionId"] = session_id
+        after[LAST_MERGE] = merge
         return Change(
             "SET #items = :items, lineCount = :count, currency = :currency, "
             "version = if_not_exists(version, :zero) + :one, lastModified = :stamp, "
-            "expiresAt = :expires, mergedSessionId = :session",
+            "expiresAt = :expires, lastMerge = :merge",
             "attribute_not_exists(userId) OR expiresAt <= :now",
             {"#items": "items"},
             {
@@ -668,7 +745,7 @@ def _merge_change(
                 ":currency": currency,
                 ":zero": 0,
                 ":one": 1,
-                ":session": session_id,
+                ":merge": merge,
             },
             after,
         )
@@ -699,13 +776,13 @@ def _merge_change(
     after["items"].update(changed)
     after["lineCount"] = count
     after["currency"] = currency
-    after["mergedSessionId"] = session_id
+    after[LAST_MERGE] = merge
     names = {"#items": "items"}
     values: dict[str, Any] = {
         ":count": count,
         ":currency": currency,
         ":one": 1,
-        ":session": session_id,
+        ":merge": merge,
         ":read_version": int(live.get("version", 0)),
     }
     assignments = []
@@ -715,7 +792,7 @@ def _merge_change(
         assignments.append(f"#items.#b{index} = :l{index}")
     return Change(
         f"SET {', '.join(assignments)}, lineCount = :count, currency = :currency, "
-        "lastModified = :stamp, expiresAt = :expires, mergedSessionId = :session "
+        "lastModified = :stamp, expiresAt = :expires, lastMerge = :merge "
         "ADD version :one",
         "version = :read_version AND expiresAt > :now",
         names,

@@ -382,7 +382,17 @@ async def test_a_long_fan_out_keeps_its_message_from_other_consumers(
         began = time.monotonic()
         sent = await book_holders.sqs.send_message(QueueUrl=queue.url, MessageBody=body)
         handled = asyncio.create_task(_handled(otlp, {sent["MessageId"]}, seconds=120))
-        # Another consumer polls meanwhile: it must never be handed the message.
+        # Once the replica has received it (in flight: not visible), another consumer
+        # polls meanwhile: it must never be handed the message. (Polling from the start
+        # would race the replica's own receive, which SQS may lose to either poller.)
+        while True:
+            attributes = await book_holders.sqs.get_queue_attributes(
+                QueueUrl=queue.url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+            )
+            if int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"]):
+                break
+            assert time.monotonic() - began < 30, "the replica never received the message"
+            await asyncio.sleep(0.05)
         handed_over = 0
         while not handled.done() and not handed_over:
             answer = await book_holders.sqs.receive_message(

@@ -1001,3 +1001,253 @@ class MarkNotificationsReadResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MarkNotificationsReadResponse: _TypeAlias = MarkNotificationsReadResponse  # noqa: Y015
+
+@_typing.final
+class CartItemAddedEvent(_message.Message):
+    """--- Events (docs/conventions.md §9) --------------------------------------------------
+
+    Published by the cart's stream processor (services/cart/stream.py) from the
+    ShoppingCart table's DynamoDB stream, source "cloudshelf.cart". Each event's id is
+    derived from its stream record (a replay after a crash yields the same ids: consumers
+    de-duplicate on it); `subject` is the cart's owner key ("user#<sub>" or
+    "session#<session id>") and `aggregate_version` the cart's version after the write,
+    except for inventory.low (subject: the book id; version 0). The owner is an id (the
+    user's `sub` or the session id), never a name or an address.
+
+    "cart.item.added": a book that was not in the cart is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    book_id: _builtins.int
+    quantity: _builtins.int
+    @_builtins.property
+    def owner(self) -> Global___CartOwner: ...
+    @_builtins.property
+    def unit_price(self) -> _common_pb2.Money:
+        """The line's unit price, the catalog's when the book was added."""
+
+    def __init__(
+        self,
+        *,
+        owner: Global___CartOwner | None = ...,
+        book_id: _builtins.int = ...,
+        quantity: _builtins.int = ...,
+        unit_price: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "owner", b"owner", "quantity", b"quantity", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CartItemAddedEvent: _TypeAlias = CartItemAddedEvent  # noqa: Y015
+
+@_typing.final
+class CartItemUpdatedEvent(_message.Message):
+    """"cart.item.updated": a line's quantity changed (AddItem of a book already in the cart,
+    UpdateItemQuantity).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    PREVIOUS_QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    book_id: _builtins.int
+    quantity: _builtins.int
+    previous_quantity: _builtins.int
+    @_builtins.property
+    def owner(self) -> Global___CartOwner: ...
+    @_builtins.property
+    def unit_price(self) -> _common_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        owner: Global___CartOwner | None = ...,
+        book_id: _builtins.int = ...,
+        quantity: _builtins.int = ...,
+        previous_quantity: _builtins.int = ...,
+        unit_price: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "owner", b"owner", "previous_quantity", b"previous_quantity", "quantity", b"quantity", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CartItemUpdatedEvent: _TypeAlias = CartItemUpdatedEvent  # noqa: Y015
+
+@_typing.final
+class CartItemRemovedEvent(_message.Message):
+    """"cart.item.removed": a line left the cart (RemoveItem, UpdateItemQuantity to 0)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    PREVIOUS_QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    book_id: _builtins.int
+    previous_quantity: _builtins.int
+    @_builtins.property
+    def owner(self) -> Global___CartOwner: ...
+    @_builtins.property
+    def unit_price(self) -> _common_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        owner: Global___CartOwner | None = ...,
+        book_id: _builtins.int = ...,
+        previous_quantity: _builtins.int = ...,
+        unit_price: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "owner", b"owner", "previous_quantity", b"previous_quantity", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CartItemRemovedEvent: _TypeAlias = CartItemRemovedEvent  # noqa: Y015
+
+@_typing.final
+class CartClearedEvent(_message.Message):
+    """"cart.cleared": ClearCart emptied a cart that had lines (one event, not one per line)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def owner(self) -> Global___CartOwner: ...
+    @_builtins.property
+    def removed(self) -> _containers.RepeatedCompositeFieldContainer[Global___CartEventLine]:
+        """The lines the cart held, with their quantities."""
+
+    def __init__(
+        self,
+        *,
+        owner: Global___CartOwner | None = ...,
+        removed: _abc.Iterable[Global___CartEventLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "removed", b"removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CartClearedEvent: _TypeAlias = CartClearedEvent  # noqa: Y015
+
+@_typing.final
+class CartMergedEvent(_message.Message):
+    """"cart.merged": an anonymous session's cart was merged into a signed-in user's cart
+    (AuthenticateSession, MergeCarts). Subject: the user's cart. The session's cart is
+    deleted in the same transaction; that deletion publishes nothing of its own.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    FROM_SESSION_ID_FIELD_NUMBER: _builtins.int
+    MERGED_FIELD_NUMBER: _builtins.int
+    from_session_id: _builtins.str
+    """The session whose cart was merged (and deleted)."""
+    @_builtins.property
+    def owner(self) -> Global___CartOwner:
+        """The user's cart, which received the lines."""
+
+    @_builtins.property
+    def merged(self) -> _containers.RepeatedCompositeFieldContainer[Global___CartEventLine]:
+        """The lines the merge changed: quantity after the merge and how many it added."""
+
+    def __init__(
+        self,
+        *,
+        owner: Global___CartOwner | None = ...,
+        from_session_id: _builtins.str = ...,
+        merged: _abc.Iterable[Global___CartEventLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_session_id", b"from_session_id", "merged", b"merged", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CartMergedEvent: _TypeAlias = CartMergedEvent  # noqa: Y015
+
+@_typing.final
+class CartEventLine(_message.Message):
+    """A cart line in an event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    ADDED_QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    book_id: _builtins.int
+    quantity: _builtins.int
+    added_quantity: _builtins.int
+    """cart.merged: the copies the merge added to the user's line (quantity - added: what
+    the user's cart held before).
+    """
+    @_builtins.property
+    def unit_price(self) -> _common_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        book_id: _builtins.int = ...,
+        quantity: _builtins.int = ...,
+        added_quantity: _builtins.int = ...,
+        unit_price: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_quantity", b"added_quantity", "book_id", b"book_id", "quantity", b"quantity", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CartEventLine: _TypeAlias = CartEventLine  # noqa: Y015
+
+@_typing.final
+class InventoryLowEvent(_message.Message):
+    """"inventory.low": a cart line of more than 5 copies (the lines checked against the
+    catalog's live stock) leaves less than the threshold in stock
+    (CLOUDSHELF_CART_LOW_STOCK_THRESHOLD, default 5): stock_quantity - cart_quantity <
+    threshold. Subject: the book id; aggregate_version 0 (an observation of the catalog's
+    stock, not a version of the book). Nothing is reserved: the stock is the catalog's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOK_ID_FIELD_NUMBER: _builtins.int
+    STOCK_QUANTITY_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    CART_QUANTITY_FIELD_NUMBER: _builtins.int
+    book_id: _builtins.int
+    stock_quantity: _builtins.int
+    """The catalog's stock when the cart checked it."""
+    threshold: _builtins.int
+    cart_quantity: _builtins.int
+    """The copies in the cart line that was checked."""
+    def __init__(
+        self,
+        *,
+        book_id: _builtins.int = ...,
+        stock_quantity: _builtins.int = ...,
+        threshold: _builtins.int = ...,
+        cart_quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_id", b"book_id", "cart_quantity", b"cart_quantity", "stock_quantity", b"stock_quantity", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InventoryLowEvent: _TypeAlias = InventoryLowEvent  # noqa: Y015
