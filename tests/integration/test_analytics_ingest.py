@@ -408,27 +408,55 @@ async def test_a_placed_order_reaches_the_stream_through_the_forwarder(
     assert envelope["key"] == buyer.subject  # the order's user
 
 
-async def test_cart_events_reach_the_stream_and_a_malformed_message_goes_to_dead_letters(
+async def test_cart_events_reach_the_stream_through_the_forwarder(
+    channel_to: ChannelTo, stack: Stack, aws: Callable[[str], Any], new_user: NewUser
+) -> None:
+    shopper = new_user()
+    catalog = catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))
+    created = (
+        await catalog.CreateBook(
+            catalog_pb2.CreateBookRequest(book=book(price=usd(700))), timeout=10
+        )
+    ).book
+    carts = cart_pb2_grpc.CartServiceStub(channel_to("cart", shopper.token))
+    await carts.AddItem(cart_pb2.AddItemRequest(book_id=created.id, quantity=2), timeout=10)
+    # cart table -> its DynamoDB stream -> the cart's stream processor -> bus -> forwarder.
+    ((key, added),) = await wait_for_records(
+        stack,
+        aws("kinesis"),
+        lambda e: (
+            e.get("type") == "cart.item.added"
+            and e["data"].get("book_id") == str(created.id)
+            and e["data"].get("owner", {}).get("user_id") == shopper.subject
+        ),
+        1,
+    )
+    assert added["source"] == "cloudshelf.cart"
+    assert added["data"]["quantity"] == 2
+    assert key == shopper.subject  # the cart's owner
+
+
+async def test_a_malformed_message_goes_to_the_dead_letters_while_events_flow(
     stack: Stack, stream_records: Records, aws: Callable[[str], Any]
 ) -> None:
     settings = stack.settings("analytics")
     event_id = str(uuid.uuid4())
     session_id = f"session-{secrets.token_hex(4)}"
-    # As the cart's stream processor publishes: its envelope as the detail.
+    # An event of a source the rule takes, with an envelope of its own making.
     envelope = {
         "id": event_id,
-        "type": "cart.item_added",
+        "type": "cart.item.added",
         "source": "cloudshelf.cart",
         "subject": f"session#{session_id}",
         "data_type": "cloudshelf.cart.v1.CartItemAddedEvent",
         "occurred_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "data": {"session_id": session_id, "book_id": "42", "quantity": 1},
+        "data": {"owner": {"session_id": session_id}, "book_id": "42", "quantity": 1},
     }
     await aws("events").put_events(
         Entries=[
             {
                 "Source": "cloudshelf.cart",
-                "DetailType": "cart.item_added",
+                "DetailType": "cart.item.added",
                 "Detail": json.dumps(envelope),
                 "EventBusName": settings.event_bus,
             }
