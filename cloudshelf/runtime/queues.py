@@ -19,8 +19,8 @@ analytics forwarder).
 
 A handler takes either one message (`handle_each`: the messages of a receive run
 concurrently, each inside its own span) or the whole batch (`handle_batch`, e.g. one
-Kinesis PutRecords for all of them, in a "<name> batch" span linked to the messages'
-spans; it answers one outcome per message).
+Kinesis PutRecords for all of them, in a "<name> batch" span; it answers one outcome per
+message).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cloudshelf.runtime.config import _env_int
@@ -241,11 +241,11 @@ class QueueConsumer:
 
             return list(await asyncio.gather(*(one(message) for message in messages)))
         assert self.handle_batch is not None
-        # One span for the batch's own calls (e.g. one PutRecords), linked to each message's.
+        # One root span for the batch's own calls (e.g. one PutRecords). Not linked to the
+        # producers' traces: each message's span already continues its own.
         with self._tracer.start_as_current_span(
             f"{self.name} batch",
             context=Context(),
-            links=[Link(message.span.get_span_context()) for message in messages],
             attributes={"messaging.batch.message_count": len(messages)},
         ):
             try:

@@ -20,7 +20,7 @@ from services.analytics.stream_writer import StreamWriter
 
 
 class AnalyticsHandlers(IngestHandlers, ReportHandlers):
-    """The servicer: one mixin per group of RPCs (RPCs not built yet answer UNIMPLEMENTED)."""
+    """The servicer: one mixin per group of RPCs."""
 
     def __init__(self, pool: asyncpg.Pool, stream: StreamWriter) -> None:
         self.pool = pool
@@ -48,7 +48,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     return ServiceApp(
         servicers=[
             Servicer(
-                AnalyticsHandlers(pool, stream),  # type: ignore[abstract]  # RPCs not built yet answer UNIMPLEMENTED
+                AnalyticsHandlers(pool, stream),
                 analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server,
                 analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name,
                 ANALYTICS_POLICY,
