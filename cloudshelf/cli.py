@@ -11,16 +11,24 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import asyncpg
 
 from cloudshelf.devstack.identity import ADMIN_GROUP, ADMIN_USER, SHOPPER_USER
-from cloudshelf.devstack.stack import POSTGRES_SERVICES, REPO_ROOT, SERVICES, Stack
+from cloudshelf.devstack.stack import (
+    POSTGRES_SERVICES,
+    REPO_ROOT,
+    SERVICES,
+    Stack,
+    health_status,
+)
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.events import OutboxTables, list_dead_letters, replay_dead_letter
+from cloudshelf.runtime.idempotency import prune_expired_keys
 from cloudshelf.runtime.migrations import MigrationError, runner_for
-from cloudshelf.runtime.stores import init_postgres_connection
+from cloudshelf.runtime.stores import init_postgres_connection, open_postgres
 
 STATE_DIR = REPO_ROOT / ".state"
 TOKEN_COMMAND = ".venv/bin/cloudshelf token --user NAME [--admin]"
@@ -38,6 +46,13 @@ def _status_line(stack: Stack, service: str) -> str:
     return f"{service:<11} {stack.address(service):<16} {status}{note}"
 
 
+def _worker_lines(stack: Stack) -> list[str]:
+    return [
+        f"{name:<11} {stack.worker_address(name):<16} {health_status(stack.worker_address(name))}"
+        for name in stack.workers
+    ]
+
+
 def local_up(state_dir: Path) -> int:
     started = time.monotonic()
     stack = Stack.load(state_dir)
@@ -45,8 +60,8 @@ def local_up(state_dir: Path) -> int:
     for line in stack.up():
         print(f"  {line}")
     print(f"\nCloudShelf is up in {time.monotonic() - started:.1f}s:\n")
-    for service in SERVICES:
-        print("  " + _status_line(stack, service))
+    for line in [*(_status_line(stack, s) for s in SERVICES), *_worker_lines(stack)]:
+        print("  " + line)
     print(f"\n  postgres    {stack.postgres.dsn('<service>')}")
     print(f"  redis       {stack.redis.url}")
     print(f"  aws         {stack.aws.url}  (AWS_ENDPOINT_URL)")
@@ -97,7 +112,7 @@ def local_down(state_dir: Path) -> int:
 
 def local_status(state_dir: Path) -> int:
     stack = Stack.load(state_dir)
-    lines = [_status_line(stack, service) for service in SERVICES]
+    lines = [*(_status_line(stack, service) for service in SERVICES), *_worker_lines(stack)]
     print("\n".join(lines))
     return 0 if all(" SERVING" in line for line in lines) else 1
 
@@ -198,9 +213,37 @@ def analytics_job(name: str, hour: str | None, hours: int | None, years: int | N
     return 0
 
 
+# The request_id keys (AIP-155) of each PostgreSQL service that keeps them.
+IDEMPOTENCY_KEY_TABLES = {
+    "catalog": "book_catalog.idempotency_keys",
+    "storefront": "storefront.idempotency_keys",
+}
+
+
+def prune_idempotency_keys(service: str) -> int:
+    """Deletes a service's expired request_id keys (they already count as absent)."""
+
+    async def run() -> int:
+        async with AsyncExitStack() as stack:
+            pool, _ = await open_postgres(Settings.from_env(service), stack)
+            return await prune_expired_keys(pool, IDEMPOTENCY_KEY_TABLES[service])
+
+    print(f"{service}: idempotency keys pruned: {asyncio.run(run())} expired")
+    return 0
+
+
 def job(
-    name: str, hour: str | None = None, hours: int | None = None, years: int | None = None
+    name: str,
+    hour: str | None = None,
+    hours: int | None = None,
+    years: int | None = None,
+    service: str | None = None,
 ) -> int:
+    if service is not None and name != "prune-idempotency-keys":
+        print(f"cloudshelf job {name} takes no --service", file=sys.stderr)
+        return 2
+    if name == "prune-idempotency-keys":
+        return prune_idempotency_keys(service or "catalog")
     given = {o for o, v in (("hour", hour), ("hours", hours), ("years", years)) if v is not None}
     if given - ANALYTICS_JOBS.get(name, set()):
         flags = ", ".join(f"--{o}" for o in sorted(given - ANALYTICS_JOBS.get(name, set())))
@@ -213,7 +256,6 @@ def job(
     run = {
         "refresh-popular": jobs.run_refresh_popular,
         "warm-cache": jobs.run_warm_cache,
-        "prune-idempotency-keys": jobs.run_prune_idempotency_keys,
     }[name]
     print(asyncio.run(run(Settings.from_env("catalog"))))
     return 0
@@ -313,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jobs.add_argument("--hours", type=int, help="compact-lake: how many hours up to --hour")
     jobs.add_argument("--years", type=int, help="extend-dim-time: years ahead of this one")
+    jobs.add_argument(
+        "--service",
+        choices=sorted(IDEMPOTENCY_KEY_TABLES),
+        help="prune-idempotency-keys: whose keys (default catalog)",
+    )
 
     outbox = commands.add_parser("outbox", help="events the outbox relay could not deliver")
     outbox_actions = outbox.add_subparsers(dest="action", required=True)
@@ -343,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "seed":
             return seed(args.books)
         if args.command == "job":
-            return job(args.name, args.hour, args.hours, args.years)
+            return job(args.name, args.hour, args.hours, args.years, args.service)
         if args.command == "outbox":
             if args.action == "replay":
                 return outbox_replay(args.service, args.id)

@@ -80,14 +80,21 @@ def stack(state_dir: Path, otlp: OtlpReceiver) -> Iterator[Stack]:
         test_stack.start_backing_servers()
         asyncio.run(test_stack.provision())
         test_stack.start_services()
+        test_stack.start_workers()
         test_stack.wait_until_serving()
+        test_stack.wait_until_workers_serve()
         yield test_stack
     finally:
         test_stack.down()
     # `make down` runs the same code: nothing it started may outlive it.
     left = [
         p.name
-        for p in (*test_stack.services.values(), test_stack.redis, test_stack.aws)
+        for p in (
+            *test_stack.services.values(),
+            *test_stack.workers.values(),
+            test_stack.redis,
+            test_stack.aws,
+        )
         if p.running()
     ]
     assert not left and not test_stack.postgres.running(), f"still running after down: {left}"

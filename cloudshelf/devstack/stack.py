@@ -29,6 +29,9 @@ from cloudshelf.runtime.config import DEFAULT_PORTS, Settings
 from cloudshelf.runtime.paging import PAGE_TOKEN_KEY_ENV
 
 SERVICES = tuple(DEFAULT_PORTS)
+# Worker processes (no RPCs, gRPC health only): name -> (the service whose settings and
+# stores it uses, its module, its default health port).
+WORKERS = {"analytics-consumer": ("analytics", "services.analytics.consumer", 50063)}
 # Dependency names the services report health for, as "dependency/<name>".
 DEPENDENCY_NAMES = ("postgres", "redis", "dynamodb", "kinesis", "s3", "cart", "catalog")
 # Services with a PostgreSQL database of their own (named after the service).
@@ -43,6 +46,7 @@ class StackPorts:
     redis: int
     aws: int
     services: dict[str, int] = field(default_factory=dict)
+    workers: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def defaults(cls) -> StackPorts:
@@ -57,11 +61,21 @@ class StackPorts:
             redis=port("REDIS", 16379),
             aws=port("AWS", 15000),
             services={name: port(name.upper(), default) for name, default in DEFAULT_PORTS.items()},
+            workers={
+                name: port(name.upper().replace("-", "_"), default)
+                for name, (_, _, default) in WORKERS.items()
+            },
         )
 
     @classmethod
     def free(cls) -> StackPorts:
-        return cls(free_port(), free_port(), free_port(), {name: free_port() for name in SERVICES})
+        return cls(
+            free_port(),
+            free_port(),
+            free_port(),
+            {name: free_port() for name in SERVICES},
+            {name: free_port() for name in WORKERS},
+        )
 
 
 class Stack:
@@ -88,6 +102,15 @@ class Stack:
                 name, [sys.executable, "-m", f"services.{name}"], state_dir, self.service_env(name)
             )
             for name in SERVICES
+        }
+        # A stack.json written before a worker existed: its default port.
+        for name, (_, _, default_port) in WORKERS.items():
+            ports.workers.setdefault(name, default_port)
+        self.workers = {
+            name: ManagedProcess(
+                name, [sys.executable, "-m", module], state_dir, self.worker_env(name)
+            )
+            for name, (_, module, _) in WORKERS.items()
         }
 
     # --- configuration -------------------------------------------------------------------
@@ -120,6 +143,15 @@ class Stack:
         env.update(self.extra_env)
         env.update(overrides or {})
         return env
+
+    def worker_address(self, worker: str) -> str:
+        return f"{LOCALHOST}:{self.ports.workers[worker]}"
+
+    def worker_env(self, worker: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+        """A worker's environment: its service's, with its own health port and name."""
+        service = WORKERS[worker][0]
+        own = {"CLOUDSHELF_LISTEN_ADDR": self.worker_address(worker), "OTEL_SERVICE_NAME": worker}
+        return self.service_env(service, {**own, **(overrides or {})})
 
     def settings(self, service: str) -> Settings:
         return Settings.from_env(service, self.service_env(service))
@@ -163,6 +195,21 @@ class Stack:
             # Provisioning may have made a new identity pool since this object was built.
             self.services[name].env = self.service_env(name)
             self.services[name].start()
+
+    def start_workers(self) -> None:
+        for name, process in self.workers.items():
+            process.env = self.worker_env(name)
+            process.start()
+
+    def wait_until_workers_serve(self, timeout: float = 60.0) -> None:
+        for name, process in self.workers.items():
+
+            def serving(name: str = name, process: ManagedProcess = process) -> bool:
+                if not process.running():
+                    raise RuntimeError(f"{name} exited; see {process.log_file}")
+                return health_status(self.worker_address(name)) == "SERVING"
+
+            wait_until(serving, timeout, name)
 
     def wait_until_serving(self, names: tuple[str, ...] = SERVICES, timeout: float = 60.0) -> None:
         """Until each service is SERVING with none of its dependencies failing: a storefront
@@ -215,11 +262,13 @@ class Stack:
         done = asyncio.run(prepare())
         self.save()
         self.start_services()
+        self.start_workers()
         self.wait_until_serving()
+        self.wait_until_workers_serve()
         return done
 
     def down(self) -> None:
-        for process in self.services.values():
+        for process in (*self.workers.values(), *self.services.values()):
             process.stop()
         self.aws.stop()
         self.redis.stop()

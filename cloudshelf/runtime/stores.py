@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from cloudshelf.runtime.config import Settings
+from cloudshelf.runtime.events import EventBridgePublisher, OutboxRelay, OutboxTables, RelayPolicy
 from cloudshelf.runtime.health import Dependency
 
 
@@ -177,3 +178,27 @@ async def open_aws_resource(
             config=_aws_config(),
         )
     )
+
+
+async def open_outbox_relay(
+    settings: Settings,
+    stack: AsyncExitStack,
+    pool: asyncpg.Pool,
+    tables: OutboxTables,
+    source: str,
+) -> tuple[OutboxRelay, Dependency]:
+    """The relay of a PostgreSQL service's outbox to the event bus (run `relay.run` as a
+    background task), and the bus as an optional dependency: while it is unreachable the
+    events wait in the outbox, so the service still serves."""
+    events = await open_aws_client(aws_session(settings), stack, "events", settings)
+    relay = OutboxRelay(
+        pool,
+        tables,
+        EventBridgePublisher(events, settings.event_bus, source),
+        RelayPolicy.from_env(),
+    )
+
+    async def event_bus_reachable() -> None:
+        await events.describe_event_bus(Name=settings.event_bus)
+
+    return relay, Dependency("eventbridge", event_bus_reachable, required=False)

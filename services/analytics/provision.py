@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 from cloudshelf.runtime.aws_resources import (
     ensure_bucket,
+    ensure_dynamodb_table,
     ensure_event_bus,
     ensure_kinesis_stream,
     ensure_queue,
@@ -16,7 +17,9 @@ from cloudshelf.runtime.aws_resources import (
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.migrations import migrate_to_latest
 from cloudshelf.runtime.stores import aws_session, open_aws_client
+from services.analytics.consumer import lease_table_name
 from services.analytics.forwarder import DOMAIN_EVENTS_PATTERN, events_queue
+from services.analytics.leases import lease_table_definition
 
 STREAM_SHARDS = 2
 TIMESTREAM_TABLES = ("CartEvents", "BookInteractions")
@@ -40,6 +43,10 @@ async def provision(settings: Settings) -> list[str]:
         timestream = await open_aws_client(session, stack, "timestream-write", settings)
         created = await ensure_kinesis_stream(kinesis, settings.analytics_stream, STREAM_SHARDS)
         done.append(_said(f"kinesis stream {settings.analytics_stream}", created))
+        dynamodb = await open_aws_client(session, stack, "dynamodb", settings)
+        leases = lease_table_name()
+        created = await ensure_dynamodb_table(dynamodb, lease_table_definition(leases), None)
+        done.append(_said(f"dynamodb table {leases} (consumer leases)", created))
         created = await ensure_bucket(s3, settings.data_lake_bucket, settings.aws_region)
         done.append(_said(f"s3 bucket {settings.data_lake_bucket}", created))
         for table in TIMESTREAM_TABLES:

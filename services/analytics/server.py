@@ -10,8 +10,10 @@ import asyncpg
 from cloudshelf.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.health import Dependency
+from cloudshelf.runtime.rpc import ServicerContext
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
 from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres
+from services.analytics.dead_letters import list_dead_letters
 from services.analytics.forwarder import bus_forwarder
 from services.analytics.ingest_handlers import IngestHandlers
 from services.analytics.policy import ANALYTICS_POLICY
@@ -25,6 +27,11 @@ class AnalyticsHandlers(IngestHandlers, ReportHandlers):
     def __init__(self, pool: asyncpg.Pool, stream: StreamWriter) -> None:
         self.pool = pool
         self.stream = stream
+
+    async def ListDeadLetters(
+        self, request: analytics_pb2.ListDeadLettersRequest, context: ServicerContext
+    ) -> analytics_pb2.ListDeadLettersResponse:
+        return await list_dead_letters(self.pool, request)
 
 
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:

@@ -457,26 +457,34 @@ class CartStore:
                 return answer  # already merged and bound: a retry changes nothing
             if call is not None:
                 await self.request_ids.complete(transaction, call, answer)
-            try:
-                await self.client.transact_write_items(TransactItems=transaction)
-            except ClientError as exc:
-                if _code(exc) != "TransactionCanceledException":
-                    raise
-                reasons = cancellation_reasons(exc)
-                if not reasons or any(
-                    reason not in ("None", "ConditionalCheckFailed") for reason in reasons
-                ):
-                    raise Aborted(
-                        "a concurrent write to the carts or the session won: retry",
-                        reason="TRANSACTION_CONFLICT",
-                    ) from exc
-                self._conflicts.add(1, {"rpc": "MergeCarts"})
+            if not await self._commit(transaction, "MergeCarts"):
                 continue  # a cart or the session changed, or the request_id committed
             return answer
         raise Aborted(
             "the carts kept changing under this merge: retry",
             reason="CONCURRENT_CHANGE",
         )
+
+    async def _commit(self, transaction: list[dict[str, Any]], rpc: str) -> bool:
+        """Runs a TransactWriteItems; False when one of its conditions failed (a concurrent
+        write, or the same request_id committed first: the caller reads and plans again).
+        ABORTED when DynamoDB cancelled it for another reason (a conflicting transaction)."""
+        try:
+            await self.client.transact_write_items(TransactItems=transaction)
+        except ClientError as exc:
+            if _code(exc) != "TransactionCanceledException":
+                raise
+            reasons = cancellation_reasons(exc)
+            if not reasons or any(
+                reason not in ("None", "ConditionalCheckFailed") for reason in reasons
+            ):
+                raise Aborted(
+                    "a concurrent write to the cart won: read it again and retry",
+                    reason="TRANSACTION_CONFLICT",
+                ) from exc
+            self._conflicts.add(1, {"rpc": rpc})
+            return False
+        return True
 
     def _update_entry(self, key: str, change: Change, now: int, stamp: str) -> dict[str, Any]:
         values = {
@@ -581,20 +589,7 @@ class CartStore:
             after = cart_from_item(owner, change.after)
             transaction: list[dict[str, Any]] = [{"Update": update}]
             await self.request_ids.complete(transaction, call, after)
-            try:
-                await self.client.transact_write_items(TransactItems=transaction)
-            except ClientError as exc:
-                if _code(exc) != "TransactionCanceledException":
-                    raise
-                reasons = cancellation_reasons(exc)
-                if not reasons or any(
-                    reason not in ("None", "ConditionalCheckFailed") for reason in reasons
-                ):
-                    raise Aborted(
-                        "a concurrent write to the cart won: read it again",
-                        reason="TRANSACTION_CONFLICT",
-                    ) from exc
-                self._conflicts.add(1, {"rpc": operation})
+            if not await self._commit(transaction, operation):
                 continue  # the cart changed, or the same request_id committed: again
             return after
         raise Aborted(

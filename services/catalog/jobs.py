@@ -1,8 +1,9 @@
-"""Catalog jobs: refresh the popular-books view, warm the cache, prune idempotency keys.
+"""Catalog jobs: refresh the popular-books view, warm the cache.
 
-Run from the CLI (`cloudshelf job refresh-popular`, `cloudshelf job warm-cache`,
-`cloudshelf job prune-idempotency-keys`), from a CronJob in a cluster, and (warm-up) once
-by the service itself when it starts.
+Run from the CLI (`cloudshelf job refresh-popular`, `cloudshelf job warm-cache`), from a
+CronJob in a cluster, and (warm-up) once by the service itself when it starts. Pruning
+request_id keys is every PostgreSQL service's job: `cloudshelf job prune-idempotency-keys
+--service NAME` (cloudshelf/cli.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from contextlib import AsyncExitStack
 import asyncpg
 
 from cloudshelf.runtime.config import Settings
-from cloudshelf.runtime.idempotency import prune_expired_keys
 from cloudshelf.runtime.stores import open_postgres, open_redis
-from services.catalog.books import IDEMPOTENCY_KEYS, BookStore
+from services.catalog.books import BookStore
 from services.catalog.cache import CatalogCache
 from services.catalog.popular import refresh_popular_books
 from services.catalog.taxonomy import TaxonomyStore
@@ -63,10 +63,3 @@ async def run_refresh_popular(settings: Settings) -> str:
         await refresh_popular_books(pool)
         count = await pool.fetchval("SELECT count(*) FROM book_catalog.popular_books")
     return f"popular_books refreshed: {count} books ranked"
-
-
-async def run_prune_idempotency_keys(settings: Settings) -> str:
-    async with AsyncExitStack() as stack:
-        pool, _ = await open_postgres(settings, stack)
-        pruned = await prune_expired_keys(pool, IDEMPOTENCY_KEYS)
-    return f"idempotency keys pruned: {pruned} expired"

@@ -8,10 +8,14 @@ from contextlib import AsyncExitStack
 
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.runtime.config import Settings
-from cloudshelf.runtime.events import EventBridgePublisher, OutboxRelay, RelayPolicy
-from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
-from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres, open_redis
+from cloudshelf.runtime.stores import (
+    aws_session,
+    open_aws_client,
+    open_outbox_relay,
+    open_postgres,
+    open_redis,
+)
 from services.catalog.cache import CatalogCache
 from services.catalog.handlers import CatalogHandlers
 from services.catalog.invalidations import CacheInvalidations
@@ -27,16 +31,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     pool, postgres = await open_postgres(settings, stack)
     # Without Redis the catalog answers from PostgreSQL: degraded, not down.
     redis_client, redis = await open_redis(settings, stack, required=False)
-    events = await open_aws_client(aws_session(settings), stack, "events", settings)
-    relay = OutboxRelay(
-        pool,
-        OUTBOX,
-        EventBridgePublisher(events, settings.event_bus, EVENT_SOURCE),
-        RelayPolicy.from_env(),
-    )
-
-    async def event_bus_reachable() -> None:
-        await events.describe_event_bus(Name=settings.event_bus)
+    relay, event_bus = await open_outbox_relay(settings, stack, pool, OUTBOX, EVENT_SOURCE)
 
     # The storefront's order events (verified purchases); they wait in the queue meanwhile.
     sqs = await open_aws_client(aws_session(settings), stack, "sqs", settings)
@@ -64,7 +59,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
         dependencies=[
             postgres,
             redis,
-            Dependency("eventbridge", event_bus_reachable, required=False),
+            event_bus,
         ],
         background=[relay.run, invalidations.run, warm_up, order_events.run],
     )

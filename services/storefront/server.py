@@ -11,11 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cloudshelf.cart.v1 import cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.runtime.config import Settings
-from cloudshelf.runtime.events import EventBridgePublisher, OutboxRelay, RelayPolicy
 from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.rpc import peer_channel
 from cloudshelf.runtime.server import ServiceApp, Servicer, run_service
-from cloudshelf.runtime.stores import aws_session, open_aws_client, open_postgres
+from cloudshelf.runtime.stores import open_outbox_relay, open_postgres
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
 from services.storefront.order_handlers import StorefrontServicer
 from services.storefront.orders import Orders, PricingRules
@@ -46,16 +45,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
 
     # Orders live in PostgreSQL: without it no checkout, so it is required.
     pool, postgres = await open_postgres(settings, stack)
-    events = await open_aws_client(aws_session(settings), stack, "events", settings)
-    relay = OutboxRelay(
-        pool,
-        OUTBOX,
-        EventBridgePublisher(events, settings.event_bus, EVENT_SOURCE),
-        RelayPolicy.from_env(),
-    )
-
-    async def event_bus_reachable() -> None:
-        await events.describe_event_bus(Name=settings.event_bus)
+    relay, event_bus = await open_outbox_relay(settings, stack, pool, OUTBOX, EVENT_SOURCE)
 
     carts = cart_pb2_grpc.CartServiceStub(channels["cart"])
     catalog = catalog_pb2_grpc.CatalogServiceStub(channels["catalog"])
@@ -74,7 +64,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
             postgres,
             peer_check("cart"),
             peer_check("catalog"),
-            Dependency("eventbridge", event_bus_reachable, required=False),
+            event_bus,
         ],
         background=[relay.run],
     )

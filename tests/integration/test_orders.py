@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +22,7 @@ from google.protobuf import field_mask_pb2
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.devstack.components import free_port
-from cloudshelf.devstack.stack import Stack
+from cloudshelf.devstack.stack import REPO_ROOT, Stack
 from cloudshelf.runtime.stores import init_postgres_connection
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
 from services.storefront.orders import PricingRules, order_totals
@@ -635,3 +637,42 @@ async def test_a_review_is_a_verified_purchase_while_its_author_holds_an_order(
     )
     await _until_verified(catalog, reviewed_first.id, buyer, False)
     await _until_verified(catalog, reviewed_later.id, buyer, False)
+
+
+async def test_the_prune_job_removes_only_expired_checkout_keys(
+    stack: Stack,
+    channel_to: ChannelTo,
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+    new_user: NewUser,
+    storefront_db: asyncpg.Connection,
+) -> None:
+    shopper = _shopper(channel_to, new_user())
+    item = await _book(catalog, stock=10)
+    keys = []
+    for _ in range(2):
+        cart = await shopper.add(item.id, 1)
+        keys.append(str(uuid.uuid4()))
+        await shopper.place(cart.etag, keys[-1])
+    expired, live = keys
+    await storefront_db.execute(
+        "UPDATE storefront.idempotency_keys SET expires_at = now() - interval '1 second' "
+        "WHERE key = $1::uuid",
+        expired,
+    )
+    # As the storefront's CronJob runs it: in the storefront's environment.
+    flags = ("--service", "storefront")
+    job = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cloudshelf.cli", "job", "prune-idempotency-keys", *flags],
+        env=stack.service_env("storefront"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert job.returncode == 0, job.stderr
+    assert int(job.stdout.split("pruned:")[1].split()[0]) >= 1
+    left = await storefront_db.fetch(
+        "SELECT key::text FROM storefront.idempotency_keys WHERE key = ANY($1::uuid[])", keys
+    )
+    assert {row["key"] for row in left} == {live}

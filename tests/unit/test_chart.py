@@ -38,6 +38,8 @@ INSTALL_TIME_ANNOTATIONS = {
 }
 
 Manifest = dict[str, Any]
+# Deployments of `workers:` entries (processes without RPCs, no Service).
+WORKER_DEPLOYMENTS = {f"{RELEASE}-analytics-consumer"}
 
 
 def render(values: dict[str, Any] | None = None) -> list[Manifest]:
@@ -142,7 +144,7 @@ def test_one_deployment_and_service_per_service(
     expected = {f"{RELEASE}-{name}" for name in services}
     deployments = of_kind(manifests, "Deployment")
     svcs = of_kind(manifests, "Service")
-    assert set(deployments) == expected
+    assert set(deployments) == expected | WORKER_DEPLOYMENTS
     assert set(svcs) == expected
     assert set(of_kind(manifests, "ServiceAccount")) >= expected
     for name, entry in services.items():
@@ -203,7 +205,9 @@ def test_pods_have_grpc_probes_and_outlast_the_drain(
         assert pod["terminationGracePeriodSeconds"] > 5 + grace
 
     longer = render({"defaults": {"shutdownGraceSeconds": 30, "preStopSleepSeconds": 8}})
-    for deployment in of_kind(longer, "Deployment").values():
+    for name, deployment in of_kind(longer, "Deployment").items():
+        if name in WORKER_DEPLOYMENTS:  # no endpoints to leave: no preStop sleep
+            continue
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
         assert env_of(container)["CLOUDSHELF_SHUTDOWN_GRACE_SECONDS"]["value"] == "30"
@@ -317,10 +321,11 @@ def test_adding_a_service_is_one_values_entry(manifests: list[Manifest]) -> None
 
 
 def test_disruption_budget_only_with_more_than_one_replica(manifests: list[Manifest]) -> None:
-    assert of_kind(manifests, "PodDisruptionBudget") == {}
+    # The analytics consumer worker runs 2 replicas by default.
+    assert set(of_kind(manifests, "PodDisruptionBudget")) == WORKER_DEPLOYMENTS
     scaled = render({"services": {"cart": {"replicas": 3}}})
     budgets = of_kind(scaled, "PodDisruptionBudget")
-    assert set(budgets) == {f"{RELEASE}-cart"}
+    assert set(budgets) == {f"{RELEASE}-cart"} | WORKER_DEPLOYMENTS
     kubernetes_validate.validate(budgets[f"{RELEASE}-cart"], KUBE_VERSION, strict=True)
     assert of_kind(scaled, "Deployment")[f"{RELEASE}-cart"]["spec"]["replicas"] == 3
 
@@ -405,6 +410,7 @@ def test_refresh_popular_runs_daily_in_the_catalogs_pod(manifests: list[Manifest
     assert {
         f"{RELEASE}-catalog-refresh-popular",
         f"{RELEASE}-catalog-prune-idempotency-keys",
+        f"{RELEASE}-storefront-prune-idempotency-keys",
     } <= set(cron_jobs)
     for name, other in cron_jobs.items():  # every job runs hardened and alone, in its pod
         kubernetes_validate.validate(other, KUBE_VERSION, strict=True)
@@ -645,7 +651,9 @@ def test_tls_mounts_the_secret_and_probes_a_plaintext_health_port(
 
 def test_tls_without_client_certificates_still_verifies_peers() -> None:
     manifests = render({"defaults": {"tls": {"enabled": True, "mutual": False}}})
-    for deployment in of_kind(manifests, "Deployment").values():
+    for name, deployment in of_kind(manifests, "Deployment").items():
+        if name in WORKER_DEPLOYMENTS:  # serves health only, calls no peer
+            continue
         env = plain_env(container_of(deployment))
         assert "CLOUDSHELF_TLS_CA_FILE" not in env
         assert env["CLOUDSHELF_PEER_TLS_CA_FILE"] == f"{TLS_DIR}/ca.crt"
@@ -677,3 +685,69 @@ def test_auth_settings_reach_every_service(manifests: list[Manifest]) -> None:
         assert env["CLOUDSHELF_AUTH_SERVICE_CLIENT_SECRET"]["valueFrom"] == {
             "secretKeyRef": {"name": "cloudshelf-m2m", "key": "client-secret"}
         }
+
+
+def test_the_analytics_consumer_is_a_worker_deployment_in_the_analytics_pod(
+    manifests: list[Manifest], services: dict[str, Any]
+) -> None:
+    worker = of_kind(manifests, "Deployment")[f"{RELEASE}-analytics-consumer"]
+    assert f"{RELEASE}-analytics-consumer" not in of_kind(manifests, "Service")
+    assert worker["spec"]["replicas"] == 2
+    budget = of_kind(manifests, "PodDisruptionBudget")[f"{RELEASE}-analytics-consumer"]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == worker["spec"]["selector"]
+    pod = worker["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "analytics-consumer"
+    # The analytics Service never selects the worker's pods.
+    selector = of_kind(manifests, "Service")[f"{RELEASE}-analytics"]["spec"]["selector"]
+    assert not selector.items() <= labels.items()
+    assert worker["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    container = container_of(worker)
+    assert container["command"] == ["python", "-m", "services.analytics.consumer"]
+    assert service_of(worker) == "analytics"
+    assert otel_service_name(worker) == "analytics-consumer"
+    port = services["analytics"]["port"]
+    assert container["readinessProbe"]["grpc"] == {"port": port, "service": ""}
+    assert container["livenessProbe"]["grpc"]["service"] == "liveness"
+    env = env_of(container)
+    assert env["CLOUDSHELF_ANALYTICS_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "cloudshelf-postgres",
+        "key": "analytics-dsn",
+    }
+    assert "lifecycle" not in container
+    grace = float(env["CLOUDSHELF_SHUTDOWN_GRACE_SECONDS"]["value"])
+    assert pod["spec"]["terminationGracePeriodSeconds"] > grace
+
+    # With TLS on, its probes still ask plaintext health on its port, and it mounts nothing.
+    with_tls = of_kind(render({"defaults": {"tls": {"enabled": True}}}), "Deployment")
+    tls_worker = with_tls[f"{RELEASE}-analytics-consumer"]
+    assert container_of(tls_worker)["readinessProbe"]["grpc"]["port"] == port
+    assert not TLS_ENV & env_of(container_of(tls_worker)).keys()
+
+
+def test_adding_a_worker_is_one_values_entry() -> None:
+    manifests = render(
+        {
+            "services": {
+                "catalog": {
+                    "workers": {
+                        "indexer": {
+                            "command": ["python", "-m", "services.catalog.indexer"],
+                            "replicas": 3,
+                            "env": {"EXTRA": "1"},
+                        }
+                    }
+                },
+                "analytics": {"workers": {"consumer": {"enabled": False}}},
+            }
+        }
+    )
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+    deployments = of_kind(manifests, "Deployment")
+    assert f"{RELEASE}-analytics-consumer" not in deployments
+    indexer = deployments[f"{RELEASE}-catalog-indexer"]
+    assert indexer["spec"]["replicas"] == 3
+    assert service_of(indexer) == "catalog"
+    assert env_of(container_of(indexer))["EXTRA"]["value"] == "1"

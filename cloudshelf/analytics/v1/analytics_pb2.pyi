@@ -498,3 +498,103 @@ class ListTopBooksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTopBooksResponse: _TypeAlias = ListTopBooksResponse  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """A record of the analytics stream set aside by the consumer; the rest of its batch flowed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    ARRIVAL_TIME_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_TIME_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    """The stream, shard and sequence number the record was read at."""
+    shard_id: _builtins.str
+    sequence_number: _builtins.str
+    data: _builtins.bytes
+    """The record's data as read (at most 1 MiB, a Kinesis record's cap)."""
+    reason: _builtins.str
+    """Why it was set aside, e.g. "not JSON: ..." or "type is unspecified"."""
+    event_id: _builtins.str
+    """The envelope's id and type when it had them."""
+    event_type: _builtins.str
+    @_builtins.property
+    def arrival_time(self) -> _timestamp_pb2.Timestamp:
+        """When the record entered the stream, and when it was set aside."""
+
+    @_builtins.property
+    def dead_letter_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str = ...,
+        shard_id: _builtins.str = ...,
+        sequence_number: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        reason: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        arrival_time: _timestamp_pb2.Timestamp | None = ...,
+        dead_letter_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "dead_letter_time", b"dead_letter_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "data", b"data", "dead_letter_time", b"dead_letter_time", "event_id", b"event_id", "event_type", b"event_type", "reason", b"reason", "sequence_number", b"sequence_number", "shard_id", b"shard_id", "stream_name", b"stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0: 20; above 100: 100; negative: INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetter]: ...
+    def __init__(
+        self,
+        *,
+        dead_letters: _abc.Iterable[Global___DeadLetter] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters", b"dead_letters", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015

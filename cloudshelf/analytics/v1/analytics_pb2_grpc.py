@@ -55,6 +55,11 @@ class AnalyticsServiceStub:
                 request_serializer=cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListTopBooksRequest.SerializeToString,
                 response_deserializer=cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListTopBooksResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/cloudshelf.analytics.v1.AnalyticsService/ListDeadLetters',
+                request_serializer=cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -97,6 +102,14 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """The analytics log's records the pipeline could not use (not an event envelope, or data
+        the warehouse refuses), newest first, with the reason. Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -119,6 +132,11 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.ListTopBooks,
                     request_deserializer=cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListTopBooksRequest.FromString,
                     response_serializer=cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListTopBooksResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -230,6 +248,33 @@ class AnalyticsService:
             '/cloudshelf.analytics.v1.AnalyticsService/ListTopBooks',
             cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListTopBooksRequest.SerializeToString,
             cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListTopBooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudshelf.analytics.v1.AnalyticsService/ListDeadLetters',
+            cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListDeadLettersRequest.SerializeToString,
+            cloudshelf_dot_analytics_dot_v1_dot_analytics__pb2.ListDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,10 @@ class AnalyticsServiceStub:
     """The top books by one kind of interaction in a time range (a bounded top-N: no pages),
     most interactions first, ties by book id.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListDeadLettersRequest, _analytics_pb2.ListDeadLettersResponse]
+    """The analytics log's records the pipeline could not use (not an event envelope, or data
+    the warehouse refuses), newest first, with the reason. Admins only.
+    """
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
@@ -78,6 +82,10 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     ListTopBooks: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListTopBooksRequest, _analytics_pb2.ListTopBooksResponse]  # type: ignore[assignment]
     """The top books by one kind of interaction in a time range (a bounded top-N: no pages),
     most interactions first, ties by book id.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListDeadLettersRequest, _analytics_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """The analytics log's records the pipeline could not use (not an event envelope, or data
+    the warehouse refuses), newest first, with the reason. Admins only.
     """
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +133,16 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_pb2.ListTopBooksResponse, _abc.Awaitable[_analytics_pb2.ListTopBooksResponse]]:
         """The top books by one kind of interaction in a time range (a bounded top-N: no pages),
         most interactions first, ties by book id.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _analytics_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.ListDeadLettersResponse, _abc.Awaitable[_analytics_pb2.ListDeadLettersResponse]]:
+        """The analytics log's records the pipeline could not use (not an event envelope, or data
+        the warehouse refuses), newest first, with the reason. Admins only.
         """
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
