@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aioboto3
+import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
@@ -481,3 +482,50 @@ async def test_a_malformed_message_goes_to_the_dead_letters_while_events_flow(
             if message["Body"] == poison:
                 return
     raise AssertionError("the malformed message never reached the dead-letter queue")
+
+
+# --- end to end: into the warehouse (the stack's consumer worker) ---------------------------
+
+
+async def test_interactions_an_order_and_catalog_events_reach_the_warehouse(
+    ingest: Analytics, channel_to: ChannelTo, stack: Stack
+) -> None:
+    catalog = catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))
+    created = (
+        await catalog.CreateBook(
+            catalog_pb2.CreateBookRequest(book=book(price=usd(1100))), timeout=10
+        )
+    ).book
+    title = f"Renamed {secrets.token_hex(4)}"
+    await catalog.UpdateBook(
+        catalog_pb2.UpdateBookRequest(
+            book=catalog_pb2.Book(id=created.id, title=title),
+            update_mask=FieldMask(paths=["title"]),
+        ),
+        timeout=10,
+    )
+    views = [interaction(book_id=created.id) for _ in range(3)]
+    await ingest.RecordInteractions(pb.RecordInteractionsRequest(interactions=views), timeout=10)
+    placed = order()
+    await ingest.RecordOrder(pb.RecordOrderRequest(order=placed), timeout=10)
+    conn = await asyncpg.connect(stack.postgres.dsn("analytics"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            facts = await conn.fetchval(
+                "SELECT count(*) FROM analytics.fact_book_interactions "
+                "WHERE interaction_id = ANY($1::text[])",
+                [v.interaction_id for v in views],
+            )
+            orders = await conn.fetchval(
+                "SELECT count(*) FROM analytics.fact_orders WHERE order_id = $1", placed.order_id
+            )
+            named = await conn.fetchval(
+                "SELECT title FROM analytics.dim_books WHERE book_id = $1", created.id
+            )
+            if (facts, orders, named) == (3, 1, title):
+                break
+            assert time.monotonic() < deadline, f"warehouse: {facts}, {orders}, {named!r}"
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
