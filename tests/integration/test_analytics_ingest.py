@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aioboto3
 import asyncpg
 import grpc
+import pyarrow.compute as pc
 import pytest
 import pytest_asyncio
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -32,10 +33,11 @@ from cloudshelf.devstack.stack import Stack
 from cloudshelf.runtime.queues import OUTCOME
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
 from services.analytics.forwarder import events_queue
-from services.analytics.ingest import ORDER_EVENT_NAMESPACE
+from services.analytics.ingest import ORDER_EVENT_NAMESPACE, order_event_id
 from tests.conftest import ChannelTo, NewUser, expect_error
 from tests.error_details import details_of_error
 from tests.factories import book, usd
+from tests.integration.test_analytics_sinks import lake_dataset
 from tests.otlp_receiver import OtlpReceiver
 
 if TYPE_CHECKING:
@@ -484,10 +486,10 @@ async def test_a_malformed_message_goes_to_the_dead_letters_while_events_flow(
     raise AssertionError("the malformed message never reached the dead-letter queue")
 
 
-# --- end to end: into the warehouse (the stack's consumer worker) ---------------------------
+# --- end to end: into the warehouse and the lake (the stack's consumer worker) ----------
 
 
-async def test_interactions_an_order_and_catalog_events_reach_the_warehouse(
+async def test_interactions_an_order_and_catalog_events_reach_the_warehouse_and_the_lake(
     ingest: Analytics, channel_to: ChannelTo, stack: Stack
 ) -> None:
     catalog = catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))
@@ -529,3 +531,17 @@ async def test_interactions_an_order_and_catalog_events_reach_the_warehouse(
             await asyncio.sleep(0.5)
     finally:
         await conn.close()
+    # The raw events in the lake too (Hive-partitioned Parquet, read as a reader would).
+    ids = [v.interaction_id for v in views] + [order_event_id(placed.order_id)]
+    dataset = lake_dataset(stack, stack.settings("analytics").data_lake_bucket)
+    while True:
+        table = await asyncio.to_thread(
+            dataset.to_table, filter=pc.field("id").isin(ids), columns=["id", "event_type"]
+        )
+        found = set(zip(table["id"].to_pylist(), table["event_type"].to_pylist(), strict=True))
+        if {i for i, _ in found} == set(ids):
+            break
+        assert time.monotonic() < deadline + 30, f"lake: {len(found)} of {len(ids)} events"
+        await asyncio.sleep(1)
+        dataset = lake_dataset(stack, stack.settings("analytics").data_lake_bucket)
+    assert (order_event_id(placed.order_id), "order.recorded") in found
