@@ -18,7 +18,7 @@ caller for an outage nor calls a caller's mistake INTERNAL:
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -62,6 +62,18 @@ class InvalidArgument(DomainError):
         super().__init__(f"{field}: {problem}", reason=reason, metadata={"field": field})
         self.field = field
         self.problem = problem
+
+
+class InvalidArguments(InvalidArgument):
+    """Several fields refused at once (an all-or-nothing batch): one BadRequest violation
+    each; the message names the first."""
+
+    def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
+        field, problem = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        super().__init__(field, problem + more)
+        self.problem = problem
+        self.violations = tuple(violations)
 
 
 class NotFound(DomainError):
@@ -226,7 +238,11 @@ def status_for(exc: BaseException, method: str = "") -> ErrorStatus | None:
     """The status to answer with, or None when the error is unexpected (INTERNAL).
     `method` is the full RPC name ("/pkg.Service/Method"), used in messages."""
     if isinstance(exc, DomainError):
-        violations = ((exc.field, exc.problem),) if isinstance(exc, InvalidArgument) else ()
+        violations: tuple[tuple[str, str], ...] = (
+            ((exc.field, exc.problem),) if isinstance(exc, InvalidArgument) else ()
+        )
+        if isinstance(exc, InvalidArguments):
+            violations = exc.violations
         return ErrorStatus(exc.code, exc.message, exc.reason, exc.metadata, violations)
     if isinstance(exc, grpc.aio.AioRpcError):
         return _peer(exc)

@@ -8,13 +8,17 @@ from contextlib import AsyncExitStack
 from cloudshelf.runtime.aws_resources import (
     ensure_bucket,
     ensure_dynamodb_table,
+    ensure_event_bus,
     ensure_kinesis_stream,
+    ensure_queue,
+    ensure_rule_to_queue,
     ensure_timestream_table,
 )
 from cloudshelf.runtime.config import Settings
 from cloudshelf.runtime.migrations import migrate_to_latest
 from cloudshelf.runtime.stores import aws_session, open_aws_client
 from services.analytics.consumer import lease_table_name
+from services.analytics.forwarder import DOMAIN_EVENTS_PATTERN, events_queue
 from services.analytics.leases import lease_table_definition
 
 STREAM_SHARDS = 2
@@ -56,4 +60,23 @@ async def provision(settings: Settings) -> list[str]:
                 magnetic_store_writes=True,
             )
             done.append(_said(f"timestream table {settings.timestream_database}.{table}", created))
+        done += await _provision_forwarding(settings, stack)
     return done
+
+
+async def _provision_forwarding(settings: Settings, stack: AsyncExitStack) -> list[str]:
+    """The domain events' route into the forwarder's queue (services/analytics/forwarder.py)."""
+    session = aws_session(settings)
+    sqs = await open_aws_client(session, stack, "sqs", settings)
+    events = await open_aws_client(session, stack, "events", settings)
+    name = events_queue()
+    queue, dead_letters = await ensure_queue(sqs, name)
+    # Whichever service provisions first creates the bus.
+    await ensure_event_bus(events, settings.event_bus)
+    await ensure_rule_to_queue(
+        events, sqs, bus=settings.event_bus, rule=name, pattern=DOMAIN_EVENTS_PATTERN, queue=queue
+    )
+    return [
+        f"sqs queue {name} (dead letters: {dead_letters.url.rsplit('/', 1)[-1]}): ready",
+        f"eventbridge rule {name} on {settings.event_bus} -> {name}: ready",
+    ]

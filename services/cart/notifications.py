@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,17 +31,18 @@ from botocore.exceptions import ClientError
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.catalog.v1 import catalog_pb2
 from cloudshelf.common.v1 import common_pb2
-from cloudshelf.runtime.config import _env_int
 from cloudshelf.runtime.errors import NotFound
 from cloudshelf.runtime.idempotency import cancellation_reasons
+from cloudshelf.runtime.queues import (
+    ConsumerPolicy,
+    MalformedMessage,
+    QueueConsumer,
+    QueueMessage,
+)
 from cloudshelf.runtime.validation import control_character_problem
 
 log = logging.getLogger("cloudshelf.cart.notifications")
@@ -62,16 +62,6 @@ MAX_EVENT_ID_LENGTH = 64
 MAX_NOTIFICATION_ID_LENGTH = 100
 # Notifications written at once for one event.
 WRITE_CONCURRENCY = 16
-
-_TRACE_CONTEXT = TraceContextTextMapPropagator()
-# Span attribute: what became of the message ("deleted", "failed": it comes back later,
-# "malformed": released for the dead-letter queue).
-OUTCOME = "cloudshelf.message.outcome"
-
-
-class MalformedMessage(ValueError):
-    """A message that no retry can make readable. Its text names what is wrong, never a
-    value from the message (which may hold personal data)."""
 
 
 @dataclass(frozen=True)
@@ -375,28 +365,16 @@ class BookHolders:
 VISIBILITY_ENV = "CLOUDSHELF_CART_PRICE_CHANGES_VISIBILITY_SECONDS"
 
 
-@dataclass(frozen=True)
-class ConsumerPolicy:
-    # Long poll of one receive; below the AWS client's read timeout (10 s).
-    wait_seconds: int = 5
-    # Seconds a received message stays hidden from the other consumers; renewed every
-    # half of it while its notifications are being written, so a large fan-out is not
-    # handed to a second replica meanwhile (nor, after maxReceiveCount, dead-lettered).
-    visibility_timeout: int = 60
-    # Longest pause of the loop while SQS or DynamoDB fails.
-    max_backoff: float = 30.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerPolicy:
-        """CLOUDSHELF_CART_PRICE_CHANGES_VISIBILITY_SECONDS (whole seconds, at least 1)."""
-        visibility = _env_int(VISIBILITY_ENV, cls.visibility_timeout, environ)
-        if visibility < 1:
-            raise ValueError(f"{VISIBILITY_ENV} must be at least 1, got {visibility}")
-        return cls(visibility_timeout=visibility)
+def consumer_policy(environ: Mapping[str, str] | None = None) -> ConsumerPolicy:
+    """The queue consumer's policy: CLOUDSHELF_CART_PRICE_CHANGES_VISIBILITY_SECONDS (whole
+    seconds, at least 1; renewed every half of it while an event's notifications are
+    written, so a large fan-out is not handed to a second replica meanwhile)."""
+    return ConsumerPolicy.from_env(VISIBILITY_ENV, environ)
 
 
 class PriceChangeConsumer:
-    """Consumes the price-change queue until cancelled (see the module's docstring)."""
+    """Consumes the price-change queue until cancelled (see the module's docstring), on
+    the runtime's QueueConsumer: one span "price change process" per message."""
 
     def __init__(
         self,
@@ -408,115 +386,33 @@ class PriceChangeConsumer:
         *,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
-        self.sqs = sqs
-        self.queue_name = queue_name
         self.holders = holders
         self.notifications = notifications
-        self.policy = policy or ConsumerPolicy()
-        self._queue_url: str | None = None
-        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self.consumer = QueueConsumer(
+            sqs,
+            queue_name,
+            "price change",
+            handle_each=self.handle,
+            policy=policy,
+            tracer_provider=tracer_provider,
+        )
 
     async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self.receive_once()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.warning(
-                    "price-change consumer: receiving failed (%s), retrying",
-                    type(exc).__name__,
-                    extra={"queue": self.queue_name},
-                )
-                delay = min(2.0**failures, self.policy.max_backoff)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        await self.consumer.run()
 
-    async def receive_once(self) -> int:
-        """One long poll; handles what it received. Returns how many messages came."""
-        with suppress_instrumentation():  # an idle poll leaves no trace
-            if self._queue_url is None:
-                answer = await self.sqs.get_queue_url(QueueName=self.queue_name)
-                self._queue_url = str(answer["QueueUrl"])
-            answer = await self.sqs.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=self.policy.wait_seconds,
-                VisibilityTimeout=self.policy.visibility_timeout,
-            )
-        messages = answer.get("Messages", [])
-        await asyncio.gather(*(self.handle(message) for message in messages))
-        return len(messages)
-
-    async def handle(self, message: dict[str, Any]) -> None:
-        """One message: its notifications stored, then the message deleted. Never raises:
-        a failure leaves the message to come back (and, repeated, to the dead letters)."""
-        message_id = str(message.get("MessageId", ""))
-        attributes = {
-            "messaging.system": "aws_sqs",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": self.queue_name,
-            "messaging.message.id": message_id,
-        }
-        try:
-            change = read_price_change(str(message.get("Body", "")))
-        except MalformedMessage as exc:
-            with self._tracer.start_as_current_span(
-                "price change process", context=Context(), kind=SpanKind.CONSUMER
-            ) as span:
-                span.set_attributes({**attributes, OUTCOME: "malformed"})
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                log.error(
-                    "price-change message %s is malformed (%s): left for the dead-letter queue",
-                    message_id,
-                    exc,
-                    extra={"queue": self.queue_name},
-                )
-                await self._release(message)
+    async def handle(self, message: QueueMessage) -> None:
+        """One message's notifications stored (the consumer deletes it afterwards)."""
+        change = read_price_change(message.body)
+        if change is None:
             return
-        carrier = {"traceparent": change.traceparent} if change else {}
-        if change and change.tracestate:
-            carrier["tracestate"] = change.tracestate
-        # Continues the producer's trace: catalog UpdateBook -> relay -> this span.
-        with self._tracer.start_as_current_span(
-            "price change process",
-            context=_TRACE_CONTEXT.extract(carrier),
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-        ) as span:
-            try:
-                if change is not None:
-                    span.set_attributes(
-                        {
-                            "cloudshelf.event.id": change.event_id,
-                            "cloudshelf.book.id": change.book_id,
-                        }
-                    )
-                    renewal = asyncio.create_task(self._keep_hidden(message))
-                    try:
-                        owners, stored = await self.notify(change)
-                    finally:
-                        renewal.cancel()
-                    span.set_attributes(
-                        {
-                            "cloudshelf.notifications.owners": owners,
-                            "cloudshelf.notifications.stored": stored,
-                        }
-                    )
-                await self._delete(message)
-                span.set_attribute(OUTCOME, "deleted")
-            except Exception as exc:
-                span.set_attribute(OUTCOME, "failed")
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                log.warning(
-                    "price-change message %s not handled (%s): it comes back after the "
-                    "visibility timeout",
-                    message_id,
-                    type(exc).__name__,
-                    extra={"queue": self.queue_name},
-                )
+        span = trace.get_current_span()
+        span.set_attributes(
+            {"cloudshelf.event.id": change.event_id, "cloudshelf.book.id": change.book_id}
+        )
+        owners, stored = await self.notify(change)
+        span.set_attributes(
+            {"cloudshelf.notifications.owners": owners, "cloudshelf.notifications.stored": stored}
+        )
 
     async def notify(self, change: PriceChange) -> tuple[int, int]:
         """Stores the change's notification for every owner holding the book; returns
@@ -533,33 +429,3 @@ class PriceChangeConsumer:
             )
             stored += sum(done)
         return len(owners), stored
-
-    async def _keep_hidden(self, message: dict[str, Any]) -> None:
-        """Renews the message's visibility timeout every half of it, until cancelled."""
-        while True:
-            await asyncio.sleep(self.policy.visibility_timeout / 2)
-            try:
-                await self.sqs.change_message_visibility(
-                    QueueUrl=self._queue_url,
-                    ReceiptHandle=message["ReceiptHandle"],
-                    VisibilityTimeout=self.policy.visibility_timeout,
-                )
-            except Exception as exc:  # another consumer may get it: harmless, deduplicated
-                log.warning("could not renew a message's visibility (%s)", type(exc).__name__)
-
-    async def _delete(self, message: dict[str, Any]) -> None:
-        await self.sqs.delete_message(
-            QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
-        )
-
-    async def _release(self, message: dict[str, Any]) -> None:
-        """Makes a malformed message visible again at once: it reaches the dead-letter
-        queue after maxReceiveCount receives instead of as many visibility timeouts."""
-        try:
-            await self.sqs.change_message_visibility(
-                QueueUrl=self._queue_url,
-                ReceiptHandle=message["ReceiptHandle"],
-                VisibilityTimeout=0,
-            )
-        except Exception as exc:  # it comes back after the visibility timeout instead
-            log.warning("could not release a malformed message (%s)", type(exc).__name__)

@@ -18,9 +18,9 @@ from services.cart.handlers import CartHandlers
 from services.cart.notification_handlers import NotificationHandlers
 from services.cart.notifications import (
     BookHolders,
-    ConsumerPolicy,
     NotificationStore,
     PriceChangeConsumer,
+    consumer_policy,
 )
 from services.cart.policy import CART_POLICY, NOTIFICATION_POLICY, SESSION_POLICY
 from services.cart.session_handlers import SessionHandlers
@@ -62,7 +62,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
         settings.cart_price_changes_queue,
         BookHolders(dynamodb_client, book_holders_table_name(settings.cart_table)),
         notifications,
-        ConsumerPolicy.from_env(),
+        consumer_policy(),
     )
 
     async def stream_processor(clients: AsyncExitStack) -> CartStreamProcessor:

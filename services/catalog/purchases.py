@@ -10,8 +10,8 @@ each book of an order is one row of `book_catalog.order_purchases` that keeps th
 highest `aggregate_version` applied (placed = 1, cancelled = 2), so a duplicate or a late
 `order.placed` after its `order.cancelled` changes nothing. A message is deleted after its
 event is applied (committed); one that fails stays in the queue and comes back after the
-queue's visibility timeout. A message that is not an order event at all is logged and
-deleted: it could never be applied.
+queue's visibility timeout. A message that is not an order event at all could never be
+applied: it is left to the queue's dead-letter redrive (`<queue>-dlq`).
 
 A review's flag changes without a `review.updated` event (its version still advances:
 consumers see a gap, which the conventions allow); AddReview sets the flag from the same
@@ -20,7 +20,7 @@ table when the review is written.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -28,9 +28,11 @@ import uuid
 from typing import Any
 
 import asyncpg
+from botocore.exceptions import ClientError
 from google.protobuf import json_format
-from opentelemetry.instrumentation.utils import suppress_instrumentation
 
+from cloudshelf.runtime.aws_resources import ensure_queue, ensure_rule_to_queue
+from cloudshelf.runtime.queues import ConsumerPolicy, MalformedMessage, QueueConsumer, QueueMessage
 from cloudshelf.storefront.v1 import storefront_pb2
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ ORDER_EVENTS_SOURCE = "cloudshelf.storefront"
 ORDER_EVENT_TYPES = ("order.placed", "order.cancelled")
 # Seconds a receive waits for messages (SQS long polling).
 RECEIVE_WAIT_SECONDS = 1
-MAX_BACKOFF_SECONDS = 30.0
+# The rule's target id before the route moved onto the runtime's ensure_rule_to_queue.
+_OLD_TARGET = "catalog-order-events"
 
 
 def order_events_queue() -> str:
@@ -50,41 +53,24 @@ def order_events_queue() -> str:
 
 
 async def ensure_order_events_route(events: Any, sqs: Any, bus: str, queue: str) -> list[str]:
-    """Creates (or keeps) the queue and the bus rule that routes order events into it;
-    safe to repeat."""
-    url = (await sqs.create_queue(QueueName=queue))["QueueUrl"]
-    attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    queue_arn = attributes["Attributes"]["QueueArn"]
-    rule_arn = (
-        await events.put_rule(
-            Name=ORDER_EVENTS_RULE,
-            EventBusName=bus,
-            EventPattern=json.dumps(
-                {"source": [ORDER_EVENTS_SOURCE], "detail-type": list(ORDER_EVENT_TYPES)}
-            ),
-            State="ENABLED",
-        )
-    )["RuleArn"]
-    await events.put_targets(
-        Rule=ORDER_EVENTS_RULE,
-        EventBusName=bus,
-        Targets=[{"Id": "catalog-order-events", "Arn": queue_arn}],
+    """Creates (or keeps) the queue, its dead-letter queue and the bus rule that routes
+    order events into it; safe to repeat."""
+    made, dead_letters = await ensure_queue(sqs, queue)
+    await ensure_rule_to_queue(
+        events,
+        sqs,
+        bus=bus,
+        rule=ORDER_EVENTS_RULE,
+        pattern={"source": [ORDER_EVENTS_SOURCE], "detail-type": list(ORDER_EVENT_TYPES)},
+        queue=made,
     )
-    # In AWS the bus may send to the queue only when the queue's policy allows this rule.
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "events.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-            }
-        ],
-    }
-    await sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
-    return [f"order events: rule {ORDER_EVENTS_RULE} -> queue {queue}"]
+    # Releases before the runtime's route named the rule's target otherwise: one target.
+    with contextlib.suppress(ClientError):
+        await events.remove_targets(Rule=ORDER_EVENTS_RULE, EventBusName=bus, Ids=[_OLD_TARGET])
+    return [
+        f"order events: rule {ORDER_EVENTS_RULE} -> queue {queue} "
+        f"(dead letters: {dead_letters.url.rsplit('/', 1)[-1]})"
+    ]
 
 
 class NotAnOrderEvent(ValueError):
@@ -151,53 +137,27 @@ async def apply_order_event(
 
 
 class OrderEventsConsumer:
-    """Polls the catalog's order-events queue and applies each event (a background task
-    of the catalog process)."""
+    """Consumes the catalog's order-events queue and applies each event (a background task
+    of the catalog process), on the runtime's QueueConsumer."""
 
     def __init__(self, pool: asyncpg.Pool, sqs: Any, queue: str) -> None:
         self.pool = pool
-        self.sqs = sqs
-        self.queue = queue
-        self._url: str | None = None
-
-    async def poll_once(self) -> int:
-        """One receive; returns how many messages were handled."""
-        with suppress_instrumentation():  # no root span per idle poll
-            if self._url is None:
-                self._url = (await self.sqs.get_queue_url(QueueName=self.queue))["QueueUrl"]
-            answer = await self.sqs.receive_message(
-                QueueUrl=self._url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
-            )
-        messages = answer.get("Messages", [])
-        for message in messages:
-            await self._handle(message)
-        return len(messages)
-
-    async def _handle(self, message: dict[str, Any]) -> None:
-        try:
-            event_type, version, order = parse_order_event(message["Body"])
-        except NotAnOrderEvent as exc:
-            log.error("order events: dropped a message that is not an order event: %s", exc)
-        else:
-            async with self.pool.acquire() as conn, conn.transaction():
-                changed = await apply_order_event(conn, event_type, version, order)
-            log.info(
-                "order events: %s %s applied, %d reviews changed", event_type, order.id, changed
-            )
-        await self.sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
+        self.consumer = QueueConsumer(
+            sqs,
+            queue,
+            "order events",
+            handle_each=self.handle,
+            policy=ConsumerPolicy(wait_seconds=RECEIVE_WAIT_SECONDS),
+        )
 
     async def run(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self.poll_once()
-                delay = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # The queue or the database is down: the events wait in the queue.
-                log.warning("order events: %s; retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        await self.consumer.run()
+
+    async def handle(self, message: QueueMessage) -> None:
+        try:
+            event_type, version, order = parse_order_event(message.body)
+        except NotAnOrderEvent as exc:  # it could never be applied: to the dead letters
+            raise MalformedMessage(f"not an order event: {exc}") from None
+        async with self.pool.acquire() as conn, conn.transaction():
+            changed = await apply_order_event(conn, event_type, version, order)
+        log.info("order events: %s %s applied, %d reviews changed", event_type, order.id, changed)

@@ -15,7 +15,6 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cloudshelf.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
 from cloudshelf.devstack.stack import Stack
@@ -465,17 +464,10 @@ async def test_create_book_refuses_fields_it_would_drop(
 # --- RPCs not built yet ------------------------------------------------------------------
 
 
-async def test_rpcs_not_built_yet_are_unimplemented(
-    channel_to: ChannelTo, service_token: str
-) -> None:
-    # Orders are recorded by services, as themselves; the rest is open to the admin.
-    analytics = analytics_pb2_grpc.AnalyticsServiceStub(channel_to("analytics", service_token))
+async def test_rpcs_not_built_yet_are_unimplemented(channel_to: ChannelTo) -> None:
+    # (Every AnalyticsService RPC is built now.)
     governance = governance_pb2_grpc.GovernanceServiceStub(channel_to("governance"))
     for call, method in (
-        (
-            analytics.RecordOrder(analytics_pb2.RecordOrderRequest()),
-            "cloudshelf.analytics.v1.AnalyticsService/RecordOrder",
-        ),
         (
             governance.ListClassifications(governance_pb2.ListClassificationsRequest()),
             "cloudshelf.governance.v1.GovernanceService/ListClassifications",

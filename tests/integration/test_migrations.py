@@ -39,11 +39,11 @@ CATALOG_VERSIONS = [
 ]
 STOREFRONT_VERSIONS = [202511201]
 # Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
-# Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
 ANALYTICS_VERSIONS = [
     202501001,
     202511301,
     202511311,
+    202511321,
 ]
 
 

@@ -31,7 +31,8 @@ from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.devstack.stack import Stack
 from cloudshelf.runtime.aws_resources import ensure_queue, ensure_rule_to_queue
-from services.cart.notifications import OUTCOME, PRICE_CHANGES_PATTERN, ConsumerPolicy
+from cloudshelf.runtime.queues import OUTCOME, ConsumerPolicy
+from services.cart.notifications import PRICE_CHANGES_PATTERN
 from services.cart.provision import provision
 from services.cart.tables import book_holders_table_name
 from tests.conftest import ChannelTo, NewUser, User, expect_error, wait_for_health

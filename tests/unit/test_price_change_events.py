@@ -14,7 +14,8 @@ import pytest
 from cloudshelf.catalog.v1 import catalog_pb2
 from cloudshelf.common.v1 import common_pb2
 from cloudshelf.runtime.events import Event, event_data
-from services.cart.notifications import MalformedMessage, read_price_change
+from cloudshelf.runtime.queues import MalformedMessage
+from services.cart.notifications import read_price_change
 
 SECRET = "alice@example.com"
 
