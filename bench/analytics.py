@@ -443,6 +443,13 @@ def figures(
         "meets_throughput": visible_per_second >= TARGET_PER_SECOND,
         "meets_lag": lag_p95 < TARGET_LAG_P95_SECONDS,
         "pipeline_alone_meets_throughput": alone * (os.cpu_count() or 1) >= TARGET_PER_SECOND,
+        # The warehouse's own work counted in (PostgreSQL is a store, like the emulator's
+        # services, but one the pipeline keeps busy on these cores in production too).
+        "pipeline_with_postgres_events_per_second_on_all_cores": (
+            sent / (pipeline + cpu["postgres"]) * (os.cpu_count() or 1)
+            if pipeline + cpu["postgres"] > 0
+            else float("inf")
+        ),
         "load_average_1min_start_end": f"{loads[0]:.1f}/{loads[1]:.1f}",
     }
 
@@ -485,7 +492,9 @@ def print_table(
             f"{r['pipeline_alone_events_per_cpu_second']:.0f} events per CPU second, "
             f"{r['pipeline_alone_events_per_second_on_all_cores']:.0f}/s on {os.cpu_count()} "
             f"cores ({'meets' if r['pipeline_alone_meets_throughput'] else 'MISSES'} "
-            f">= {TARGET_PER_SECOND}/s); refused: {r['refused'] or 'none'}"
+            f">= {TARGET_PER_SECOND}/s); with PostgreSQL's CPU counted in "
+            f"{r['pipeline_with_postgres_events_per_second_on_all_cores']:.0f}/s; "
+            f"refused: {r['refused'] or 'none'}"
         )
     for note in notes:
         print(f"  note: {note}")
