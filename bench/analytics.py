@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import time
 import uuid
@@ -651,6 +652,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    # A fresh stack each run: the emulator's stream starts again at sequence number 1, and
+    # the consumer's checkpoints kept in an older warehouse would skip that many records.
+    shutil.rmtree(STATE, ignore_errors=True)
     stack = Stack(STATE, StackPorts.free(), durable=False)
     try:
         stack.start_backing_servers()
