@@ -17,6 +17,8 @@ stops them. Two paths, measured one after the other in the same run on the same 
   PutRecords from this process, so only the consumer worker stands between them and the
   warehouse. Run alone (`--paths stream`) when RecordInteractions is not served.
 
+The interactions are of every kind with the fields each carries (14 views, 4 cart adds, 1
+purchase, 1 review in 20), from ~1,000 users and ~3,000 sessions over 5,000 books.
 Every interaction of a batch carries the batch's send time as its `time` (microseconds,
 as PostgreSQL keeps it), so the warehouse's interaction_timestamp says when it was sent.
 A watcher polls the warehouse every POLL_SECONDS for the rows of the send times not yet
@@ -168,24 +170,45 @@ def to_micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
+# One in 20 of each kind: 14 views, 4 cart adds, 1 purchase, 1 review (as in
+# bench/analytics_metrics.py's generated facts).
+KINDS = (
+    [analytics_pb2.INTERACTION_TYPE_VIEW] * 14
+    + [analytics_pb2.INTERACTION_TYPE_ADD_TO_CART] * 4
+    + [analytics_pb2.INTERACTION_TYPE_PURCHASE, analytics_pb2.INTERACTION_TYPE_REVIEW]
+)
+PRICED = (analytics_pb2.INTERACTION_TYPE_ADD_TO_CART, analytics_pb2.INTERACTION_TYPE_PURCHASE)
+
+
+def interaction(n: int, when: Timestamp) -> analytics_pb2.Interaction:
+    """The `n`th interaction of a run: many visitors (partition keys over every shard),
+    5,000 books, every kind with the fields it carries."""
+    kind = KINDS[n % len(KINDS)]
+    one = analytics_pb2.Interaction(
+        interaction_id=str(uuid.uuid4()),
+        book_id=1 + n % 5000,
+        user_id=f"bench-user-{n % 997}" if n % 3 else "",
+        session_id=f"bench-session-{n % 3001}",
+        type=kind,
+        time=when,
+        came_from=("search", "category", "recommendation")[n % 3],
+        device_type=("desktop", "mobile", "tablet")[n % 3],
+        user_location="Lisbon, PT",
+    )
+    if kind == analytics_pb2.INTERACTION_TYPE_VIEW:
+        one.page_view_duration_seconds = n % 300
+    elif kind in PRICED:
+        one.value.currency_code = "USD"
+        one.value.minor_units = 500 + n % 4000
+    else:
+        one.rating = 1 + n % 5
+    return one
+
+
 def interactions(count: int, sent_micros: int, first: int) -> list[analytics_pb2.Interaction]:
-    """`count` views stamped with their send time: many visitors (partition keys over
-    every shard), 5,000 books."""
+    """`count` interactions stamped with their send time."""
     when = stamp(sent_micros)
-    return [
-        analytics_pb2.Interaction(
-            interaction_id=str(uuid.uuid4()),
-            book_id=1 + (first + n) % 5000,
-            user_id=f"bench-user-{(first + n) % 997}",
-            session_id=f"bench-session-{(first + n) % 3001}",
-            type=analytics_pb2.INTERACTION_TYPE_VIEW,
-            time=when,
-            page_view_duration_seconds=(first + n) % 300,
-            came_from="search",
-            device_type="mobile",
-        )
-        for n in range(count)
-    ]
+    return [interaction(first + n, when) for n in range(count)]
 
 
 def interaction_record(one: analytics_pb2.Interaction) -> dict[str, Any]:
