@@ -217,6 +217,7 @@ def analytics_job(name: str, hour: str | None, hours: int | None, years: int | N
 IDEMPOTENCY_KEY_TABLES = {
     "catalog": "book_catalog.idempotency_keys",
     "storefront": "storefront.idempotency_keys",
+    "analytics": "analytics.idempotency_keys",
 }
 
 
