@@ -155,11 +155,19 @@ class DeadLetter:
 
 
 class Checkpoints:
-    """Per-shard checkpoints in the warehouse database."""
+    """Per-shard checkpoints in the warehouse database, of one incarnation of the stream.
+
+    Keyed by the stream's name and creation time (`<name>@<epoch seconds>`): a stream
+    deleted and created again (or an emulator restarted) numbers its records anew, and a
+    checkpoint of the old one would make the consumer skip that many new records. Until
+    `bind` names the incarnation, the name alone is used."""
 
     def __init__(self, pool: asyncpg.Pool, stream: str) -> None:
         self.pool = pool
         self.stream = stream
+
+    def bind(self, name: str, created: datetime) -> None:
+        self.stream = f"{name}@{int(created.timestamp())}"
 
     async def all(self) -> dict[str, Checkpoint]:
         rows = await self.pool.fetch(
@@ -309,6 +317,9 @@ class Consumer:
             # Here rather than at start: a store down at start delays the work (health
             # says so) instead of failing the process.
             await self.leases.ensure()
+            summary = await self.kinesis.describe_stream_summary(StreamName=self.settings.stream)
+            created = summary["StreamDescriptionSummary"]["StreamCreationTimestamp"]
+            self.checkpoints.bind(self.settings.stream, created)
             self.lease_table_ready = True
         # Renew first: a slow round must not let this worker's own leases expire.
         for shard_id, lease in list(self.held.items()):

@@ -130,7 +130,7 @@ async def _holders(stack: Stack, book_id: int) -> dict[str, int]:
 
 
 async def _wait_holders(
-    stack: Stack, book_id: int, expected: set[str], seconds: float = 20
+    stack: Stack, book_id: int, expected: set[str], seconds: float = 90
 ) -> dict[str, int]:
     deadline = time.monotonic() + seconds
     while True:
