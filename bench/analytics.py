@@ -537,6 +537,7 @@ def plot(parts: list[tuple[str, Timeline, float]], out: Path) -> None:
                     for x in xs
                 ],
                 label=f"lag {name}",
+                marker=".",
             )
         lag.axhline(TARGET_LAG_P95_SECONDS, color="grey", linestyle=":", label="target p95 2 s")
         lag.set_ylabel("send -> visible, s (by second it became visible)")
