@@ -68,11 +68,11 @@ from cloudshelf.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from cloudshelf.devstack.identity import SERVICE_GROUP
 from cloudshelf.devstack.stack import REPO_ROOT, Stack, StackPorts
 from cloudshelf.runtime.auth import AUTHORIZATION
-from cloudshelf.runtime.events import Event, event_data
 from cloudshelf.runtime.stores import aws_session, open_aws_client
 from services.analytics.consumer import WORKER_NAME
+from services.analytics.ingest import interaction_envelope
 from services.analytics.provision import STREAM_SHARDS
-from services.analytics.records import encode, partition_key
+from services.analytics.records import encode
 
 STATE = REPO_ROOT / ".state" / "bench-analytics-pipeline"
 # Issue 19's targets.
@@ -81,9 +81,6 @@ TARGET_LAG_P95_SECONDS = 2.0
 POLL_SECONDS = 0.2
 TICKS = os.sysconf("SC_CLK_TCK")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The envelope RecordInteractions puts into the stream (services/analytics/ingest.py).
-INTERACTION_RECORDED = "interaction.recorded"
-EVENT_SOURCE = "analytics"
 # Kinesis' PutRecords cap; RecordInteractions takes at most as many.
 MAX_BATCH = 500
 
@@ -213,22 +210,10 @@ def interactions(count: int, sent_micros: int, first: int) -> list[analytics_pb2
 
 def interaction_record(one: analytics_pb2.Interaction) -> dict[str, Any]:
     """The PutRecords entry RecordInteractions makes of an interaction: its
-    `interaction.recorded` envelope (as services/analytics/ingest.py builds it, without a
-    trace context) and its partition key."""
-    subject = str(one.book_id)
-    event = Event(
-        id=one.interaction_id,
-        type=INTERACTION_RECORDED,
-        subject=subject,
-        aggregate_version=0,
-        data_type=one.DESCRIPTOR.full_name,
-        data=event_data(one),
-        occurred_at=one.time.ToDatetime(tzinfo=UTC),
-    )
-    return {
-        "Data": encode(event.envelope(EVENT_SOURCE)),
-        "PartitionKey": partition_key(one.user_id, one.session_id, subject),
-    }
+    `interaction.recorded` envelope and partition key, built by the service's own code
+    (without a trace context)."""
+    envelope, key = interaction_envelope(one, {})
+    return {"Data": encode(envelope), "PartitionKey": key}
 
 
 # --- one path's timeline ----------------------------------------------------------------------
@@ -552,6 +537,7 @@ def plot(parts: list[tuple[str, Timeline, float]], out: Path) -> None:
                     for x in xs
                 ],
                 label=f"lag {name}",
+                marker=".",
             )
         lag.axhline(TARGET_LAG_P95_SECONDS, color="grey", linestyle=":", label="target p95 2 s")
         lag.set_ylabel("send -> visible, s (by second it became visible)")
