@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import aioboto3
 import grpc
-import pytest
 import pytest_asyncio
 from google.protobuf.field_mask_pb2 import FieldMask
 
@@ -110,30 +109,10 @@ async def aws(stack: Stack) -> AsyncIterator[Aws]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def holders_table_provisioned(aws: Aws) -> bool:
-    """Whether provisioning made the BookHolders table (the stream processor's), asked
-    before `book_holders` makes one for the consumer tests."""
-    return await aws.holders_table_exists()
-
-
-@pytest_asyncio.fixture(scope="session")
-async def book_holders(aws: Aws, holders_table_provisioned: bool) -> Aws:
-    """The BookHolders table to write index rows into: provisioning's when it makes one,
-    else one of the same key schema, made here."""
-    if not holders_table_provisioned:
-        await aws.dynamodb.create_table(
-            TableName=aws.holders_table,
-            KeySchema=[
-                {"AttributeName": "bookId", "KeyType": "HASH"},
-                {"AttributeName": "owner", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "bookId", "AttributeType": "S"},
-                {"AttributeName": "owner", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        await aws.dynamodb.get_waiter("table_exists").wait(TableName=aws.holders_table)
+async def book_holders(aws: Aws) -> Aws:
+    """The BookHolders table (provisioned for the stream processor) to write index rows
+    into directly, for the consumer's own tests."""
+    assert await aws.holders_table_exists(), "provisioning made no BookHolders table"
     return aws
 
 
@@ -640,23 +619,17 @@ async def test_only_the_owner_sees_and_marks_their_notifications(
         )
 
 
-# --- after the stream processor is merged ---------------------------------------------------
+# --- end to end, through the cart's stream processor ------------------------------------------
 
 
-async def test_post_merge_shoppers_carts_reach_the_notifications_through_the_stream(
+async def test_shoppers_carts_reach_the_notifications_through_the_stream(
     catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
     channel_to: ChannelTo,
     new_user: NewUser,
     aws: Aws,
-    holders_table_provisioned: bool,
 ) -> None:
     """End to end with the stream processor: AddItem -> cart stream -> BookHolders; then a
     price change -> a notification for each shopper whose cart holds the book."""
-    if not holders_table_provisioned:
-        pytest.skip(
-            "provisioning makes no BookHolders table yet: the stream processor that keeps "
-            "it (issue 17, item 9) is not merged"
-        )
     first, second, elsewhere = new_user(), new_user(), new_user()
     book_id = await _listed_book(catalog, 3000)
     other_book = await _listed_book(catalog, 700)
