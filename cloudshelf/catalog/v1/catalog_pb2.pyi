@@ -738,6 +738,8 @@ class SearchBooksRequest(_message.Message):
     SORT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_FACETS_FIELD_NUMBER: _builtins.int
+    EXACT_QUERY_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """Web-search syntax: "quoted phrase", OR, -excluded."""
     category_id: _builtins.int
@@ -747,6 +749,14 @@ class SearchBooksRequest(_message.Message):
     sort: Global___SearchSort.ValueType
     page_size: _builtins.int
     page_token: _builtins.str
+    include_facets: _builtins.bool
+    """Also count the matches per top-level category, format, language and price band
+    (`facets` in the response). Off by default: the page is cheaper without them.
+    """
+    exact_query: _builtins.bool
+    """Search the words as typed, never a corrected spelling (see `corrected_query`): for
+    "search instead for ..." links and clients that correct on their own.
+    """
     @_builtins.property
     def min_price(self) -> _common_pb2.Money: ...
     @_builtins.property
@@ -763,10 +773,12 @@ class SearchBooksRequest(_message.Message):
         sort: Global___SearchSort.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_facets: _builtins.bool = ...,
+        exact_query: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_price", b"max_price", "min_price", b"min_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id", "format", b"format", "language_code", b"language_code", "max_price", b"max_price", "min_price", b"min_price", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "sort", b"sort"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id", "exact_query", b"exact_query", "format", b"format", "include_facets", b"include_facets", "language_code", b"language_code", "max_price", b"max_price", "min_price", b"min_price", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "sort", b"sort"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,16 +792,29 @@ class SearchBooksResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_COUNT_FIELD_NUMBER: _builtins.int
     TOTAL_COUNT_IS_ESTIMATE_FIELD_NUMBER: _builtins.int
+    FACETS_FIELD_NUMBER: _builtins.int
+    CORRECTED_QUERY_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page, and past the first 10,000 results (narrow the query instead)."""
     total_count: _builtins.int
-    """All matches of the query and filters. Exact up to about 20,000; larger totals are
-    estimated from a sample of the catalog (two significant digits), as search engines'
-    "about 420,000 results": counting them exactly would cost a scan of every book.
+    """All matches of the query and filters: exact up to 10,000; above that an estimate
+    (within about 5%, two significant digits) and `total_count_is_estimate` is set, as
+    search engines' "about 420,000 results": counting them exactly would cost a scan of
+    every matching book, far more than the page.
     """
     total_count_is_estimate: _builtins.bool
+    corrected_query: _builtins.str
+    """Set when the query as typed matched nothing, or far fewer books than a close spelling
+    of its words does: the results (and totals, facets) are for this query instead, e.g.
+    "histroy of war" -> "history of war". Empty when the query was searched as typed.
+    Corrections come from the words of the catalog itself.
+    """
     @_builtins.property
     def books(self) -> _containers.RepeatedCompositeFieldContainer[Global___Book]: ...
+    @_builtins.property
+    def facets(self) -> Global___SearchFacets:
+        """Only when the request asked for them (`include_facets`)."""
+
     def __init__(
         self,
         *,
@@ -797,14 +822,166 @@ class SearchBooksResponse(_message.Message):
         next_page_token: _builtins.str = ...,
         total_count: _builtins.int = ...,
         total_count_is_estimate: _builtins.bool = ...,
+        facets: Global___SearchFacets | None = ...,
+        corrected_query: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["facets", b"facets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["books", b"books", "next_page_token", b"next_page_token", "total_count", b"total_count", "total_count_is_estimate", b"total_count_is_estimate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["books", b"books", "corrected_query", b"corrected_query", "facets", b"facets", "next_page_token", b"next_page_token", "total_count", b"total_count", "total_count_is_estimate", b"total_count_is_estimate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchBooksResponse: _TypeAlias = SearchBooksResponse  # noqa: Y015
+
+@_typing.final
+class SearchFacets(_message.Message):
+    """Match counts by facet for a search's query and filters (the category filter included:
+    a search within "History" counts within it). Facets with no match are left out; each
+    list is ordered by count, most first, ties by value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
+    PRICE_BANDS_FIELD_NUMBER: _builtins.int
+    COUNTS_ARE_ESTIMATES_FIELD_NUMBER: _builtins.int
+    counts_are_estimates: _builtins.bool
+    """Exact counts when the matches are few (up to 10,000); above that every count is
+    estimated from a sample of the matches and this is set.
+    """
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryFacet]:
+        """Counts per top-level category (a book in a subcategory counts for its root)."""
+
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedCompositeFieldContainer[Global___FormatFacet]: ...
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageFacet]: ...
+    @_builtins.property
+    def price_bands(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriceBandFacet]:
+        """The fixed price bands, in ascending order (this list keeps band order, not count order)."""
+
+    def __init__(
+        self,
+        *,
+        categories: _abc.Iterable[Global___CategoryFacet] | None = ...,
+        formats: _abc.Iterable[Global___FormatFacet] | None = ...,
+        languages: _abc.Iterable[Global___LanguageFacet] | None = ...,
+        price_bands: _abc.Iterable[Global___PriceBandFacet] | None = ...,
+        counts_are_estimates: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "counts_are_estimates", b"counts_are_estimates", "formats", b"formats", "languages", b"languages", "price_bands", b"price_bands"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchFacets: _TypeAlias = SearchFacets  # noqa: Y015
+
+@_typing.final
+class CategoryFacet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    category_id: _builtins.int
+    name: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        category_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id", "count", b"count", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryFacet: _TypeAlias = CategoryFacet  # noqa: Y015
+
+@_typing.final
+class FormatFacet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    format: Global___BookFormat.ValueType
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        format: Global___BookFormat.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FormatFacet: _TypeAlias = FormatFacet  # noqa: Y015
+
+@_typing.final
+class LanguageFacet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    language_code: _builtins.str
+    """ISO 639-1, as on the book."""
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        language_code: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "language_code", b"language_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LanguageFacet: _TypeAlias = LanguageFacet  # noqa: Y015
+
+@_typing.final
+class PriceBandFacet(_message.Message):
+    """A price band: min_price <= price < max_price. The bands are under 10, 10-20, 20-35, 35-50
+    and 50 and over, in the catalog's currency; the last one has no max_price. A band's bounds
+    are usable as is for SearchBooksRequest's min_price / max_price (max_price is inclusive
+    there: subtract one minor unit).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_PRICE_FIELD_NUMBER: _builtins.int
+    MAX_PRICE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    @_builtins.property
+    def min_price(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def max_price(self) -> _common_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        min_price: _common_pb2.Money | None = ...,
+        max_price: _common_pb2.Money | None = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_price", b"max_price", "min_price", b"min_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "max_price", b"max_price", "min_price", b"min_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriceBandFacet: _TypeAlias = PriceBandFacet  # noqa: Y015
 
 @_typing.final
 class SuggestBooksRequest(_message.Message):
