@@ -34,6 +34,7 @@ Safety rules:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import re
@@ -50,6 +51,7 @@ from cloudshelf.runtime.config import _env_float
 _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9_]+)\.(?P<direction>up|down)\.sql$")
 # Any constant works; it only has to be the same for every runner of the database.
 _LOCK_KEY = 0x636C6F7564  # "cloud"
+_LOCK_POLL_SECONDS = 0.05
 NO_TRANSACTION_MARKER = "-- cloudshelf:no-transaction"
 
 TABLE = "public.cloudshelf_migrations"
@@ -216,9 +218,13 @@ class MigrationRunner:
         try:
             # Waiting for another runner is expected (it may build an index for minutes):
             # lock_timeout is for the schema's locks, not for this queue.
-            await conn.execute("SET lock_timeout = 0")
-            await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-            await conn.execute(f"SET lock_timeout = {_milliseconds(self.timeouts.lock)}")
+            # Polled, not waited for in pg_advisory_lock: a session blocked in a statement
+            # holds a snapshot, and CREATE INDEX CONCURRENTLY in the runner holding the
+            # lock waits for every older snapshot to end (a deadlock).
+            while True:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+                    break
+                await asyncio.sleep(_LOCK_POLL_SECONDS)
             await conn.execute(_CREATE_TABLE)
             await self._adopt_legacy(conn)
         except BaseException:

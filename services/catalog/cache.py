@@ -10,9 +10,11 @@
   count is raised to it when read, so GetBook shows every recorded view.
 - Search results (15 min) and category subtrees and lists (2 h) live under generation
   numbers that writes increment: old entries become unreachable at once and expire by
-  themselves, no KEYS or SCAN needed. A search page key also carries the generation of its
-  sort when one exists ("search-rating", "search-popular"), so a review or a purchase ends
-  only the searches it can reorder.
+  themselves, no KEYS or SCAN needed. Category keys carry their generation; search entries
+  are stamped with theirs instead, so a search reads the generations and its entries in one
+  MGET. A search page also carries the generation of its sort when one exists
+  ("search-rating", "search-popular"), so a review or a purchase ends only the searches it
+  can reorder.
 - Invalidations are durable: writes leave rows in `book_catalog.cache_invalidations` (see
   invalidations.py), applied here by the writer after commit or by any replica's loop.
 - Popular lists are kept in process for 5 min (the seed's "local" tier).
@@ -348,22 +350,57 @@ class CatalogCache:
 
     # --- generation namespaces: search results, category subtrees ------------------------
 
-    async def search_key(self, query: str, sort_generation: str | None = None) -> str | None:
-        """The key of a search result under the current search generation (and the sort's
-        own generation, if it has one); None when Redis is away."""
-        names = [SEARCH] if sort_generation is None else [SEARCH, sort_generation]
-        generations = await self._generations(names)
-        if generations is None:
-            return None
-        digest = hashlib.sha256(query.encode()).hexdigest()[:32]
-        return f"{self.prefix}:search:{'.'.join(map(str, generations))}:{digest}"
+    async def search_lookup(
+        self, page_query: str, total_query: str, sort_generation: str | None, category: bool
+    ) -> SearchLookup:
+        """A search's cached page and total, with the generations they must carry, and the
+        category generation when asked (for the subtree of a category filter): one MGET.
 
-    async def get_search(self, key: str | None) -> bytes | None:
-        return None if key is None else await self._get(key)
+        Search entries are stamped with the generations current when they were loaded, not
+        keyed by them: one round trip reads both the generations and the entries, and an
+        entry of an older generation is a miss (it is overwritten, or expires)."""
+        names = [SEARCH] + ([sort_generation] if sort_generation else [])
+        if category:
+            names.append(CATEGORY)
+        page_key = f"{self.prefix}:search:page:{_digest(page_query)}"
+        total_key = f"{self.prefix}:search:total:{_digest(total_query)}"
+        if not self._readable():
+            return SearchLookup(None, None)
+        try:
+            values = await self.redis.mget(
+                [f"{self.prefix}:{name}:gen" for name in names] + [page_key, total_key]
+            )
+        except RedisError as exc:
+            self._failed(exc)
+            return SearchLookup(None, None)
+        generations = [int(value or 0) for value in values[: len(names)]]
+        category_generation = generations.pop() if category else None
+        page_stamp = ".".join(map(str, generations)).encode() + b"|"
+        total_stamp = b"%d|" % generations[0]
+        page, total = values[len(names) :]
+        return SearchLookup(
+            page=_stamped(page, page_stamp),
+            total=_stamped(total, total_stamp),
+            category_generation=category_generation,
+            _page_entry=(page_key, page_stamp),
+            _total_entry=(total_key, total_stamp),
+        )
 
-    async def put_search(self, key: str | None, data: bytes) -> None:
-        if key is not None:
-            await self._set(key, data, SEARCH_TTL)
+    async def put_search(self, lookup: SearchLookup, page: bytes, total: bytes | None) -> None:
+        """Stores a loaded page (and total) under the generations the lookup read: one
+        round trip. Nothing is stored when the lookup could not read Redis."""
+        if lookup._page_entry is None or lookup._total_entry is None or not self.reachable():
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                key, stamp = lookup._page_entry
+                pipe.set(key, stamp + page, ex=SEARCH_TTL)
+                if total is not None:
+                    key, stamp = lookup._total_entry
+                    pipe.set(key, stamp + total, ex=SEARCH_TTL)
+                await pipe.execute()
+        except RedisError as exc:
+            self._failed(exc)
 
     async def category_key(self, name: str) -> str | None:
         generations = await self._generations([CATEGORY])
@@ -386,6 +423,40 @@ class CatalogCache:
 
     def put_local(self, key: str, value: object, ttl: float = POPULAR_TTL) -> None:
         self._local[key] = (time.monotonic() + ttl, value)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _stamped(value: object, stamp: bytes) -> bytes | None:
+    """The data of an entry stamped with the current generations; None for any other."""
+    if isinstance(value, bytes) and value.startswith(stamp):
+        return value[len(stamp) :]
+    return None
+
+
+@dataclass(frozen=True)
+class SearchLookup:
+    """What CatalogCache.search_lookup found. The entries are None when Redis is away (the
+    search is then neither read from nor stored in the cache)."""
+
+    page: bytes | None
+    total: bytes | None
+    category_generation: int | None = None
+    _page_entry: tuple[str, bytes] | None = None
+    _total_entry: tuple[str, bytes] | None = None
+
+    @property
+    def cacheable(self) -> bool:
+        return self._page_entry is not None
+
+    @property
+    def flight_key(self) -> str:
+        """One load per page and generations in a process."""
+        assert self._page_entry is not None
+        key, stamp = self._page_entry
+        return f"{key}:{stamp.decode()}"
 
 
 @dataclass

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from dataclasses import replace
+from dataclasses import astuple, replace
 
 import asyncpg
 
@@ -23,11 +22,10 @@ from services.catalog.popular import popular_books
 from services.catalog.reviews import ReviewStore
 from services.catalog.search import (
     SORTS,
+    BookSearch,
     SearchFilters,
     Total,
-    has_search_terms,
-    search_page,
-    search_total,
+    exact_total_max_from_env,
 )
 from services.catalog.suggest import (
     DEFAULT_LIMIT,
@@ -60,6 +58,8 @@ MAX_BATCH = 1000
 ADJUST_INVENTORY = "/cloudshelf.catalog.v1.CatalogService/AdjustInventory"
 # Deeper pages are refused: a query that needs them should be narrowed instead.
 MAX_SEARCH_OFFSET = 10_000
+# A category subtree a search used is kept in process this long, for its generation.
+SUBTREE_LOCAL_TTL = 600.0
 
 
 class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
@@ -74,6 +74,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         self.books = BookStore(pool)
         self.taxonomy = TaxonomyStore(pool)
         self.reviews = ReviewStore(pool)
+        self.search = BookSearch(pool, exact_total_max=exact_total_max_from_env())
         self.cache = cache
         self.relay = relay
         self.invalidations = invalidations or CacheInvalidations(pool, cache)
@@ -220,33 +221,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
     async def SearchBooks(
         self, request: catalog_pb2.SearchBooksRequest, context: ServicerContext
     ) -> catalog_pb2.SearchBooksResponse:
-        check_text("query", request.query, max_length=500)
-        sort = SORTS.get(request.sort)
-        if sort is None:
-            raise InvalidArgument("sort", f"unknown value {request.sort}")
-        min_price = (
-            money_to_decimal("min_price", request.min_price)
-            if request.HasField("min_price")
-            else None
-        )
-        max_price = (
-            money_to_decimal("max_price", request.max_price)
-            if request.HasField("max_price")
-            else None
-        )
-        if min_price is not None and max_price is not None and min_price > max_price:
-            raise InvalidArgument("max_price", "must be >= min_price")
-        filters = SearchFilters(
-            text=request.query.strip(),
-            category_ids=None,
-            min_price=min_price,
-            max_price=max_price,
-            format=check_enum("format", request.format, FORMATS, default=None),
-            language=check_language("language_code", request.language_code)
-            if request.language_code
-            else None,
-        )
-        size = page_size(request.page_size)
+        filters, sort, size = _search_request(request)
         query = {
             "filters": filters.cache_key(),
             "category": request.category_id,
@@ -258,61 +233,71 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         offset = int(
             (decode_page_token(request.page_token, query, shape) or {"offset": 0})["offset"]
         )
+        words = await self.search.words(filters.text)
 
         # A page is cached under the search generation, and under its sort's own one when
         # a narrower write can reorder it: reviews the rating sort, purchases the best
         # sellers (relevance without search words). So pages 1 and 2 always come from the
-        # same generation, and a purchase does not end every cached search.
+        # same generation, and a purchase does not end every cached search. The total is
+        # cached apart, once per query and filters, whatever the sort or the page.
         sort_generation = None
         if sort == "rating":
             sort_generation = SEARCH_RATING
-        elif sort == "relevance" and not await has_search_terms(self.pool, filters.text):
+        elif sort == "relevance" and not words.searchable:
             sort_generation = SEARCH_POPULAR
-        page_key = await self.cache.search_key(
-            json.dumps({**query, "offset": offset}), sort_generation
+        lookup = await self.cache.search_lookup(
+            json.dumps({**query, "offset": offset}),
+            json.dumps({"total": filters.cache_key(), "category": request.category_id}),
+            sort_generation,
+            category=bool(request.category_id),
         )
-        cached = await self.cache.get_search(page_key)
-        if cached is not None:
-            return catalog_pb2.SearchBooksResponse.FromString(cached)
+        if lookup.page is not None:
+            return catalog_pb2.SearchBooksResponse.FromString(lookup.page)
 
         async def load() -> bytes:
             scoped = filters
             if request.category_id:
-                subtree = await self._subtree(_category("category_id", request.category_id))
+                subtree = await self._search_subtree(
+                    _category("category_id", request.category_id), lookup.category_generation
+                )
                 scoped = replace(filters, category_ids=tuple(subtree))
-            has_terms = await has_search_terms(self.pool, scoped.text)
-            # The total (planner estimate, then a count or a sample) is cheap beside the
-            # page and runs on a second connection meanwhile.
-            books, total = await asyncio.gather(
-                search_page(self.pool, scoped, has_terms, sort, offset, size + 1),
-                self._search_total(scoped, has_terms),
+            known_total = _cached_total(lookup.total)
+            found = await self.search.search(
+                scoped, words, sort, offset, size + 1, count_total=known_total is None
             )
-            more = len(books) > size
-            del books[size:]
+            total = found.total or known_total
+            assert total is not None
+            more = len(found.books) > size
             response = catalog_pb2.SearchBooksResponse(
-                books=books, total_count=total.count, total_count_is_estimate=total.estimate
+                books=found.books[:size],
+                total_count=total.count,
+                total_count_is_estimate=total.estimate,
             )
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
             data = response.SerializeToString()
-            await self.cache.put_search(page_key, data)
+            counted = None if found.total is None else json.dumps(astuple(found.total)).encode()
+            await self.cache.put_search(lookup, data, counted)
             return data
 
         # Concurrent identical searches share one query (and one cached page).
-        data = await (load() if page_key is None else self.cache.single_flight(page_key, load))
+        data = await (
+            self.cache.single_flight(lookup.flight_key, load) if lookup.cacheable else load()
+        )
         return catalog_pb2.SearchBooksResponse.FromString(data)
 
-    async def _search_total(self, filters: SearchFilters, has_terms: bool) -> Total:
-        """The number of matches, counted once per filter set and cached, whatever the
-        sort or the page asked for."""
-        key = await self.cache.search_key(json.dumps({"total": filters.cache_key()}))
-        cached = await self.cache.get_search(key)
-        if cached is not None:
-            count, estimate = json.loads(cached)
-            return Total(count, estimate)
-        total = await search_total(self.pool, filters, has_terms)
-        await self.cache.put_search(key, json.dumps([total.count, total.estimate]).encode())
-        return total
+    async def _search_subtree(self, category_id: int, generation: int | None) -> list[int]:
+        """A category's subtree for a search: kept in process for the category generation
+        the search's lookup read (no round trip), else through the cache."""
+        if generation is None:
+            return await self._subtree(category_id)
+        key = f"subtree:{category_id}:{generation}"
+        known = self.cache.get_local(key)
+        if isinstance(known, list):
+            return known
+        ids = await self._subtree(category_id)
+        self.cache.put_local(key, ids, SUBTREE_LOCAL_TTL)
+        return ids
 
     async def SuggestBooks(
         self, request: catalog_pb2.SuggestBooksRequest, context: ServicerContext
@@ -592,3 +577,39 @@ def _positive(field: str, value: int) -> int:
 
 def _category(field: str, category_id: int) -> int:
     return check_lookup_id(field, category_id, "category")
+
+
+def _search_request(
+    request: catalog_pb2.SearchBooksRequest,
+) -> tuple[SearchFilters, str, int]:
+    """A SearchBooks request's filters (the category not resolved yet), sort and page size."""
+    check_text("query", request.query, max_length=500)
+    sort = SORTS.get(request.sort)
+    if sort is None:
+        raise InvalidArgument("sort", f"unknown value {request.sort}")
+    min_price = (
+        money_to_decimal("min_price", request.min_price) if request.HasField("min_price") else None
+    )
+    max_price = (
+        money_to_decimal("max_price", request.max_price) if request.HasField("max_price") else None
+    )
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise InvalidArgument("max_price", "must be >= min_price")
+    filters = SearchFilters(
+        text=request.query.strip(),
+        category_ids=None,
+        min_price=min_price,
+        max_price=max_price,
+        format=check_enum("format", request.format, FORMATS, default=None),
+        language=check_language("language_code", request.language_code)
+        if request.language_code
+        else None,
+    )
+    return filters, sort, page_size(request.page_size)
+
+
+def _cached_total(data: bytes | None) -> Total | None:
+    if data is None:
+        return None
+    count, estimate = json.loads(data)
+    return Total(int(count), bool(estimate))

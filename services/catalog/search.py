@@ -5,12 +5,19 @@ triggers); price_asc really sorts ascending; filters include subcategories, form
 language; author names are aggregated for the returned page only, after LIMIT; the SQL is
 built from the filters actually given, so the planner sees real values (no generic plan
 over `param IS NULL OR ...`). Query text uses web-search syntax: "quoted phrase", OR, -word.
-Beyond the seed: a total of the matches, exact when small and estimated when counting
-would mean scanning the catalog (see search_total).
+
+Beyond the seed:
+- One statement per search returns the page and its total (`book_catalog.search_total`,
+  migration 202511413): exact up to `exact_total_max` matches (10,000, or
+  CLOUDSHELF_CATALOG_SEARCH_EXACT_TOTAL_MAX), above that an estimate, flagged.
+- Relevance for a one-word query ranks only the books that can reach the page (see
+  `RANK_LEVELS`), with the very same scores and order as ranking every match.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,9 +47,22 @@ _SORT_KEYS: dict[str, list[tuple[str, str]]] = {
     "popular": [("b.purchase_count", "DESC")],
 }
 
+EXACT_TOTAL_MAX_ENV = "CLOUDSHELF_CATALOG_SEARCH_EXACT_TOTAL_MAX"
+# Totals are exact up to this many matches (the contract of SearchBooksResponse).
+EXACT_TOTAL_MAX = 10_000
+# Above it, the matches in a block sample of about this many books are scaled up.
+SAMPLE_ROWS = 20_000
+
+
+def exact_total_max_from_env() -> int:
+    value = os.environ.get(EXACT_TOTAL_MAX_ENV, "")
+    return int(value) if value else EXACT_TOTAL_MAX
+
 
 @dataclass(frozen=True)
 class SearchFilters:
+    """What a search matches: its text and filters, the category as its whole subtree."""
+
     text: str
     category_ids: tuple[int, ...] | None
     min_price: Decimal | None
@@ -53,32 +73,153 @@ class SearchFilters:
     def cache_key(self) -> str:
         return repr(self)
 
+    def narrowed(self) -> bool:
+        """True when a filter beyond the text is given."""
+        return any(
+            value is not None
+            for value in (
+                self.category_ids,
+                self.min_price,
+                self.max_price,
+                self.format,
+                self.language,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class QueryWords:
+    """What the query text holds, as websearch_to_tsquery reads it."""
+
+    # False for an empty text or one of stop words only ("the"): nothing to match.
+    searchable: bool
+    # The query's only lexeme when it is a single word ("histories" -> "histori").
+    lexeme: str | None = None
+
+
+NO_WORDS = QueryWords(searchable=False)
+
+
+@dataclass(frozen=True)
+class Total:
+    count: int
+    estimate: bool
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    books: list[catalog_pb2.Book]
+    # None when the caller already knew it (and did not ask for it).
+    total: Total | None
+
+
+# --- SQL -------------------------------------------------------------------------------
+
+# Each filter: its condition with `{}` for the value's placeholder, and its position in
+# search_total's fixed parameter list ($1 is the query text).
+_FILTERS: list[tuple[str, Callable[[SearchFilters], Any], int]] = [
+    ("b.category_id = ANY({}::int[])", lambda f: _listed(f.category_ids), 2),
+    ("b.price >= {}", lambda f: f.min_price, 3),
+    ("b.price <= {}", lambda f: f.max_price, 4),
+    ("b.format = {}", lambda f: f.format, 5),
+    ("b.language_code = {}", lambda f: f.language, 6),
+]
+_QUERY = "(SELECT websearch_to_tsquery('english', $1::text) AS query) q"
+
+
+def _listed(ids: tuple[int, ...] | None) -> list[int] | None:
+    return None if ids is None else list(ids)
+
 
 def _where(filters: SearchFilters, has_terms: bool) -> tuple[str, list[Any]]:
-    """The WHERE clause and its arguments; $1 is always the query text."""
+    """The WHERE clause and its arguments, numbered from $1 (always the query text)."""
     conditions = ["b.status = 'active'"]
     args: list[Any] = [filters.text]
     if has_terms:
         conditions.append("b.search_vector @@ q.query")
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    if filters.category_ids is not None:
-        conditions.append(f"b.category_id = ANY({arg(list(filters.category_ids))}::int[])")
-    if filters.min_price is not None:
-        conditions.append(f"b.price >= {arg(filters.min_price)}")
-    if filters.max_price is not None:
-        conditions.append(f"b.price <= {arg(filters.max_price)}")
-    if filters.format is not None:
-        conditions.append(f"b.format = {arg(filters.format)}")
-    if filters.language is not None:
-        conditions.append(f"b.language_code = {arg(filters.language)}")
+    for condition, value_of, _ in _FILTERS:
+        value = value_of(filters)
+        if value is not None:
+            args.append(value)
+            conditions.append(condition.format(f"${len(args)}"))
     return " AND ".join(conditions), args
 
 
-_QUERY = "(SELECT websearch_to_tsquery('english', $1::text) AS query) q"
+def _fixed_where(filters: SearchFilters, has_terms: bool) -> str:
+    """The same clause with search_total's fixed numbering ($2 categories ... $6 language)."""
+    conditions = ["b.status = 'active'"]
+    if has_terms:
+        conditions.append("b.search_vector @@ q.query")
+    for condition, value_of, position in _FILTERS:
+        if value_of(filters) is not None:
+            conditions.append(condition.format(f"${position}"))
+    return " AND ".join(conditions)
+
+
+def _order(sort: str, has_terms: bool) -> list[tuple[str, str]]:
+    return _SORT_KEYS["popular" if sort == "relevance" and not has_terms else sort]
+
+
+def _ranked_ids(
+    where: str, keys: list[tuple[str, str]], limit: str, offset: str | None = None
+) -> str:
+    """Ids and sort keys (k0, k1, ...) of the matches in order, LIMIT/OFFSET applied."""
+    inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
+    inner_order = ", ".join(f"{expr} {direction}" for expr, direction in keys)
+    paging = f"LIMIT {limit}" + (f" OFFSET {offset}" if offset is not None else "")
+    return f"""
+            SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
+             WHERE {where}
+             ORDER BY {inner_order}, b.id {paging}"""
+
+
+# Rank levels of one lexeme in one book (book_catalog.ranked_lexemes, migration 202511411).
+# ts_rank with its default weights (D 0.1, C 0.2, B 0.4, A 1.0) and normalization 0, for a
+# query of one lexeme whose positions in the book are j = 1..n with weights w_j, is
+#     (w_m + sum over j != m of w_j / j^2) / zeta(2),   zeta(2) = pi^2 / 6,
+# where m is the first position of the heaviest weight. Hence:
+# - an A position and n >= 2: at least (1 + 0.1/4) / zeta(2) = 0.623 (the other position,
+#   at j = 1 or 2, adds at least 0.1/4);
+# - one position, weighted A: exactly 1 / zeta(2) = 0.608;
+# - no A: at most 0.465 (m at j = 3 with two C before it and B after it all the way);
+# - a B and no A: at least 0.4 / zeta(2) = 0.243;
+# - only C and D: at most 0.233 (m at j = 3 with D before and C after).
+# A book of a higher level therefore always outranks one of a lower level: the first N
+# matches in relevance order are the first N among the books of level 3, or of levels 2-3,
+# or 1-3, as soon as that set has N books. Each level's set is read from a GIN index, and
+# only its books are ranked (by ts_rank itself: same scores, same order).
+RANK_LEVELS = ((3,), (3, 2), (3, 2, 1))
+
+
+def _ranked_by_levels(
+    filters: SearchFilters, lexeme: str, args: list[Any], limit: str, offset: str
+) -> str:
+    """A one-word query's relevance order, from the highest rank levels that hold
+    `limit + offset` books (the arguments for them are appended to args)."""
+    where, _ = _where(filters, has_terms=False)  # same filters, same numbering as args
+    wanted = f"({limit}::int + {offset}::int)"
+    keys = _SORT_KEYS["relevance"]
+    tiers: list[str] = []
+    parts: list[str] = []
+    # A level is ranked only when every higher one holds too few books.
+    too_few = ""
+    for i, levels in enumerate(RANK_LEVELS):
+        args.append([f"{lexeme}:{level}" for level in levels])
+        tier_where = (
+            f"{where} AND book_catalog.ranked_lexemes(b.search_vector) && ${len(args)}::text[]"
+        )
+        tiers.append(
+            f"level{i} AS MATERIALIZED ({_ranked_ids(tier_where + too_few, keys, wanted)})"
+        )
+        parts.append(f"SELECT * FROM level{i} WHERE (SELECT count(*) FROM level{i}) >= {wanted}")
+        too_few += f" AND (SELECT count(*) FROM level{i}) < {wanted}"
+    everything, _ = _where(filters, has_terms=True)
+    tiers.append(f"everything AS MATERIALIZED ({_ranked_ids(everything + too_few, keys, wanted)})")
+    parts.append("SELECT * FROM everything")
+    union = "\n             UNION ALL ".join(parts)
+    return f"""{", ".join(tiers)},
+        ranked AS ({union}),
+        page AS (SELECT * FROM ranked ORDER BY k0 DESC, id LIMIT {limit} OFFSET {offset})"""
 
 
 def page_sql(
@@ -87,17 +228,12 @@ def page_sql(
     """The page's books in order; authors are aggregated for these rows only. The inner
     query carries its sort keys out so the outer one can keep the order exactly."""
     where, args = _where(filters, has_terms)
-    keys = _SORT_KEYS["popular" if sort == "relevance" and not has_terms else sort]
-    inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
-    inner_order = ", ".join(f"{expr} {direction}" for expr, direction in keys)
+    keys = _order(sort, has_terms)
     outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
     args += [limit, offset]
+    ranked = _ranked_ids(where, keys, f"${len(args) - 1}", f"${len(args)}")
     sql = f"""
-        WITH page AS (
-            SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
-             WHERE {where}
-             ORDER BY {inner_order}, b.id LIMIT ${len(args) - 1} OFFSET ${len(args)}
-        )
+        WITH page AS ({ranked})
         SELECT {BOOK_COLUMNS}
           FROM page JOIN book_catalog.books b ON b.id = page.id
          ORDER BY {outer_order}, page.id"""
@@ -109,37 +245,69 @@ def count_sql(filters: SearchFilters, has_terms: bool) -> tuple[str, list[Any]]:
     return f"SELECT count(*) FROM book_catalog.books b, {_QUERY} WHERE {where}", args
 
 
-# Counting every match of a broad query is a scan of the whole catalog (~0.4 s of two cores
-# over a million books), so large totals are estimated. The checks go by cost: the
-# planner's row estimate (nothing read), then a block sample of about SAMPLE_ROWS books; the
-# exact count runs only when one of them puts the total below EXACT_COUNT_BELOW.
-SAMPLE_ROWS = 20_000
-EXACT_COUNT_BELOW = 20_000
+def _total_call(
+    filters: SearchFilters,
+    has_terms: bool,
+    trust_plan: bool,
+    args: list[Any],
+    exact_max: int,
+    sample_rows: int,
+) -> str:
+    """A call of book_catalog.search_total (its arguments appended to args)."""
+    first = len(args) + 1
+    args += [
+        _fixed_where(filters, has_terms),
+        filters.text,
+        _listed(filters.category_ids),
+        filters.min_price,
+        filters.max_price,
+        filters.format,
+        filters.language,
+        exact_max,
+        sample_rows,
+        trust_plan,
+    ]
+    types = ["text", "text", "int[]", "numeric", "numeric", "text", "text", "int", "int", "bool"]
+    params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(types))
+    return f"book_catalog.search_total({params})"
 
 
-def sample_sql(
-    filters: SearchFilters, has_terms: bool, sample_rows: int = SAMPLE_ROWS
+def search_sql(
+    filters: SearchFilters,
+    words: QueryWords,
+    sort: str,
+    offset: int,
+    limit: int,
+    *,
+    count_total: bool,
+    exact_max: int = EXACT_TOTAL_MAX,
+    sample_rows: int = SAMPLE_ROWS,
 ) -> tuple[str, list[Any]]:
-    """Matches in a repeatable block sample, and the sample's percentage of the books.
-    A table never analyzed (reltuples -1) or a small one is sampled whole: 100 percent."""
+    """One statement for a search: the page's books in order and, when count_total, the
+    total on every row (one row with no book when the page is empty)."""
+    has_terms = words.searchable
     where, args = _where(filters, has_terms)
-    args.append(sample_rows)
+    keys = _order(sort, has_terms)
+    args += [limit, offset]
+    limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
+    if sort == "relevance" and words.lexeme is not None:
+        ctes = _ranked_by_levels(filters, words.lexeme, args, limit_param, offset_param)
+    else:
+        ctes = f"page AS ({_ranked_ids(where, keys, limit_param, offset_param)})"
+    outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
+    if count_total:
+        trust_plan = words.lexeme is not None and not filters.narrowed()
+        call = _total_call(filters, has_terms, trust_plan, args, exact_max, sample_rows)
+        total = f"(SELECT * FROM {call}) total"
+    else:
+        total = "(SELECT NULL::bigint AS total_count, NULL::boolean AS estimated) total"
     sql = f"""
-        WITH sample AS (
-            SELECT least(100, 100.0 * ${len(args)} / greatest(reltuples, 1))::real AS percent
-              FROM pg_class WHERE oid = 'book_catalog.books'::regclass
-        )
-        SELECT count(*) AS hits, (SELECT percent FROM sample) AS percent
-          FROM book_catalog.books b TABLESAMPLE SYSTEM ((SELECT percent FROM sample))
-               REPEATABLE (0), {_QUERY}
-         WHERE {where}"""
+        WITH {ctes}
+        SELECT total.total_count, total.estimated, {BOOK_COLUMNS}
+          FROM {total}
+          LEFT JOIN (page JOIN book_catalog.books b ON b.id = page.id) ON true
+         ORDER BY {outer_order}, page.id"""
     return sql, args
-
-
-@dataclass(frozen=True)
-class Total:
-    count: int
-    estimate: bool
 
 
 def round_estimate(value: float) -> int:
@@ -150,56 +318,93 @@ def round_estimate(value: float) -> int:
     return int(round(value / magnitude) * magnitude)
 
 
+def _total_of(count: int, estimated: bool) -> Total:
+    return Total(round_estimate(count), True) if estimated else Total(count, False)
+
+
 async def search_total(
     pool: asyncpg.Pool,
     filters: SearchFilters,
     has_terms: bool,
     *,
     sample_rows: int = SAMPLE_ROWS,
-    exact_below: int = EXACT_COUNT_BELOW,
+    exact_below: int = EXACT_TOTAL_MAX + 1,
 ) -> Total:
-    if await planned_rows(pool, filters, has_terms) >= exact_below:
-        sql, args = sample_sql(filters, has_terms, sample_rows)
-        sample = await pool.fetchrow(sql, *args)
-        if sample["percent"] >= 100:
-            return Total(int(sample["hits"]), estimate=False)
-        estimated = sample["hits"] * 100.0 / sample["percent"]
-        if estimated >= exact_below:
-            return Total(round_estimate(estimated), estimate=True)
-    sql, args = count_sql(filters, has_terms)
-    return Total(int(await pool.fetchval(sql, *args)), estimate=False)
+    """The total alone (book_catalog.search_total): exact below exact_below matches."""
+    args: list[Any] = []
+    call = _total_call(filters, has_terms, False, args, exact_below - 1, sample_rows)
+    row = await pool.fetchrow(f"SELECT * FROM {call}", *args)
+    assert row is not None
+    return _total_of(int(row["total_count"]), bool(row["estimated"]))
 
 
-async def planned_rows(pool: asyncpg.Pool, filters: SearchFilters, has_terms: bool) -> float:
-    """The planner's estimate of the matches, from the column statistics (no row read)."""
-    where, args = _where(filters, has_terms)
-    sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM book_catalog.books b, {_QUERY} WHERE {where}"
-    plan = await pool.fetchval(sql, *args)  # decoded by the pool's json codec
-    return float(plan[0]["Plan"]["Plan Rows"])
+class BookSearch:
+    """Runs searches: what a query's words are (remembered), then one statement for the
+    page and its total."""
 
+    # The words of a text depend on the text alone; popular queries repeat, so they are
+    # remembered (a round trip saved on every cold search).
+    WORDS_CACHE_SIZE = 4096
 
-# The stop-word check depends on the text alone; popular queries repeat, so it is
-# remembered (a round trip saved on every cold search).
-_TERMS_CACHE_SIZE = 4096
-_has_terms: dict[str, bool] = {}
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        exact_total_max: int = EXACT_TOTAL_MAX,
+        sample_rows: int = SAMPLE_ROWS,
+    ) -> None:
+        self.pool = pool
+        self.exact_total_max = exact_total_max
+        self.sample_rows = sample_rows
+        self._words: dict[str, QueryWords] = {}
 
+    async def words(self, text: str) -> QueryWords:
+        if not text.strip():
+            return NO_WORDS
+        known = self._words.get(text)
+        if known is not None:
+            return known
+        # The lexeme is the query's only operand, written as the query writes it (a
+        # lexeme the query would quote otherwise is simply not taken as one).
+        row = await self.pool.fetchrow(
+            """
+            SELECT numnode(q) > 0 AS searchable,
+                   (SELECT min(u.lexeme) FROM unnest(to_tsvector('english', $1)) u
+                     WHERE q::text = quote_literal(u.lexeme)) AS lexeme
+              FROM websearch_to_tsquery('english', $1) q""",
+            text,
+        )
+        assert row is not None
+        words = QueryWords(bool(row["searchable"]), row["lexeme"])
+        if len(self._words) >= self.WORDS_CACHE_SIZE:
+            self._words.clear()
+        self._words[text] = words
+        return words
 
-async def has_search_terms(pool: asyncpg.Pool, text: str) -> bool:
-    """False when the text has no searchable word (empty, or only stop words like "the")."""
-    if not text.strip():
-        return False
-    known = _has_terms.get(text)
-    if known is not None:
-        return known
-    nodes = await pool.fetchval("SELECT numnode(websearch_to_tsquery('english', $1))", text)
-    if len(_has_terms) >= _TERMS_CACHE_SIZE:
-        _has_terms.clear()
-    _has_terms[text] = bool(nodes)
-    return bool(nodes)
-
-
-async def search_page(
-    pool: asyncpg.Pool, filters: SearchFilters, has_terms: bool, sort: str, offset: int, limit: int
-) -> list[catalog_pb2.Book]:
-    sql, args = page_sql(filters, has_terms, sort, offset, limit)
-    return [book_from_row(row) for row in await pool.fetch(sql, *args)]
+    async def search(
+        self,
+        filters: SearchFilters,
+        words: QueryWords,
+        sort: str,
+        offset: int,
+        limit: int,
+        *,
+        count_total: bool = True,
+    ) -> SearchPage:
+        """The page (up to `limit` books from `offset`) and, when count_total, the total."""
+        sql, args = search_sql(
+            filters,
+            words,
+            sort,
+            offset,
+            limit,
+            count_total=count_total,
+            exact_max=self.exact_total_max,
+            sample_rows=self.sample_rows,
+        )
+        rows = await self.pool.fetch(sql, *args)
+        books = [book_from_row(row) for row in rows if row["id"] is not None]
+        total = None
+        if count_total:
+            total = _total_of(int(rows[0]["total_count"]), bool(rows[0]["estimated"]))
+        return SearchPage(books, total)

@@ -36,6 +36,9 @@ CATALOG_VERSIONS = [
     202511105,
     202511202,
     202511401,
+    202511411,
+    202511412,
+    202511413,
 ]
 STOREFRONT_VERSIONS = [202511201]
 # Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
@@ -75,6 +78,15 @@ def catalog_runner(dsn: str) -> MigrationRunner:
     return MigrationRunner(dsn, migrations_of("services.catalog"), "catalog")
 
 
+async def indexes(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT schemaname || '.' || indexname AS i FROM pg_indexes")
+        return {r["i"] for r in rows}
+    finally:
+        await conn.close()
+
+
 async def tables(dsn: str) -> set[str]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -95,6 +107,11 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert "book_catalog.idx_books_ranked_lexemes" in await indexes(scratch_dsn)
+    assert await runner.down() == ["down 202511413 search total"]
+    assert await runner.down() == ["down 202511412 search ranked lexemes index"]
+    assert "book_catalog.idx_books_ranked_lexemes" not in await indexes(scratch_dsn)
+    assert await runner.down() == ["down 202511411 search ranked lexemes"]
     assert await runner.down() == ["down 202511401 book suggestions"]
     assert "book_catalog.suggestions" not in await tables(scratch_dsn)
     assert await runner.down() == ["down 202511202 order purchases"]

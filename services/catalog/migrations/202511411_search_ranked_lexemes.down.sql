@@ -1,0 +1,1 @@
+DROP FUNCTION book_catalog.ranked_lexemes(tsvector);

@@ -1,0 +1,80 @@
+-- SearchBooks' total, computed beside the page in the same statement (one round trip):
+-- exact up to p_exact_max matches, an estimate above that, and never a count of a broad
+-- query's every match. p_where is the search's WHERE clause as built by
+-- services/catalog/search.py (its values as $1 text, $2 category ids, $3 min price,
+-- $4 max price, $5 format, $6 language; aliases b for the book, q.query for the tsquery);
+-- it is never built from user input, which arrives only as those values.
+-- The checks go by cost:
+-- 1. the planner's row estimate (nothing read); when it says the matches may be few, a
+--    count that stops at p_exact_max + 1 rows;
+-- 2. above that: the planner's estimate itself when the caller vouches for it
+--    (p_trust_plan: one word and no filter, whose frequency the column statistics hold),
+--    otherwise the matches in a repeatable block sample of about p_sample_rows books
+--    (the whole table when it is no larger), scaled up;
+-- 3. a sample that puts the total at or below p_exact_max is checked by the bounded count.
+-- Returns the count and whether it is an estimate (always above p_exact_max). VOLATILE
+-- only because PostgreSQL allows EXPLAIN in no other kind of function; it writes nothing.
+CREATE FUNCTION book_catalog.search_total(
+    p_where TEXT,
+    p_text TEXT,
+    p_category_ids INTEGER[],
+    p_min_price NUMERIC,
+    p_max_price NUMERIC,
+    p_format TEXT,
+    p_language TEXT,
+    p_exact_max INTEGER,
+    p_sample_rows INTEGER,
+    p_trust_plan BOOLEAN
+) RETURNS TABLE (total_count BIGINT, estimated BOOLEAN)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    source TEXT := 'FROM book_catalog.books b, '
+        || '(SELECT websearch_to_tsquery(''english'', $1::text) AS query) q WHERE ' || p_where;
+    plan JSON;
+    planned FLOAT8;
+    counted BIGINT;
+    sample_percent FLOAT8;
+    hits BIGINT;
+    estimate FLOAT8;
+BEGIN
+    EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 ' || source INTO plan
+        USING p_text, p_category_ids, p_min_price, p_max_price, p_format, p_language;
+    planned := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::FLOAT8;
+    IF planned <= 2.0 * p_exact_max THEN
+        EXECUTE 'SELECT count(*) FROM (SELECT 1 ' || source || ' LIMIT $7) c' INTO counted
+            USING p_text, p_category_ids, p_min_price, p_max_price, p_format, p_language,
+                  p_exact_max + 1;
+        IF counted <= p_exact_max THEN
+            RETURN QUERY SELECT counted, false;
+            RETURN;
+        END IF;
+    END IF;
+    IF p_trust_plan AND planned > 2.0 * p_exact_max THEN
+        estimate := planned;
+    ELSE
+        -- A table never analyzed (reltuples -1) or a small one is sampled whole.
+        SELECT least(100.0, 100.0 * p_sample_rows / greatest(reltuples, 1)) INTO sample_percent
+          FROM pg_class WHERE oid = 'book_catalog.books'::regclass;
+        EXECUTE 'SELECT count(*) FROM book_catalog.books b TABLESAMPLE SYSTEM ($7) '
+             || 'REPEATABLE (0), (SELECT websearch_to_tsquery(''english'', $1::text) AS query) q '
+             || 'WHERE ' || p_where INTO hits
+            USING p_text, p_category_ids, p_min_price, p_max_price, p_format, p_language,
+                  sample_percent::REAL;
+        IF sample_percent >= 100 THEN
+            RETURN QUERY SELECT hits, hits > p_exact_max;
+            RETURN;
+        END IF;
+        estimate := hits * 100.0 / sample_percent;
+        IF estimate <= p_exact_max AND counted IS NULL THEN
+            EXECUTE 'SELECT count(*) FROM (SELECT 1 ' || source || ' LIMIT $7) c' INTO counted
+                USING p_text, p_category_ids, p_min_price, p_max_price, p_format, p_language,
+                      p_exact_max + 1;
+            IF counted <= p_exact_max THEN
+                RETURN QUERY SELECT counted, false;
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT greatest(round(estimate)::BIGINT, p_exact_max + 1::BIGINT), true;
+END
+$$;
