@@ -16,6 +16,7 @@ Beyond the seed:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,8 @@ class QueryWords:
     searchable: bool
     # The query's only lexeme when it is a single word ("histories" -> "histori").
     lexeme: str | None = None
+    # The planner's estimate of the active books the words match (no filter).
+    planned: float = 0.0
 
 
 NO_WORDS = QueryWords(searchable=False)
@@ -192,17 +195,18 @@ RANK_LEVELS = ((3,), (3, 2), (3, 2, 1))
 
 
 def _ranked_by_levels(
-    filters: SearchFilters, lexeme: str, args: list[Any], limit: str, offset: str
+    filters: SearchFilters, lexeme: str, args: list[Any], limit: str, offset: str, gate: str
 ) -> str:
     """A one-word query's relevance order, from the highest rank levels that hold
-    `limit + offset` books (the arguments for them are appended to args)."""
+    `limit + offset` books (the arguments for them are appended to args); nothing is read
+    unless the `gate` condition (appended to every level's WHERE) holds."""
     where, _ = _where(filters, has_terms=False)  # same filters, same numbering as args
     wanted = f"({limit}::int + {offset}::int)"
     keys = _SORT_KEYS["relevance"]
     tiers: list[str] = []
     parts: list[str] = []
     # A level is ranked only when every higher one holds too few books.
-    too_few = ""
+    too_few = gate
     for i, levels in enumerate(RANK_LEVELS):
         args.append([f"{lexeme}:{level}" for level in levels])
         tier_where = (
@@ -219,7 +223,7 @@ def _ranked_by_levels(
     union = "\n             UNION ALL ".join(parts)
     return f"""{", ".join(tiers)},
         ranked AS ({union}),
-        page AS (SELECT * FROM ranked ORDER BY k0 DESC, id LIMIT {limit} OFFSET {offset})"""
+        broad_page AS (SELECT * FROM ranked ORDER BY k0 DESC, id LIMIT {limit} OFFSET {offset})"""
 
 
 def page_sql(
@@ -284,27 +288,64 @@ def search_sql(
     sample_rows: int = SAMPLE_ROWS,
 ) -> tuple[str, list[Any]]:
     """One statement for a search: the page's books in order and, when count_total, the
-    total on every row (one row with no book when the page is empty)."""
+    total on every row (one row with no book when the page is empty).
+
+    When the words alone may match few books (the planner's estimate, `words.planned`),
+    the matches are read once, up to exact_max + 1 of them: if that is all of them, they
+    give both the exact total and the page (sorted in memory), else the page is read as
+    for a broad query and the total estimated. A broad query's page is read in its order
+    and stops (an index walk, or the rank levels of one word), and its total comes from
+    book_catalog.search_total."""
     has_terms = words.searchable
     where, args = _where(filters, has_terms)
     keys = _order(sort, has_terms)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
+    order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(keys))
+    small = count_total and has_terms and words.planned <= 2 * exact_max
+    broad_where = where
+    ctes = []
+    if small:
+        inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
+        ctes += [
+            f"""matches AS MATERIALIZED (
+            SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
+             WHERE {where} LIMIT {exact_max + 1})""",
+            "counted AS (SELECT count(*) AS n FROM matches)",
+            f"""small_page AS (
+            SELECT * FROM matches WHERE (SELECT n FROM counted) <= {exact_max}
+             ORDER BY {order}, id LIMIT {limit_param} OFFSET {offset_param})""",
+        ]
+        broad_where += f" AND (SELECT n FROM counted) > {exact_max}"
     if sort == "relevance" and words.lexeme is not None:
-        ctes = _ranked_by_levels(filters, words.lexeme, args, limit_param, offset_param)
+        gate = f" AND (SELECT n FROM counted) > {exact_max}" if small else ""
+        ctes.append(_ranked_by_levels(filters, words.lexeme, args, limit_param, offset_param, gate))
     else:
-        ctes = f"page AS ({_ranked_ids(where, keys, limit_param, offset_param)})"
-    outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
+        ranked = _ranked_ids(broad_where, keys, limit_param, offset_param)
+        ctes.append(f"broad_page AS ({ranked})")
+    if small:
+        ctes.append("page AS (SELECT * FROM small_page UNION ALL SELECT * FROM broad_page)")
+    else:
+        ctes.append("page AS (SELECT * FROM broad_page)")
     if count_total:
         trust_plan = words.lexeme is not None and not filters.narrowed()
         call = _total_call(filters, has_terms, trust_plan, args, exact_max, sample_rows)
-        total = f"(SELECT * FROM {call}) total"
+        if small:
+            ctes.append(
+                f"""total AS (
+            SELECT n AS total_count, false AS estimated FROM counted WHERE n <= {exact_max}
+            UNION ALL
+            SELECT * FROM {call} WHERE (SELECT n FROM counted) > {exact_max})"""
+            )
+        else:
+            ctes.append(f"total AS (SELECT * FROM {call})")
     else:
-        total = "(SELECT NULL::bigint AS total_count, NULL::boolean AS estimated) total"
+        ctes.append("total AS (SELECT NULL::bigint AS total_count, NULL::boolean AS estimated)")
+    outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
     sql = f"""
-        WITH {ctes}
+        WITH {", ".join(ctes)}
         SELECT total.total_count, total.estimated, {BOOK_COLUMNS}
-          FROM {total}
+          FROM total
           LEFT JOIN (page JOIN book_catalog.books b ON b.id = page.id) ON true
          ORDER BY {outer_order}, page.id"""
     return sql, args
@@ -357,6 +398,7 @@ class BookSearch:
         self.exact_total_max = exact_total_max
         self.sample_rows = sample_rows
         self._words: dict[str, QueryWords] = {}
+        self._analyses: dict[str, asyncio.Future[QueryWords]] = {}
 
     async def words(self, text: str) -> QueryWords:
         if not text.strip():
@@ -364,18 +406,18 @@ class BookSearch:
         known = self._words.get(text)
         if known is not None:
             return known
-        # The lexeme is the query's only operand, written as the query writes it (a
-        # lexeme the query would quote otherwise is simply not taken as one).
-        row = await self.pool.fetchrow(
-            """
-            SELECT numnode(q) > 0 AS searchable,
-                   (SELECT min(u.lexeme) FROM unnest(to_tsvector('english', $1)) u
-                     WHERE q::text = quote_literal(u.lexeme)) AS lexeme
-              FROM websearch_to_tsquery('english', $1) q""",
-            text,
-        )
+        # Concurrent searches of a new text share one analysis.
+        pending = self._analyses.get(text)
+        if pending is None:
+            pending = asyncio.ensure_future(self._analyze(text))
+            self._analyses[text] = pending
+            pending.add_done_callback(lambda _: self._analyses.pop(text, None))
+        return await asyncio.shield(pending)
+
+    async def _analyze(self, text: str) -> QueryWords:
+        row = await self.pool.fetchrow("SELECT * FROM book_catalog.search_words($1)", text)
         assert row is not None
-        words = QueryWords(bool(row["searchable"]), row["lexeme"])
+        words = QueryWords(bool(row["searchable"]), row["lexeme"], float(row["planned"]))
         if len(self._words) >= self.WORDS_CACHE_SIZE:
             self._words.clear()
         self._words[text] = words
