@@ -96,6 +96,9 @@ class QueryWords:
     searchable: bool
     # The query's only lexeme when it is a single word ("histories" -> "histori").
     lexeme: str | None = None
+    # True when the lexeme's frequency is in the column statistics (so `planned` is
+    # measured, not guessed).
+    measured: bool = False
     # The planner's estimate of the active books the words match (no filter).
     planned: float = 0.0
 
@@ -328,7 +331,7 @@ def search_sql(
     else:
         ctes.append("page AS (SELECT * FROM broad_page)")
     if count_total:
-        trust_plan = words.lexeme is not None and not filters.narrowed()
+        trust_plan = words.measured and not filters.narrowed()
         call = _total_call(filters, has_terms, trust_plan, args, exact_max, sample_rows)
         if small:
             ctes.append(
@@ -417,7 +420,9 @@ class BookSearch:
     async def _analyze(self, text: str) -> QueryWords:
         row = await self.pool.fetchrow("SELECT * FROM book_catalog.search_words($1)", text)
         assert row is not None
-        words = QueryWords(bool(row["searchable"]), row["lexeme"], float(row["planned"]))
+        words = QueryWords(
+            bool(row["searchable"]), row["lexeme"], bool(row["measured"]), float(row["planned"])
+        )
         if len(self._words) >= self.WORDS_CACHE_SIZE:
             self._words.clear()
         self._words[text] = words

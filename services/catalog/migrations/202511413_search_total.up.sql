@@ -8,8 +8,9 @@
 -- 1. the planner's row estimate (nothing read); when it says the matches may be few, a
 --    count that stops at p_exact_max + 1 rows;
 -- 2. above that: the planner's estimate itself when the caller vouches for it
---    (p_trust_plan: one word and no filter, whose frequency the column statistics hold:
---    within 1% of the count on a million books at statistics target 1000),
+--    (p_trust_plan: one word, no filter, and the word among the column statistics' most
+--    common elements, so its frequency is measured, not guessed: within 1% of the count on
+--    a million books at statistics target 1000) and it agrees that the total is large,
 --    otherwise the matches in a repeatable block sample of about p_sample_rows books
 --    (the whole table when it is no larger), scaled up;
 -- 3. a sample that puts the total at or below p_exact_max is checked by the bounded count.
@@ -50,7 +51,7 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    IF p_trust_plan THEN
+    IF p_trust_plan AND planned > p_exact_max THEN
         estimate := planned;
     ELSE
         -- A table never analyzed (reltuples -1) or a small one is sampled whole.
@@ -82,21 +83,29 @@ $$;
 
 -- What a query's words are, for SearchBooks to choose its statement (remembered per text):
 -- whether anything is searchable (not only stop words), the query's only lexeme when it
--- is one word (as the query writes it; a lexeme it would quote otherwise is left out), and
+-- is one word (as the query writes it; a lexeme it would quote otherwise is left out),
+-- whether that lexeme's frequency is in the column statistics (most common elements), and
 -- the planner's estimate of the active books the words match. VOLATILE for EXPLAIN.
 CREATE FUNCTION book_catalog.search_words(p_text TEXT)
-RETURNS TABLE (searchable BOOLEAN, lexeme TEXT, planned FLOAT8)
+RETURNS TABLE (searchable BOOLEAN, lexeme TEXT, measured BOOLEAN, planned FLOAT8)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     query TSQUERY := websearch_to_tsquery('english', p_text);
+    word TEXT;
     plan JSON;
 BEGIN
+    SELECT min(u.lexeme) INTO word FROM unnest(to_tsvector('english', p_text)) u
+     WHERE query::text = quote_literal(u.lexeme);
     EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 FROM book_catalog.books b '
          || 'WHERE b.status = ''active'' AND b.search_vector @@ $1' INTO plan USING query;
     RETURN QUERY
         SELECT numnode(query) > 0,
-               (SELECT min(u.lexeme) FROM unnest(to_tsvector('english', p_text)) u
-                 WHERE query::text = quote_literal(u.lexeme)),
+               word,
+               word IS NOT NULL AND EXISTS (
+                   SELECT 1 FROM pg_stats
+                    WHERE schemaname = 'book_catalog' AND tablename = 'books'
+                      AND attname = 'search_vector'
+                      AND word = ANY (most_common_elems::TEXT::TEXT[])),
                (plan -> 0 -> 'Plan' ->> 'Plan Rows')::FLOAT8;
 END
 $$;
