@@ -99,7 +99,11 @@ async def test_totals_are_exact_up_to_the_bound_and_flagged_above(
     found = await catalog.SearchBooks(ranged)
     assert (found.total_count, found.total_count_is_estimate) == (EXACT_MAX + 1, True)
     nothing = await catalog.SearchBooks(pb.SearchBooksRequest(query=f"{tag}x", page_size=10))
-    assert (nothing.total_count, nothing.total_count_is_estimate, len(nothing.books)) == (0, False, 0)
+    assert (nothing.total_count, nothing.total_count_is_estimate, len(nothing.books)) == (
+        0,
+        False,
+        0,
+    )
 
 
 async def test_an_estimated_total_is_within_five_percent(
