@@ -330,9 +330,12 @@ def search_sql(
         ctes.append("page AS (SELECT * FROM small_page UNION ALL SELECT * FROM broad_page)")
     else:
         ctes.append("page AS (SELECT * FROM broad_page)")
+    # The call also keeps the statement serial (search_total is PARALLEL UNSAFE): when the
+    # total is known, it is called to return nothing.
+    trust_plan = words.measured and not filters.narrowed()
+    bound = exact_max if count_total else -1
+    call = _total_call(filters, has_terms, trust_plan, args, bound, sample_rows)
     if count_total:
-        trust_plan = words.measured and not filters.narrowed()
-        call = _total_call(filters, has_terms, trust_plan, args, exact_max, sample_rows)
         if small:
             ctes.append(
                 f"""total AS (
@@ -343,7 +346,7 @@ def search_sql(
         else:
             ctes.append(f"total AS (SELECT * FROM {call})")
     else:
-        ctes.append("total AS (SELECT NULL::bigint AS total_count, NULL::boolean AS estimated)")
+        ctes.append(f"total AS (SELECT * FROM {call})")
     outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
     sql = f"""
         WITH {", ".join(ctes)}
