@@ -144,6 +144,8 @@ class CatalogCache:
         # it reads from PostgreSQL until they are (its own writes stay visible to it).
         self.behind = False
         self._inflight: dict[str, _Flight] = {}
+        # Stores running in the background (referenced until done).
+        self._puts: set[asyncio.Future[None]] = set()
         self._local: dict[str, tuple[float, object]] = {}
         self._put_if_newer = client.register_script(_PUT_IF_NEWER)
         self._raise_to = client.register_script(_RAISE_TO)
@@ -385,6 +387,14 @@ class CatalogCache:
             _page_entry=(page_key, page_stamp),
             _total_entry=(total_key, total_stamp),
         )
+
+    def put_search_later(self, lookup: SearchLookup, page: bytes, total: bytes | None) -> None:
+        """put_search in a task of its own, so that the caller need not wait for it."""
+        if not lookup.cacheable or not self.reachable():
+            return
+        task = asyncio.ensure_future(self.put_search(lookup, page, total))
+        self._puts.add(task)
+        task.add_done_callback(self._puts.discard)
 
     async def put_search(self, lookup: SearchLookup, page: bytes, total: bytes | None) -> None:
         """Stores a loaded page (and total) under the generations the lookup read: one

@@ -254,7 +254,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         if lookup.page is not None:
             return catalog_pb2.SearchBooksResponse.FromString(lookup.page)
 
-        async def load() -> bytes:
+        async def load() -> catalog_pb2.SearchBooksResponse:
             scoped = filters
             if request.category_id:
                 subtree = await self._search_subtree(
@@ -275,16 +275,15 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             )
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
-            data = response.SerializeToString()
             counted = None if found.total is None else json.dumps(astuple(found.total)).encode()
-            await self.cache.put_search(lookup, data, counted)
-            return data
+            # Stored after the answer leaves: the caller does not wait for Redis.
+            self.cache.put_search_later(lookup, response.SerializeToString(), counted)
+            return response
 
-        # Concurrent identical searches share one query (and one cached page).
-        data = await (
-            self.cache.single_flight(lookup.flight_key, load) if lookup.cacheable else load()
-        )
-        return catalog_pb2.SearchBooksResponse.FromString(data)
+        # Concurrent identical searches share one query (and one response, never changed).
+        if lookup.cacheable:
+            return await self.cache.single_flight(lookup.flight_key, load)
+        return await load()
 
     async def _search_subtree(self, category_id: int, generation: int | None) -> list[int]:
         """A category's subtree for a search: kept in process for the category generation

@@ -198,18 +198,17 @@ RANK_LEVELS = ((3,), (3, 2), (3, 2, 1))
 
 
 def _ranked_by_levels(
-    filters: SearchFilters, lexeme: str, args: list[Any], limit: str, offset: str, gate: str
+    filters: SearchFilters, lexeme: str, args: list[Any], limit: str, offset: str
 ) -> str:
     """A one-word query's relevance order, from the highest rank levels that hold
-    `limit + offset` books (the arguments for them are appended to args); nothing is read
-    unless the `gate` condition (appended to every level's WHERE) holds."""
+    `limit + offset` books (the arguments for them are appended to args)."""
     where, _ = _where(filters, has_terms=False)  # same filters, same numbering as args
     wanted = f"({limit}::int + {offset}::int)"
     keys = _SORT_KEYS["relevance"]
     tiers: list[str] = []
     parts: list[str] = []
     # A level is ranked only when every higher one holds too few books.
-    too_few = gate
+    too_few = ""
     for i, levels in enumerate(RANK_LEVELS):
         args.append([f"{lexeme}:{level}" for level in levels])
         tier_where = (
@@ -226,7 +225,7 @@ def _ranked_by_levels(
     union = "\n             UNION ALL ".join(parts)
     return f"""{", ".join(tiers)},
         ranked AS ({union}),
-        broad_page AS (SELECT * FROM ranked ORDER BY k0 DESC, id LIMIT {limit} OFFSET {offset})"""
+        page AS (SELECT * FROM ranked ORDER BY k0 DESC, id LIMIT {limit} OFFSET {offset})"""
 
 
 def page_sql(
@@ -253,17 +252,13 @@ def count_sql(filters: SearchFilters, has_terms: bool) -> tuple[str, list[Any]]:
 
 
 def _total_call(
-    filters: SearchFilters,
-    has_terms: bool,
-    trust_plan: bool,
-    args: list[Any],
-    exact_max: int,
-    sample_rows: int,
+    filters: SearchFilters, words: QueryWords, args: list[Any], exact_max: int, sample_rows: int
 ) -> str:
-    """A call of book_catalog.search_total (its arguments appended to args)."""
+    """A call of book_catalog.search_total (its arguments appended to args). The planner's
+    estimate is taken for the total of one measured word with no filter."""
     first = len(args) + 1
     args += [
-        _fixed_where(filters, has_terms),
+        _fixed_where(filters, words.searchable),
         filters.text,
         _listed(filters.category_ids),
         filters.min_price,
@@ -272,14 +267,53 @@ def _total_call(
         filters.language,
         exact_max,
         sample_rows,
-        trust_plan,
+        words.measured and not filters.narrowed(),
     ]
     types = ["text", "text", "int[]", "numeric", "numeric", "text", "text", "int", "int", "bool"]
     params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(types))
     return f"book_catalog.search_total({params})"
 
 
-def search_sql(
+def _select_page(ctes: list[str], keys: list[tuple[str, str]]) -> str:
+    """The statement: the `total` row joined with the `page` rows' books, in order."""
+    outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
+    return f"""
+        WITH {", ".join(ctes)}
+        SELECT total.total_count, total.estimated, {BOOK_COLUMNS}
+          FROM total
+          LEFT JOIN (page JOIN book_catalog.books b ON b.id = page.id) ON true
+         ORDER BY {outer_order}, page.id"""
+
+
+def small_search_sql(
+    filters: SearchFilters, words: QueryWords, sort: str, offset: int, limit: int, exact_max: int
+) -> tuple[str, list[Any]]:
+    """A search whose words may match few books (the planner's estimate): the matches are
+    read once, up to exact_max + 1 of them, with their sort keys. When that is all of them
+    they give the exact total and the page (sorted in memory); otherwise the total comes
+    back as exact_max + 1 with no book, and the search is run as a broad one."""
+    where, args = _where(filters, words.searchable)
+    keys = _order(sort, words.searchable)
+    args += [limit, offset]
+    inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
+    order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(keys))
+    ctes = [
+        f"""matches AS MATERIALIZED (
+            SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
+             WHERE {where} LIMIT {exact_max + 1})""",
+        "counted AS (SELECT count(*) AS n FROM matches)",
+        f"""page AS (
+            SELECT * FROM matches WHERE (SELECT n FROM counted) <= {exact_max}
+             ORDER BY {order}, id LIMIT ${len(args) - 1} OFFSET ${len(args)})""",
+        # search_total with a negative bound does nothing: it keeps the statement serial.
+        f"""total AS (
+            SELECT n AS total_count, false AS estimated
+              FROM counted, {_total_call(filters, words, args, -1, 0)})""",
+    ]
+    return _select_page(ctes, keys), args
+
+
+def broad_search_sql(
     filters: SearchFilters,
     words: QueryWords,
     sort: str,
@@ -290,71 +324,22 @@ def search_sql(
     exact_max: int = EXACT_TOTAL_MAX,
     sample_rows: int = SAMPLE_ROWS,
 ) -> tuple[str, list[Any]]:
-    """One statement for a search: the page's books in order and, when count_total, the
-    total on every row (one row with no book when the page is empty).
-
-    When the words alone may match few books (the planner's estimate, `words.planned`),
-    the matches are read once, up to exact_max + 1 of them: if that is all of them, they
-    give both the exact total and the page (sorted in memory), else the page is read as
-    for a broad query and the total estimated. A broad query's page is read in its order
-    and stops (an index walk, or the rank levels of one word), and its total comes from
-    book_catalog.search_total."""
-    has_terms = words.searchable
-    where, args = _where(filters, has_terms)
-    keys = _order(sort, has_terms)
+    """A search of many matches: its page is read in its order and stops (an index walk,
+    or the rank levels of one word); when count_total, book_catalog.search_total gives the
+    total beside it (one row with no book when the page is empty)."""
+    where, args = _where(filters, words.searchable)
+    keys = _order(sort, words.searchable)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
-    order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(keys))
-    small = count_total and has_terms and words.planned <= 2 * exact_max
-    broad_where = where
-    ctes = []
-    if small:
-        inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
-        ctes += [
-            f"""matches AS MATERIALIZED (
-            SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
-             WHERE {where} LIMIT {exact_max + 1})""",
-            "counted AS (SELECT count(*) AS n FROM matches)",
-            f"""small_page AS (
-            SELECT * FROM matches WHERE (SELECT n FROM counted) <= {exact_max}
-             ORDER BY {order}, id LIMIT {limit_param} OFFSET {offset_param})""",
-        ]
-        broad_where += f" AND (SELECT n FROM counted) > {exact_max}"
     if sort == "relevance" and words.lexeme is not None:
-        gate = f" AND (SELECT n FROM counted) > {exact_max}" if small else ""
-        ctes.append(_ranked_by_levels(filters, words.lexeme, args, limit_param, offset_param, gate))
+        ctes = [_ranked_by_levels(filters, words.lexeme, args, limit_param, offset_param)]
     else:
-        ranked = _ranked_ids(broad_where, keys, limit_param, offset_param)
-        ctes.append(f"broad_page AS ({ranked})")
-    if small:
-        ctes.append("page AS (SELECT * FROM small_page UNION ALL SELECT * FROM broad_page)")
-    else:
-        ctes.append("page AS (SELECT * FROM broad_page)")
-    # The call also keeps the statement serial (search_total is PARALLEL UNSAFE): when the
-    # total is known, it is called to return nothing.
-    trust_plan = words.measured and not filters.narrowed()
+        ctes = [f"page AS ({_ranked_ids(where, keys, limit_param, offset_param)})"]
+    # Called even when the total is known (bound -1: it returns NULLs at once), as
+    # search_total is PARALLEL UNSAFE and so keeps the whole statement serial.
     bound = exact_max if count_total else -1
-    call = _total_call(filters, has_terms, trust_plan, args, bound, sample_rows)
-    if count_total:
-        if small:
-            ctes.append(
-                f"""total AS (
-            SELECT n AS total_count, false AS estimated FROM counted WHERE n <= {exact_max}
-            UNION ALL
-            SELECT * FROM {call} WHERE (SELECT n FROM counted) > {exact_max})"""
-            )
-        else:
-            ctes.append(f"total AS (SELECT * FROM {call})")
-    else:
-        ctes.append(f"total AS (SELECT * FROM {call})")
-    outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
-    sql = f"""
-        WITH {", ".join(ctes)}
-        SELECT total.total_count, total.estimated, {BOOK_COLUMNS}
-          FROM total
-          LEFT JOIN (page JOIN book_catalog.books b ON b.id = page.id) ON true
-         ORDER BY {outer_order}, page.id"""
-    return sql, args
+    ctes.append(f"total AS (SELECT * FROM {_total_call(filters, words, args, bound, sample_rows)})")
+    return _select_page(ctes, keys), args
 
 
 def round_estimate(value: float) -> int:
@@ -379,7 +364,8 @@ async def search_total(
 ) -> Total:
     """The total alone (book_catalog.search_total): exact below exact_below matches."""
     args: list[Any] = []
-    call = _total_call(filters, has_terms, False, args, exact_below - 1, sample_rows)
+    words = QueryWords(searchable=has_terms)
+    call = _total_call(filters, words, args, exact_below - 1, sample_rows)
     row = await pool.fetchrow(f"SELECT * FROM {call}", *args)
     assert row is not None
     return _total_of(int(row["total_count"]), bool(row["estimated"]))
@@ -442,7 +428,14 @@ class BookSearch:
         count_total: bool = True,
     ) -> SearchPage:
         """The page (up to `limit` books from `offset`) and, when count_total, the total."""
-        sql, args = search_sql(
+        if count_total and words.searchable and words.planned <= 2 * self.exact_total_max:
+            sql, args = small_search_sql(filters, words, sort, offset, limit, self.exact_total_max)
+            rows = await self.pool.fetch(sql, *args)
+            counted = int(rows[0]["total_count"])
+            if counted <= self.exact_total_max:
+                return SearchPage(_books_of(rows), Total(counted, estimate=False))
+            # The planner put the matches too low: a second statement, as for a broad query.
+        sql, args = broad_search_sql(
             filters,
             words,
             sort,
@@ -453,8 +446,11 @@ class BookSearch:
             sample_rows=self.sample_rows,
         )
         rows = await self.pool.fetch(sql, *args)
-        books = [book_from_row(row) for row in rows if row["id"] is not None]
         total = None
         if count_total:
             total = _total_of(int(rows[0]["total_count"]), bool(rows[0]["estimated"]))
-        return SearchPage(books, total)
+        return SearchPage(_books_of(rows), total)
+
+
+def _books_of(rows: list[asyncpg.Record]) -> list[catalog_pb2.Book]:
+    return [book_from_row(row) for row in rows if row["id"] is not None]
