@@ -263,7 +263,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                 scoped = replace(filters, category_ids=tuple(subtree))
             known_total = _cached_total(lookup.total)
             found = await self.search.search(
-                scoped, words, sort, offset, size + 1, count_total=known_total is None
+                scoped, words, sort, offset, size + 1, known_total=known_total
             )
             total = found.total or known_total
             assert total is not None

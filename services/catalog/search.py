@@ -198,17 +198,18 @@ RANK_LEVELS = ((3,), (3, 2), (3, 2, 1))
 
 
 def _ranked_by_levels(
-    filters: SearchFilters, lexeme: str, args: list[Any], limit: str, offset: str
+    filters: SearchFilters, lexeme: str, args: list[Any], limit: str, offset: str, gate: str
 ) -> str:
     """A one-word query's relevance order, from the highest rank levels that hold
-    `limit + offset` books (the arguments for them are appended to args)."""
+    `limit + offset` books (the arguments for them are appended to args); nothing is read
+    unless the `gate` condition holds."""
     where, _ = _where(filters, has_terms=False)  # same filters, same numbering as args
     wanted = f"({limit}::int + {offset}::int)"
     keys = _SORT_KEYS["relevance"]
     tiers: list[str] = []
     parts: list[str] = []
     # A level is ranked only when every higher one holds too few books.
-    too_few = ""
+    too_few = gate
     for i, levels in enumerate(RANK_LEVELS):
         args.append([f"{lexeme}:{level}" for level in levels])
         tier_where = (
@@ -225,7 +226,8 @@ def _ranked_by_levels(
     union = "\n             UNION ALL ".join(parts)
     return f"""{", ".join(tiers)},
         ranked AS ({union}),
-        page AS (SELECT * FROM ranked ORDER BY k0 DESC, id LIMIT {limit} OFFSET {offset})"""
+        ordered_page AS (
+            SELECT * FROM ranked ORDER BY k0 DESC, id LIMIT {limit} OFFSET {offset})"""
 
 
 def page_sql(
@@ -285,26 +287,38 @@ def _select_page(ctes: list[str], keys: list[tuple[str, str]]) -> str:
          ORDER BY {outer_order}, page.id"""
 
 
+def _matches_page(
+    where: str, keys: list[tuple[str, str]], limit: str, offset: str, cap: int, gate: str
+) -> list[str]:
+    """CTEs `matches` (up to `cap` matches with their sort keys, read once, in no order:
+    a bitmap or sequential scan, never an index walk that may find nothing for long) and
+    `matches_page` (the page, sorted in memory); nothing is read unless `gate` holds."""
+    inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
+    order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(keys))
+    return [
+        f"""matches AS MATERIALIZED (
+            SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
+             WHERE {where}{gate} LIMIT {cap})""",
+        f"""matches_page AS (
+            SELECT * FROM matches ORDER BY {order}, id LIMIT {limit} OFFSET {offset})""",
+    ]
+
+
 def small_search_sql(
     filters: SearchFilters, words: QueryWords, sort: str, offset: int, limit: int, exact_max: int
 ) -> tuple[str, list[Any]]:
-    """A search whose words may match few books (the planner's estimate): the matches are
-    read once, up to exact_max + 1 of them, with their sort keys. When that is all of them
-    they give the exact total and the page (sorted in memory); otherwise the total comes
-    back as exact_max + 1 with no book, and the search is run as a broad one."""
+    """A search whose matches are few (by the planner, or by a known total): they are read
+    once, up to exact_max + 1 of them, with their sort keys. When that is all of them they
+    give the exact total and the page; otherwise the total comes back as exact_max + 1
+    with no book, and the search is to be run as a broad one."""
     where, args = _where(filters, words.searchable)
     keys = _order(sort, words.searchable)
     args += [limit, offset]
-    inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
-    order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(keys))
-    ctes = [
-        f"""matches AS MATERIALIZED (
-            SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
-             WHERE {where} LIMIT {exact_max + 1})""",
+    limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
+    ctes = _matches_page(where, keys, limit_param, offset_param, exact_max + 1, "")
+    ctes += [
         "counted AS (SELECT count(*) AS n FROM matches)",
-        f"""page AS (
-            SELECT * FROM matches WHERE (SELECT n FROM counted) <= {exact_max}
-             ORDER BY {order}, id LIMIT ${len(args) - 1} OFFSET ${len(args)})""",
+        f"page AS (SELECT * FROM matches_page WHERE (SELECT n FROM counted) <= {exact_max})",
         # search_total with a negative bound does nothing: it keeps the statement serial.
         f"""total AS (
             SELECT n AS total_count, false AS estimated
@@ -324,21 +338,30 @@ def broad_search_sql(
     exact_max: int = EXACT_TOTAL_MAX,
     sample_rows: int = SAMPLE_ROWS,
 ) -> tuple[str, list[Any]]:
-    """A search of many matches: its page is read in its order and stops (an index walk,
-    or the rank levels of one word); when count_total, book_catalog.search_total gives the
-    total beside it (one row with no book when the page is empty)."""
+    """A search of possibly many matches. With count_total, book_catalog.search_total runs
+    first and the page follows what it found: an exact (small) total means few matches,
+    read once and sorted in memory; an estimate means many, and the page is read in its
+    order and stops (an index walk, or the rank levels of one word). Filters correlated
+    with the words are what this guards against: a category where a common word never
+    occurs walks the whole price index otherwise. Without count_total the total is known
+    to be large and the page is read in order."""
     where, args = _where(filters, words.searchable)
     keys = _order(sort, words.searchable)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
-    if sort == "relevance" and words.lexeme is not None:
-        ctes = [_ranked_by_levels(filters, words.lexeme, args, limit_param, offset_param)]
-    else:
-        ctes = [f"page AS ({_ranked_ids(where, keys, limit_param, offset_param)})"]
     # Called even when the total is known (bound -1: it returns NULLs at once), as
     # search_total is PARALLEL UNSAFE and so keeps the whole statement serial.
     bound = exact_max if count_total else -1
-    ctes.append(f"total AS (SELECT * FROM {_total_call(filters, words, args, bound, sample_rows)})")
+    ctes = [f"total AS (SELECT * FROM {_total_call(filters, words, args, bound, sample_rows)})"]
+    few = " AND NOT (SELECT estimated FROM total)" if count_total else " AND false"
+    many = " AND (SELECT estimated FROM total)" if count_total else ""
+    ctes += _matches_page(where, keys, limit_param, offset_param, exact_max + 1, few)
+    if sort == "relevance" and words.lexeme is not None:
+        ctes.append(_ranked_by_levels(filters, words.lexeme, args, limit_param, offset_param, many))
+    else:
+        ranked = _ranked_ids(where + many, keys, limit_param, offset_param)
+        ctes.append(f"ordered_page AS ({ranked})")
+    ctes.append("page AS (SELECT * FROM matches_page UNION ALL SELECT * FROM ordered_page)")
     return _select_page(ctes, keys), args
 
 
@@ -425,31 +448,40 @@ class BookSearch:
         offset: int,
         limit: int,
         *,
-        count_total: bool = True,
+        known_total: Total | None = None,
     ) -> SearchPage:
-        """The page (up to `limit` books from `offset`) and, when count_total, the total."""
-        if count_total and words.searchable and words.planned <= 2 * self.exact_total_max:
-            sql, args = small_search_sql(filters, words, sort, offset, limit, self.exact_total_max)
+        """The page (up to `limit` books from `offset`) and its total, unless known_total
+        gives it already (then SearchPage.total is None)."""
+        exact_max = self.exact_total_max
+        few = (
+            not known_total.estimate
+            if known_total is not None
+            else words.searchable and words.planned <= 2 * exact_max
+        )
+        if few:
+            sql, args = small_search_sql(filters, words, sort, offset, limit, exact_max)
             rows = await self.pool.fetch(sql, *args)
             counted = int(rows[0]["total_count"])
-            if counted <= self.exact_total_max:
-                return SearchPage(_books_of(rows), Total(counted, estimate=False))
-            # The planner put the matches too low: a second statement, as for a broad query.
+            if counted <= exact_max:
+                total = None if known_total is not None else Total(counted, estimate=False)
+                return SearchPage(_books_of(rows), total)
+            # More than the planner thought: a broad statement follows.
         sql, args = broad_search_sql(
             filters,
             words,
             sort,
             offset,
             limit,
-            count_total=count_total,
-            exact_max=self.exact_total_max,
+            count_total=known_total is None or not known_total.estimate,
+            exact_max=exact_max,
             sample_rows=self.sample_rows,
         )
         rows = await self.pool.fetch(sql, *args)
-        total = None
-        if count_total:
-            total = _total_of(int(rows[0]["total_count"]), bool(rows[0]["estimated"]))
-        return SearchPage(_books_of(rows), total)
+        if known_total is not None and known_total.estimate:
+            return SearchPage(_books_of(rows), None)
+        return SearchPage(
+            _books_of(rows), _total_of(int(rows[0]["total_count"]), bool(rows[0]["estimated"]))
+        )
 
 
 def _books_of(rows: list[asyncpg.Record]) -> list[catalog_pb2.Book]:
