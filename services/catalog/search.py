@@ -179,22 +179,22 @@ def _ranked_ids(
              ORDER BY {inner_order}, b.id {paging}"""
 
 
-# Rank levels of one lexeme in one book (book_catalog.ranked_lexemes, migration 202511411).
-# ts_rank with its default weights (D 0.1, C 0.2, B 0.4, A 1.0) and normalization 0, for a
-# query of one lexeme whose positions in the book are j = 1..n with weights w_j, is
-#     (w_m + sum over j != m of w_j / j^2) / zeta(2),   zeta(2) = pi^2 / 6,
-# where m is the first position of the heaviest weight. Hence:
-# - an A position and n >= 2: at least (1 + 0.1/4) / zeta(2) = 0.623 (the other position,
-#   at j = 1 or 2, adds at least 0.1/4);
-# - one position, weighted A: exactly 1 / zeta(2) = 0.608;
-# - no A: at most 0.465 (m at j = 3 with two C before it and B after it all the way);
-# - a B and no A: at least 0.4 / zeta(2) = 0.243;
-# - only C and D: at most 0.233 (m at j = 3 with D before and C after).
-# A book of a higher level therefore always outranks one of a lower level: the first N
-# matches in relevance order are the first N among the books of level 3, or of levels 2-3,
-# or 1-3, as soon as that set has N books. Each level's set is read from a GIN index, and
-# only its books are ranked (by ts_rank itself: same scores, same order).
-RANK_LEVELS = ((3,), (3, 2), (3, 2, 1))
+# Rank levels of one lexeme in one book (book_catalog.ranked_lexemes, migration 202511411):
+# level -> the rank every book outside levels 1..level stays below. For a query of one
+# lexeme, ts_rank with its default weights (D 0.1, C 0.2, B 0.4, A 1.0) and normalization 0
+# is (w_m + sum over j != m of w_j / j^2) / zeta(2) over the lexeme's positions j = 1..n in
+# the book, m the first of the heaviest weight, zeta(2) = pi^2 / 6. Hence, for a book
+# outside the levels up to:
+# 1 (an A and another position): at most one position, an A (1/zeta(2) = 0.608), or no A;
+# 2 (an A): no A, at most 0.465 (m at j = 3 after two C, B after it all the way);
+# 3 (a B): only C and D, at most 0.231 (a D, then C all the way);
+# 4 (5+ positions, or 2+ with a D): at most four positions, all C: 0.173;
+# 5 (4 C positions): at most three C: 0.165;   6 (3 C positions): at most two C: 0.152.
+# When the N-th best book of levels 1..k ranks at or above RANK_LEVELS[k], the first N
+# matches of the whole catalog are exactly those N books in that order: each level's books
+# are read from a GIN index and only they are ranked (by ts_rank itself). The check makes
+# the levels a shortcut that is never wrong; the bounds make it work.
+RANK_LEVELS = {1: 0.62, 2: 0.60, 3: 0.24, 4: 0.175, 5: 0.170, 6: 0.165}
 
 
 def _ranked_by_levels(
@@ -208,18 +208,18 @@ def _ranked_by_levels(
     keys = _SORT_KEYS["relevance"]
     tiers: list[str] = []
     parts: list[str] = []
-    # A level is ranked only when every higher one holds too few books.
+    # A level is ranked only when every higher one proved too few.
     too_few = gate
-    for i, levels in enumerate(RANK_LEVELS):
-        args.append([f"{lexeme}:{level}" for level in levels])
+    for level, bound in RANK_LEVELS.items():
+        args.append([f"{lexeme}:{higher}" for higher in range(1, level + 1)])
         tier_where = (
             f"{where} AND book_catalog.ranked_lexemes(b.search_vector) && ${len(args)}::text[]"
         )
-        tiers.append(
-            f"level{i} AS MATERIALIZED ({_ranked_ids(tier_where + too_few, keys, wanted)})"
-        )
-        parts.append(f"SELECT * FROM level{i} WHERE (SELECT count(*) FROM level{i}) >= {wanted}")
-        too_few += f" AND (SELECT count(*) FROM level{i}) < {wanted}"
+        name = f"level{level}"
+        tiers.append(f"{name} AS MATERIALIZED ({_ranked_ids(tier_where + too_few, keys, wanted)})")
+        enough = f"(SELECT count(*) >= {wanted} AND min(k0) >= {bound} FROM {name})"
+        parts.append(f"SELECT * FROM {name} WHERE {enough}")
+        too_few += f" AND NOT {enough}"
     everything, _ = _where(filters, has_terms=True)
     tiers.append(f"everything AS MATERIALIZED ({_ranked_ids(everything + too_few, keys, wanted)})")
     parts.append("SELECT * FROM everything")

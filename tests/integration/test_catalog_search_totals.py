@@ -152,8 +152,8 @@ async def test_one_word_relevance_pages_equal_ranking_every_match(
     small_bound_catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, catalog_dsn: str
 ) -> None:
     """The rank levels (a word twice with one in the title, once in the title, in the
-    subtitle or an author's name, in the description only) each fill some pages; every
-    page is the same as ranking all matches."""
+    subtitle or an author's name, three to six times or once in the description) each fill
+    some pages; every page is the same as ranking all matches."""
     catalog = small_bound_catalog
     tag = word()
     kinds = [
@@ -164,6 +164,8 @@ async def test_one_word_relevance_pages_equal_ranking_every_match(
         {"title": f"Book {word()}", "subtitle": f"{tag} {tag}", "description": tag},
         {"title": f"Book {word()}", "description": f"Some {tag} here."},
         {"title": f"Book {word()}", "description": f"{tag}, {tag} and more {tag}."},
+        {"title": f"Book {word()}", "description": f"{tag} {tag} {tag} {tag}."},
+        {"title": f"Book {word()}", "description": " ".join([tag] * 6)},
     ]
     for i in range(3):
         for fields in kinds:

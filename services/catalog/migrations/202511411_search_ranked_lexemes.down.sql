@@ -1,1 +1,1 @@
-DROP FUNCTION book_catalog.ranked_lexemes(tsvector);
+DROP FUNCTION book_catalog.ranked_lexemes(TSVECTOR);
