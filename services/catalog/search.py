@@ -254,7 +254,12 @@ def count_sql(filters: SearchFilters, has_terms: bool) -> tuple[str, list[Any]]:
 
 
 def _total_call(
-    filters: SearchFilters, words: QueryWords, args: list[Any], exact_max: int, sample_rows: int
+    filters: SearchFilters,
+    words: QueryWords,
+    args: list[Any],
+    exact_max: int,
+    sample_rows: int,
+    counted_above: bool = False,
 ) -> str:
     """A call of book_catalog.search_total (its arguments appended to args). The planner's
     estimate is taken for the total of one measured word with no filter."""
@@ -270,8 +275,10 @@ def _total_call(
         exact_max,
         sample_rows,
         words.measured and not filters.narrowed(),
+        counted_above,
     ]
-    types = ["text", "text", "int[]", "numeric", "numeric", "text", "text", "int", "int", "bool"]
+    types = ["text", "text", "int[]", "numeric", "numeric", "text", "text", "int", "int"]
+    types += ["bool", "bool"]
     params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(types))
     return f"book_catalog.search_total({params})"
 
@@ -337,6 +344,7 @@ def broad_search_sql(
     count_total: bool,
     exact_max: int = EXACT_TOTAL_MAX,
     sample_rows: int = SAMPLE_ROWS,
+    counted_above: bool = False,
 ) -> tuple[str, list[Any]]:
     """A search of possibly many matches. With count_total, book_catalog.search_total runs
     first and the page follows what it found: an exact (small) total means few matches,
@@ -352,7 +360,8 @@ def broad_search_sql(
     # Called even when the total is known (bound -1: it returns NULLs at once), as
     # search_total is PARALLEL UNSAFE and so keeps the whole statement serial.
     bound = exact_max if count_total else -1
-    ctes = [f"total AS (SELECT * FROM {_total_call(filters, words, args, bound, sample_rows)})"]
+    call = _total_call(filters, words, args, bound, sample_rows, counted_above)
+    ctes = [f"total AS (SELECT * FROM {call})"]
     few = " AND NOT (SELECT estimated FROM total)" if count_total else " AND false"
     many = " AND (SELECT estimated FROM total)" if count_total else ""
     ctes += _matches_page(where, keys, limit_param, offset_param, exact_max + 1, few)
@@ -475,6 +484,7 @@ class BookSearch:
             count_total=known_total is None or not known_total.estimate,
             exact_max=exact_max,
             sample_rows=self.sample_rows,
+            counted_above=few,  # the small statement counted past exact_max
         )
         rows = await self.pool.fetch(sql, *args)
         if known_total is not None and known_total.estimate:

@@ -14,6 +14,7 @@
 --    otherwise the matches in a repeatable block sample of about p_sample_rows books
 --    (the whole table when it is no larger), scaled up;
 -- 3. a sample that puts the total at or below p_exact_max is checked by the bounded count.
+-- p_counted_above: the caller counted more than p_exact_max matches already.
 -- Returns the count and whether it is an estimate (always above p_exact_max); NULLs when
 -- p_exact_max is negative (the caller knows the total). VOLATILE only because PostgreSQL
 -- allows EXPLAIN in no other kind of function; it writes nothing. Also PARALLEL UNSAFE (the
@@ -30,7 +31,8 @@ CREATE FUNCTION book_catalog.search_total(
     p_language TEXT,
     p_exact_max INTEGER,
     p_sample_rows INTEGER,
-    p_trust_plan BOOLEAN
+    p_trust_plan BOOLEAN,
+    p_counted_above BOOLEAN
 ) RETURNS TABLE (total_count BIGINT, estimated BOOLEAN)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -50,7 +52,9 @@ BEGIN
     EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 ' || source INTO plan
         USING p_text, p_category_ids, p_min_price, p_max_price, p_format, p_language;
     planned := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::FLOAT8;
-    IF planned <= 2.0 * p_exact_max THEN
+    IF p_counted_above THEN
+        counted := p_exact_max + 1;
+    ELSIF planned <= 2.0 * p_exact_max THEN
         EXECUTE 'SELECT count(*) FROM (SELECT 1 ' || source || ' LIMIT $7) c' INTO counted
             USING p_text, p_category_ids, p_min_price, p_max_price, p_format, p_language,
                   p_exact_max + 1;
