@@ -297,17 +297,28 @@ def _select_page(ctes: list[str], keys: list[tuple[str, str]]) -> str:
 def _matches_page(
     where: str, keys: list[tuple[str, str]], limit: str, offset: str, cap: int, gate: str
 ) -> list[str]:
-    """CTEs `matches` (up to `cap` matches with their sort keys, read once, in no order:
-    a bitmap or sequential scan, never an index walk that may find nothing for long) and
-    `matches_page` (the page, sorted in memory); nothing is read unless `gate` holds."""
+    """CTEs `matches` (up to `cap` matches, read once, in no order: a bitmap or sequential
+    scan, never an index walk that may find nothing for long) and `matches_page` (the page,
+    sorted in memory); nothing is read unless `gate` holds. Cheap sort keys are read with
+    the matches; relevance is computed by matches_page only (it reads each book's vector,
+    and is not needed when the matches turn out to be too many)."""
     inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
     order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(keys))
-    return [
-        f"""matches AS MATERIALIZED (
+    if not any("q.query" in expr for expr, _ in keys):
+        return [
+            f"""matches AS MATERIALIZED (
             SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
              WHERE {where}{gate} LIMIT {cap})""",
-        f"""matches_page AS (
+            f"""matches_page AS (
             SELECT * FROM matches ORDER BY {order}, id LIMIT {limit} OFFSET {offset})""",
+        ]
+    return [
+        f"""matches AS MATERIALIZED (
+            SELECT b.id FROM book_catalog.books b, {_QUERY}
+             WHERE {where}{gate} LIMIT {cap})""",
+        f"""matches_page AS (
+            SELECT b.id, {inner_keys} FROM matches JOIN book_catalog.books b USING (id), {_QUERY}
+             ORDER BY {order}, b.id LIMIT {limit} OFFSET {offset})""",
     ]
 
 
@@ -439,7 +450,9 @@ class BookSearch:
         return await asyncio.shield(pending)
 
     async def _analyze(self, text: str) -> QueryWords:
-        row = await self.pool.fetchrow("SELECT * FROM book_catalog.search_words($1)", text)
+        row = await self.pool.fetchrow(
+            "SELECT * FROM book_catalog.search_words($1, $2)", text, float(self.exact_total_max)
+        )
         assert row is not None
         words = QueryWords(
             bool(row["searchable"]), row["lexeme"], bool(row["measured"]), float(row["planned"])

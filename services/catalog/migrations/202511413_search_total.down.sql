@@ -1,4 +1,4 @@
-DROP FUNCTION book_catalog.search_words(TEXT);
+DROP FUNCTION book_catalog.search_words(TEXT, FLOAT8);
 DROP FUNCTION book_catalog.search_total(
     TEXT, TEXT, INTEGER[], NUMERIC, NUMERIC, TEXT, TEXT, INTEGER, INTEGER, BOOLEAN, BOOLEAN
 );

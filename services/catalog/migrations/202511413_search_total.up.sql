@@ -96,28 +96,31 @@ $$;
 -- What a query's words are, for SearchBooks to choose its statement (remembered per text):
 -- whether anything is searchable (not only stop words), the query's only lexeme when it
 -- is one word (as the query writes it; a lexeme it would quote otherwise is left out),
--- whether that lexeme's frequency is in the column statistics (most common elements), and
--- the planner's estimate of the active books the words match. VOLATILE for EXPLAIN.
-CREATE FUNCTION book_catalog.search_words(p_text TEXT)
+-- whether that lexeme's frequency is in the column statistics (most common elements;
+-- looked up only when the estimate is above p_above, as reading that list costs a few ms),
+-- and the planner's estimate of the active books the words match. VOLATILE for EXPLAIN.
+CREATE FUNCTION book_catalog.search_words(p_text TEXT, p_above FLOAT8)
 RETURNS TABLE (searchable BOOLEAN, lexeme TEXT, measured BOOLEAN, planned FLOAT8)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     query TSQUERY := websearch_to_tsquery('english', p_text);
     word TEXT;
     plan JSON;
+    plan_rows FLOAT8;
 BEGIN
     SELECT min(u.lexeme) INTO word FROM unnest(to_tsvector('english', p_text)) u
      WHERE query::text = quote_literal(u.lexeme);
     EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 FROM book_catalog.books b '
          || 'WHERE b.status = ''active'' AND b.search_vector @@ $1' INTO plan USING query;
+    plan_rows := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::FLOAT8;
     RETURN QUERY
         SELECT numnode(query) > 0,
                word,
-               word IS NOT NULL AND EXISTS (
+               word IS NOT NULL AND plan_rows > p_above AND EXISTS (
                    SELECT 1 FROM pg_stats
                     WHERE schemaname = 'book_catalog' AND tablename = 'books'
                       AND attname = 'search_vector'
                       AND word = ANY (most_common_elems::TEXT::TEXT[])),
-               (plan -> 0 -> 'Plan' ->> 'Plan Rows')::FLOAT8;
+               plan_rows;
 END
 $$;
