@@ -243,29 +243,6 @@ def _ranked_by_levels(
             SELECT * FROM ranked ORDER BY k0 DESC, id LIMIT {limit} OFFSET {offset})"""
 
 
-def page_sql(
-    filters: SearchFilters, has_terms: bool, sort: str, offset: int, limit: int
-) -> tuple[str, list[Any]]:
-    """The page's books in order; authors are aggregated for these rows only. The inner
-    query carries its sort keys out so the outer one can keep the order exactly."""
-    where, args = _where(filters, has_terms)
-    keys = _order(sort, has_terms)
-    outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
-    args += [limit, offset]
-    ranked = _ranked_ids(where, keys, f"${len(args) - 1}", f"${len(args)}")
-    sql = f"""
-        WITH page AS ({ranked})
-        SELECT {BOOK_COLUMNS}
-          FROM page JOIN book_catalog.books b ON b.id = page.id
-         ORDER BY {outer_order}, page.id"""
-    return sql, args
-
-
-def count_sql(filters: SearchFilters, has_terms: bool) -> tuple[str, list[Any]]:
-    where, args = _where(filters, has_terms)
-    return f"SELECT count(*) FROM book_catalog.books b, {_QUERY} WHERE {where}", args
-
-
 def _total_call(
     filters: SearchFilters,
     words: QueryWords,

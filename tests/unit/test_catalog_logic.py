@@ -12,7 +12,14 @@ from cloudshelf.common.v1 import common_pb2
 from cloudshelf.runtime.errors import InvalidArgument
 from cloudshelf.runtime.paging import Int, decode_page_token, encode_page_token, split_page
 from services.catalog.cache import CatalogCache
-from services.catalog.search import SearchFilters, count_sql, page_sql, round_estimate
+from services.catalog.search import (
+    NO_WORDS,
+    QueryWords,
+    SearchFilters,
+    broad_search_sql,
+    round_estimate,
+    small_search_sql,
+)
 from services.catalog.validation import (
     check_isbn10,
     check_isbn13,
@@ -101,15 +108,25 @@ async def test_a_failed_load_fails_every_waiter_and_is_not_remembered() -> None:
 
 def test_search_sql_uses_only_the_given_filters() -> None:
     bare = SearchFilters("dune", None, None, None, None, None)
-    sql, args = page_sql(bare, True, "price_asc", 0, 20)
-    assert "category_id = ANY" not in sql and "b.price >=" not in sql and args == ["dune", 20, 0]
+    words = QueryWords(searchable=True)
+    sql, args = broad_search_sql(bare, words, "price_asc", 0, 20, count_total=True)
+    assert (
+        "category_id = ANY" not in sql and "b.price >=" not in sql and args[:3] == ["dune", 20, 0]
+    )
     assert "ORDER BY b.price ASC, b.id" in sql
+    assert args[3] == "b.status = 'active' AND b.search_vector @@ q.query"  # search_total's
     full = SearchFilters("dune", (1, 2), Decimal("5"), Decimal("9"), "ebook", "fr")
-    sql, args = count_sql(full, True)
-    assert args == ["dune", [1, 2], Decimal("5"), Decimal("9"), "ebook", "fr"]
-    assert "search_vector @@" in sql
-    sql, _ = page_sql(bare, False, "relevance", 0, 20)
+    sql, args = small_search_sql(full, words, "price_asc", 0, 20, 10_000)
+    assert args[:6] == ["dune", [1, 2], Decimal("5"), Decimal("9"), "ebook", "fr"]
+    assert "search_vector @@" in sql and "LIMIT 10001" in sql
+    sql, _ = broad_search_sql(bare, NO_WORDS, "relevance", 0, 20, count_total=True)
     assert "search_vector @@" not in sql and "purchase_count DESC" in sql  # no words: best sellers
+    # One word: its rank levels, checked against their bounds, before every match.
+    sql, args = broad_search_sql(
+        bare, QueryWords(True, "dune"), "relevance", 0, 20, count_total=False
+    )
+    assert "ranked_lexemes(b.search_vector) &&" in sql and ["dune:1", "dune:2"] in args
+    assert "min(k0) >= 0.165" in sql
 
 
 @pytest.mark.parametrize(
