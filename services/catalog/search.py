@@ -273,6 +273,24 @@ def _total_call(
     return f"book_catalog.search_total({params})"
 
 
+def _planned_call(filters: SearchFilters, words: QueryWords, args: list[Any]) -> str:
+    """A call of book_catalog.search_planned: the planner's estimate of the matches, told
+    every filter (its arguments appended to args)."""
+    first = len(args) + 1
+    args += [
+        _fixed_where(filters, words.searchable),
+        filters.text,
+        _listed(filters.category_ids),
+        filters.min_price,
+        filters.max_price,
+        filters.format,
+        filters.language,
+    ]
+    types = ["text", "text", "int[]", "numeric", "numeric", "text", "text"]
+    params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(types))
+    return f"book_catalog.search_planned({params})"
+
+
 def _select_page(ctes: list[str], keys: list[tuple[str, str]]) -> str:
     """The statement: the `total` row joined with the `page` rows' books, in order."""
     outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
@@ -285,31 +303,38 @@ def _select_page(ctes: list[str], keys: list[tuple[str, str]]) -> str:
 
 
 def _matches_page(
-    where: str, keys: list[tuple[str, str]], limit: str, offset: str, cap: int, gate: str
+    where: str,
+    keys: list[tuple[str, str]],
+    limit: str,
+    offset: str,
+    cap: int,
+    gates: dict[str, str],
 ) -> list[str]:
-    """CTEs `matches` (up to `cap` matches, read once, in no order: a bitmap or sequential
-    scan, never an index walk that may find nothing for long) and `matches_page` (the page,
-    sorted in memory); nothing is read unless `gate` holds. Cheap sort keys are read with
-    the matches; relevance is computed by matches_page only (it reads each book's vector,
-    and is not needed when the matches turn out to be too many)."""
+    """CTEs reading up to `cap` matches once, in no order (a bitmap or sequential scan,
+    never an index walk that may find nothing for long), one per name in `gates`, each read
+    only when its gate holds; and `matches_page`, the page from them, sorted in memory.
+    Cheap sort keys are read with the matches; relevance is computed by matches_page only
+    (it reads each book's vector, not needed when the matches turn out to be too many)."""
     inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
     order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(keys))
-    if not any("q.query" in expr for expr, _ in keys):
-        return [
-            f"""matches AS MATERIALIZED (
-            SELECT b.id, {inner_keys} FROM book_catalog.books b, {_QUERY}
-             WHERE {where}{gate} LIMIT {cap})""",
-            f"""matches_page AS (
-            SELECT * FROM matches ORDER BY {order}, id LIMIT {limit} OFFSET {offset})""",
-        ]
-    return [
-        f"""matches AS MATERIALIZED (
-            SELECT b.id FROM book_catalog.books b, {_QUERY}
-             WHERE {where}{gate} LIMIT {cap})""",
-        f"""matches_page AS (
-            SELECT b.id, {inner_keys} FROM matches JOIN book_catalog.books b USING (id), {_QUERY}
-             ORDER BY {order}, b.id LIMIT {limit} OFFSET {offset})""",
+    late_keys = any("q.query" in expr for expr, _ in keys)
+    read = "b.id" if late_keys else f"b.id, {inner_keys}"
+    ctes = [
+        f"""{name} AS MATERIALIZED (
+            SELECT {read} FROM book_catalog.books b, {_QUERY}
+             WHERE {where}{gate} LIMIT {cap})"""
+        for name, gate in gates.items()
     ]
+    found = " UNION ALL ".join(f"SELECT * FROM {name}" for name in gates)
+    if late_keys:
+        ctes.append(f"""matches_page AS (
+            SELECT b.id, {inner_keys}
+              FROM ({found}) m JOIN book_catalog.books b USING (id), {_QUERY}
+             ORDER BY {order}, b.id LIMIT {limit} OFFSET {offset})""")
+    else:
+        ctes.append(f"""matches_page AS (
+            SELECT * FROM ({found}) m ORDER BY {order}, id LIMIT {limit} OFFSET {offset})""")
+    return ctes
 
 
 def small_search_sql(
@@ -323,7 +348,7 @@ def small_search_sql(
     keys = _order(sort, words.searchable)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
-    ctes = _matches_page(where, keys, limit_param, offset_param, exact_max + 1, "")
+    ctes = _matches_page(where, keys, limit_param, offset_param, exact_max + 1, {"matches": ""})
     ctes += [
         "counted AS (SELECT count(*) AS n FROM matches)",
         f"page AS (SELECT * FROM matches_page WHERE (SELECT n FROM counted) <= {exact_max})",
@@ -358,23 +383,56 @@ def broad_search_sql(
     keys = _order(sort, words.searchable)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
-    # Called even when the total is known (bound -1: it returns NULLs at once), as
-    # search_total is PARALLEL UNSAFE and so keeps the whole statement serial.
+    # search_total is called even when the total is known (bound -1: it returns NULLs at
+    # once), as it is PARALLEL UNSAFE and so keeps the whole statement serial.
     bound = exact_max if count_total else -1
     call = _total_call(filters, words, args, bound, sample_rows, counted_above)
-    ctes = [f"total AS (SELECT * FROM {call})"]
-    few = " AND NOT (SELECT estimated FROM total)" if count_total else " AND false"
-    many = " AND (SELECT estimated FROM total)" if count_total else ""
     if sort == "relevance" and words.lexeme is not None:
         # The rank levels read no more books than the matches would, and far fewer when
         # the word is common and the filters narrow: they serve small totals as well.
-        ctes += _matches_page(where, keys, limit_param, offset_param, 0, " AND false")
+        ctes = [f"total AS (SELECT * FROM {call})"]
         ctes.append(_ranked_by_levels(filters, words.lexeme, args, limit_param, offset_param, ""))
-    else:
-        ctes += _matches_page(where, keys, limit_param, offset_param, exact_max + 1, few)
-        ranked = _ranked_ids(where + many, keys, limit_param, offset_param)
-        ctes.append(f"ordered_page AS ({ranked})")
-    ctes.append("page AS (SELECT * FROM matches_page UNION ALL SELECT * FROM ordered_page)")
+        ctes.append("page AS (SELECT * FROM ordered_page)")
+        return _select_page(ctes, keys), args
+    if not count_total:
+        ctes = [f"total AS (SELECT * FROM {call})"]
+        ctes.append(f"page AS ({_ranked_ids(where, keys, limit_param, offset_param)})")
+        return _select_page(ctes, keys), args
+    # When the planner, told the filters, puts the matches at most at twice the bound, they
+    # are read once (`early`), counted, and sorted for the page if they are all there;
+    # otherwise search_total decides, and a total it finds exact is read once (`late`).
+    small = f"(SELECT rows FROM planned) <= {2 * exact_max}"
+    counted_small = f"((SELECT n FROM counted) <= {exact_max} AND {small})"
+    early, late, matches_page = _matches_page(
+        where,
+        keys,
+        limit_param,
+        offset_param,
+        exact_max + 1,
+        {
+            "early": f" AND {small}",
+            "late": f" AND NOT {small} AND NOT (SELECT estimated FROM total)",
+        },
+    )
+    ctes = [
+        f"planned AS (SELECT {_planned_call(filters, words, args)} AS rows)",
+        early,
+        "counted AS (SELECT count(*) AS n FROM early)",
+        f"""total AS (
+            SELECT n AS total_count, false AS estimated FROM counted WHERE {counted_small}
+            UNION ALL
+            SELECT * FROM {call} WHERE NOT {counted_small})""",
+        late,  # reads `total`: after it
+        matches_page,
+        f"""ordered_page AS ({
+            _ranked_ids(
+                where + " AND (SELECT estimated FROM total)", keys, limit_param, offset_param
+            )
+        })""",
+        """page AS (
+            SELECT * FROM matches_page WHERE NOT (SELECT estimated FROM total)
+            UNION ALL SELECT * FROM ordered_page)""",
+    ]
     return _select_page(ctes, keys), args
 
 

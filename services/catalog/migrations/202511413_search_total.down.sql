@@ -1,3 +1,4 @@
+DROP FUNCTION book_catalog.search_planned(TEXT, TEXT, INTEGER[], NUMERIC, NUMERIC, TEXT, TEXT);
 DROP FUNCTION book_catalog.search_words(TEXT, FLOAT8);
 DROP FUNCTION book_catalog.search_total(
     TEXT, TEXT, INTEGER[], NUMERIC, NUMERIC, TEXT, TEXT, INTEGER, INTEGER, BOOLEAN, BOOLEAN

@@ -124,3 +124,26 @@ BEGIN
                plan_rows;
 END
 $$;
+
+-- The planner's estimate of a search's matches, told every filter (p_where and the values
+-- as for search_total): SearchBooks reads the matches at once when it is small.
+CREATE FUNCTION book_catalog.search_planned(
+    p_where TEXT,
+    p_text TEXT,
+    p_category_ids INTEGER[],
+    p_min_price NUMERIC,
+    p_max_price NUMERIC,
+    p_format TEXT,
+    p_language TEXT
+) RETURNS FLOAT8
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    plan JSON;
+BEGIN
+    EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 FROM book_catalog.books b, '
+         || '(SELECT websearch_to_tsquery(''english'', $1::text) AS query) q WHERE ' || p_where
+        INTO plan
+        USING p_text, p_category_ids, p_min_price, p_max_price, p_format, p_language;
+    RETURN (plan -> 0 -> 'Plan' ->> 'Plan Rows')::FLOAT8;
+END
+$$;
