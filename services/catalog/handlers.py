@@ -18,6 +18,7 @@ from cloudshelf.runtime.rpc import ServicerContext
 from cloudshelf.runtime.validation import check_text
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
 from services.catalog.cache import SEARCH_POPULAR, SEARCH_RATING, CatalogCache
+from services.catalog.facets import search_facets
 from services.catalog.invalidations import CacheInvalidations
 from services.catalog.popular import popular_books
 from services.catalog.reviews import ReviewStore
@@ -268,9 +269,10 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             sort_generation = SEARCH_RATING
         elif sort == "relevance" and not await has_search_terms(self.pool, filters.text):
             sort_generation = SEARCH_POPULAR
-        page_key = await self.cache.search_key(
-            json.dumps({**query, "offset": offset}), sort_generation
-        )
+        # A faceted page is cached apart; the page token does not bind include_facets, so a
+        # client may ask for facets on the first page only.
+        shown = {"offset": offset, **({"facets": True} if request.include_facets else {})}
+        page_key = await self.cache.search_key(json.dumps({**query, **shown}), sort_generation)
         cached = await self.cache.get_search(page_key)
         if cached is not None:
             return catalog_pb2.SearchBooksResponse.FromString(cached)
@@ -283,15 +285,18 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             has_terms = await has_search_terms(self.pool, scoped.text)
             # The total (planner estimate, then a count or a sample) is cheap beside the
             # page and runs on a second connection meanwhile.
-            books, total = await asyncio.gather(
+            books, total, facets = await asyncio.gather(
                 search_page(self.pool, scoped, has_terms, sort, offset, size + 1),
                 self._search_total(scoped, has_terms),
+                self._search_facets(scoped, has_terms, request.include_facets),
             )
             more = len(books) > size
             del books[size:]
             response = catalog_pb2.SearchBooksResponse(
                 books=books, total_count=total.count, total_count_is_estimate=total.estimate
             )
+            if facets is not None:
+                response.facets.CopyFrom(facets)
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
             data = response.SerializeToString()
@@ -313,6 +318,20 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         total = await search_total(self.pool, filters, has_terms)
         await self.cache.put_search(key, json.dumps([total.count, total.estimate]).encode())
         return total
+
+    async def _search_facets(
+        self, filters: SearchFilters, has_terms: bool, wanted: bool
+    ) -> catalog_pb2.SearchFacets | None:
+        """The facets when asked for, counted once per filter set and cached like the total."""
+        if not wanted:
+            return None
+        key = await self.cache.search_key(json.dumps({"facets": filters.cache_key()}))
+        cached = await self.cache.get_search(key)
+        if cached is not None:
+            return catalog_pb2.SearchFacets.FromString(cached)
+        facets = await search_facets(self.pool, filters, has_terms)
+        await self.cache.put_search(key, facets.SerializeToString())
+        return facets
 
     async def SuggestBooks(
         self, request: catalog_pb2.SuggestBooksRequest, context: ServicerContext

@@ -81,6 +81,13 @@ def _where(filters: SearchFilters, has_terms: bool) -> tuple[str, list[Any]]:
 _QUERY = "(SELECT websearch_to_tsquery('english', $1::text) AS query) q"
 
 
+def match_conditions(filters: SearchFilters, has_terms: bool) -> tuple[str, str, list[Any]]:
+    """For other statements over the page's matches (facets): the query's FROM item `q`,
+    the WHERE clause over books `b` and `q`, and their arguments ($1 the text)."""
+    where, args = _where(filters, has_terms)
+    return _QUERY, where, args
+
+
 def page_sql(
     filters: SearchFilters, has_terms: bool, sort: str, offset: int, limit: int
 ) -> tuple[str, list[Any]]:

@@ -36,6 +36,7 @@ CATALOG_VERSIONS = [
     202511105,
     202511202,
     202511401,
+    202511421,
 ]
 STOREFRONT_VERSIONS = [202511201]
 # Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
@@ -95,6 +96,7 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert await runner.down() == ["down 202511421 category rename ends searches"]
     assert await runner.down() == ["down 202511401 book suggestions"]
     assert "book_catalog.suggestions" not in await tables(scratch_dsn)
     assert await runner.down() == ["down 202511202 order purchases"]
