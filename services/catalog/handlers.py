@@ -18,7 +18,7 @@ from cloudshelf.runtime.rpc import ServicerContext
 from cloudshelf.runtime.validation import check_text
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
 from services.catalog.cache import SEARCH_POPULAR, SEARCH_RATING, CatalogCache
-from services.catalog.facets import search_facets
+from services.catalog.facets import scaled_to_total, search_facets
 from services.catalog.invalidations import CacheInvalidations
 from services.catalog.popular import popular_books
 from services.catalog.reviews import ReviewStore
@@ -296,7 +296,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                 books=books, total_count=total.count, total_count_is_estimate=total.estimate
             )
             if facets is not None:
-                response.facets.CopyFrom(facets)
+                response.facets.CopyFrom(scaled_to_total(facets, total.count))
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
             data = response.SerializeToString()

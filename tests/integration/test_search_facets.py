@@ -230,9 +230,9 @@ def facet_counts(facets: pb.SearchFacets) -> dict[str, Counter[Any]]:
 async def test_broad_facets_are_estimated_from_a_sample_and_flagged(
     spawn_service: ServiceSpawner, catalog_dsn: str, tmp_path: Path
 ) -> None:
-    # A seeded catalog of its own (2,000 books, with a cache of its own), searched by a
-    # catalog that counts exactly only up to 400 matches.
-    await seed_catalog(catalog_dsn, 2000, seed=3, progress=False)
+    # A seeded catalog of its own (4,000 books, with a cache of its own), searched by a
+    # catalog that counts exactly only up to 1,500 matches: samples of about 750 matches.
+    await seed_catalog(catalog_dsn, 4000, seed=3, progress=False)
     conn = await asyncpg.connect(catalog_dsn)
     try:
         await conn.execute("ANALYZE book_catalog.books")
@@ -242,7 +242,7 @@ async def test_broad_facets_are_estimated_from_a_sample_and_flagged(
         )
     finally:
         await conn.close()
-    common = next(r["word"] for r in stats if r["ndoc"] > 600)
+    common = next(r["word"] for r in stats if r["ndoc"] > 1600)
     narrow = next(r["word"] for r in stats if 20 <= r["ndoc"] <= 100)
     redis = Redis(tmp_path, free_port())
     redis.start()
@@ -251,7 +251,7 @@ async def test_broad_facets_are_estimated_from_a_sample_and_flagged(
             "catalog",
             CLOUDSHELF_POSTGRES_DSN=catalog_dsn,
             CLOUDSHELF_REDIS_URL=redis.url,
-            CLOUDSHELF_CATALOG_SEARCH_EXACT_TOTAL_MAX="400",
+            CLOUDSHELF_CATALOG_SEARCH_EXACT_TOTAL_MAX="1500",
         )
         await asyncio.to_thread(wait_for_health, address, "SERVING")
         async with spawn_service.channel(address) as channel:
