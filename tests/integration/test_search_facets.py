@@ -230,9 +230,9 @@ def facet_counts(facets: pb.SearchFacets) -> dict[str, Counter[Any]]:
 async def test_broad_facets_are_estimated_from_a_sample_and_flagged(
     spawn_service: ServiceSpawner, catalog_dsn: str, tmp_path: Path
 ) -> None:
-    # A seeded catalog of its own (4,000 books, with a cache of its own), searched by a
-    # catalog that counts exactly only up to 1,500 matches: samples of about 750 matches.
-    await seed_catalog(catalog_dsn, 4000, seed=3, progress=False)
+    # A seeded catalog of its own (10,000 books, with a cache of its own), searched by a
+    # catalog that counts exactly only up to 1,500 matches: samples of ~2,000 matches.
+    await seed_catalog(catalog_dsn, 10_000, seed=3, progress=False)
     conn = await asyncpg.connect(catalog_dsn)
     try:
         await conn.execute("ANALYZE book_catalog.books")
@@ -242,7 +242,7 @@ async def test_broad_facets_are_estimated_from_a_sample_and_flagged(
         )
     finally:
         await conn.close()
-    common = next(r["word"] for r in stats if r["ndoc"] > 1600)
+    common = next(r["word"] for r in stats if r["ndoc"] > 3000)
     narrow = next(r["word"] for r in stats if 20 <= r["ndoc"] <= 100)
     redis = Redis(tmp_path, free_port())
     redis.start()
@@ -264,8 +264,8 @@ async def test_broad_facets_are_estimated_from_a_sample_and_flagged(
                 matches = sum(exact["language"].values())
                 for kind, counts in exact.items():
                     for value, n in counts.items():
-                        if n >= matches / 10:  # the larger facets: within 35%
-                            assert abs(estimated[kind][value] - n) <= 0.35 * n, (kind, value)
+                        if n >= matches / 10:  # the larger facets: within 25%
+                            assert abs(estimated[kind][value] - n) <= 0.25 * n, (kind, value)
                 # An estimate does not look exact: two significant digits.
                 assert all(f.count % 10 == 0 for f in facets.languages if f.count >= 100)
                 # The same sample each time: the counts do not change between calls.
