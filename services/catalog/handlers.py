@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import astuple, replace
 
@@ -17,6 +18,7 @@ from cloudshelf.runtime.rpc import ServicerContext
 from cloudshelf.runtime.validation import check_text
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
 from services.catalog.cache import SEARCH_POPULAR, SEARCH_RATING, CatalogCache
+from services.catalog.facets import scaled_to_total, search_facets
 from services.catalog.invalidations import CacheInvalidations
 from services.catalog.popular import popular_books
 from services.catalog.reviews import ReviewStore
@@ -245,8 +247,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             sort_generation = SEARCH_RATING
         elif sort == "relevance" and not words.searchable:
             sort_generation = SEARCH_POPULAR
+        # A faceted page is cached apart; the page token does not bind include_facets, so a
+        # client may ask for facets on the first page only.
+        shown = {"offset": offset, **({"facets": True} if request.include_facets else {})}
         lookup = await self.cache.search_lookup(
-            json.dumps({**query, "offset": offset}),
+            json.dumps({**query, **shown}),
             json.dumps({"total": filters.cache_key(), "category": request.category_id}),
             sort_generation,
             category=bool(request.category_id),
@@ -262,9 +267,17 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                 )
                 scoped = replace(filters, category_ids=tuple(subtree))
             known_total = _cached_total(lookup.total)
-            found = await self.search.search(
+            searching = self.search.search(
                 scoped, words, sort, offset, size + 1, known_total=known_total
             )
+            facets = None
+            if request.include_facets:
+                # On a second connection meanwhile; cached with the faceted page.
+                found, facets = await asyncio.gather(
+                    searching, search_facets(self.pool, scoped, words.searchable)
+                )
+            else:
+                found = await searching
             total = found.total or known_total
             assert total is not None
             more = len(found.books) > size
@@ -273,6 +286,8 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                 total_count=total.count,
                 total_count_is_estimate=total.estimate,
             )
+            if facets is not None:
+                response.facets.CopyFrom(scaled_to_total(facets, total.count))
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
             counted = None if found.total is None else json.dumps(astuple(found.total)).encode()

@@ -57,8 +57,12 @@ SAMPLE_ROWS = 20_000
 
 
 def exact_total_max_from_env() -> int:
-    value = os.environ.get(EXACT_TOTAL_MAX_ENV, "")
-    return int(value) if value else EXACT_TOTAL_MAX
+    """Read at start-up (totals and facets alike): a bad value stops the service there."""
+    value = os.environ.get(EXACT_TOTAL_MAX_ENV, "").strip()
+    bound = int(value) if value else EXACT_TOTAL_MAX
+    if bound < 1:
+        raise ValueError(f"{EXACT_TOTAL_MAX_ENV} must be >= 1, not {bound}")
+    return bound
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,21 @@ def _where(
 
 
 _UNINDEXED = re.compile(r"(b\.(?:category_id|price))\b")
+
+
+def match_conditions(filters: SearchFilters, has_terms: bool) -> tuple[str, str, list[Any]]:
+    """For other statements over the page's matches (facets): the query's FROM item `q`,
+    the WHERE clause over books `b` and `q`, and their arguments ($1 the text)."""
+    where, args = _where(filters, has_terms)
+    return _QUERY, where, args
+
+
+async def planned_rows(pool: asyncpg.Pool, filters: SearchFilters, has_terms: bool) -> float:
+    """The planner's estimate of the matches, from the column statistics (no row read)."""
+    where, args = _where(filters, has_terms)
+    sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM book_catalog.books b, {_QUERY} WHERE {where}"
+    plan = await pool.fetchval(sql, *args)  # decoded by the pool's json codec
+    return float(plan[0]["Plan"]["Plan Rows"])
 
 
 def _fixed_where(filters: SearchFilters, has_terms: bool) -> str:

@@ -39,6 +39,7 @@ CATALOG_VERSIONS = [
     202511411,
     202511412,
     202511413,
+    202511421,
 ]
 STOREFRONT_VERSIONS = [202511201]
 # Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
@@ -107,6 +108,7 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert await runner.down() == ["down 202511421 category rename ends searches"]
     assert "book_catalog.idx_books_ranked_lexemes" in await indexes(scratch_dsn)
     assert await runner.down() == ["down 202511413 search total"]
     assert await runner.down() == ["down 202511412 search ranked lexemes index"]

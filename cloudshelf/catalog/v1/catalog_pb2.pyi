@@ -849,7 +849,9 @@ class SearchFacets(_message.Message):
     COUNTS_ARE_ESTIMATES_FIELD_NUMBER: _builtins.int
     counts_are_estimates: _builtins.bool
     """Exact counts when the matches are few (up to 10,000); above that every count is
-    estimated from a sample of the matches and this is set.
+    estimated from a sample of the matches (scaled to the catalog, two significant digits
+    as `total_count`) and this is set. Books with no category or format count in no
+    category or format facet.
     """
     @_builtins.property
     def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryFacet]:

@@ -1,0 +1,84 @@
+"""Facets' pure parts: a sample's counts scaled to the catalog, then to the search's total,
+and the order of every list after scaling."""
+
+from __future__ import annotations
+
+from cloudshelf.catalog.v1 import catalog_pb2 as pb
+from services.catalog.facets import FacetCounts, _facets, scaled_to_total
+
+
+def sampled() -> FacetCounts:
+    """A 2 percent sample: 300 matches of about 15,000."""
+    return FacetCounts(
+        categories={7: ("Zoology", 104), 5: ("History", 100), 3: ("Art", 100)},
+        formats={"paperback": 200, "ebook": 100},
+        languages={"en": 240, "fr": 30, "de": 30},
+        bands={4: 150, 0: 150},
+        matches=300,
+        percent=2.0,
+    )
+
+
+def test_a_samples_counts_are_scaled_to_the_catalog_with_two_significant_digits() -> None:
+    facets = _facets(sampled())
+    assert facets.counts_are_estimates
+    # 104, 100 and 100 of 300 at 2 percent; the tie goes by name.
+    assert [(c.name, c.count) for c in facets.categories] == [
+        ("Zoology", 5200),
+        ("Art", 5000),
+        ("History", 5000),
+    ]
+    assert [(f.format, f.count) for f in facets.formats] == [
+        (pb.BOOK_FORMAT_PAPERBACK, 10000),
+        (pb.BOOK_FORMAT_EBOOK, 5000),
+    ]
+    assert [(lang.language_code, lang.count) for lang in facets.languages] == [
+        ("en", 12000),
+        ("de", 1500),
+        ("fr", 1500),
+    ]
+    # Bands in band order, not by count; the last one is open.
+    assert [(b.min_price.minor_units, b.count) for b in facets.price_bands] == [
+        (0, 7500),
+        (5000, 7500),
+    ]
+    assert not facets.price_bands[1].HasField("max_price")
+    assert facets.price_bands[0].max_price.minor_units == 1000
+
+
+def test_estimates_follow_the_total_and_keep_their_order() -> None:
+    facets = scaled_to_total(_facets(sampled()), 12_000)  # the sample said 15,000
+    assert sum(lang.count for lang in facets.languages) == 12_000
+    assert [(lang.language_code, lang.count) for lang in facets.languages] == [
+        ("en", 9600),
+        ("de", 1200),
+        ("fr", 1200),
+    ]
+    assert [(c.name, c.count) for c in facets.categories] == [
+        ("Zoology", 4200),
+        ("Art", 4000),
+        ("History", 4000),
+    ]
+
+
+def test_exact_counts_are_left_as_they_are() -> None:
+    exact = FacetCounts(languages={"en": 3, "de": 4}, formats={"ebook": 7}, matches=7)
+    facets = _facets(exact)
+    assert not facets.counts_are_estimates
+    assert [(lang.language_code, lang.count) for lang in facets.languages] == [("de", 4), ("en", 3)]
+    assert scaled_to_total(facets, 1_000) == facets
+    assert scaled_to_total(pb.SearchFacets(counts_are_estimates=True), 1_000) == pb.SearchFacets(
+        counts_are_estimates=True
+    )
+
+
+def test_a_tie_made_by_scaling_is_ordered_by_value() -> None:
+    facets = pb.SearchFacets(counts_are_estimates=True)
+    facets.formats.add(format=pb.BOOK_FORMAT_EBOOK, count=10_000)
+    facets.formats.add(format=pb.BOOK_FORMAT_PAPERBACK, count=9_900)
+    facets.languages.add(language_code="en", count=19_900)
+    scaled = scaled_to_total(facets, 9_950)  # half: 5,000 and 4,950 -> 5,000
+    assert [(f.format, f.count) for f in scaled.formats] == [
+        (pb.BOOK_FORMAT_PAPERBACK, 5000),
+        (pb.BOOK_FORMAT_EBOOK, 5000),
+    ]
