@@ -216,7 +216,7 @@ async def test_the_lake_reads_back_by_partition_and_compaction_drops_duplicates(
 # --- Timestream -------------------------------------------------------------------------
 
 
-def _emulator_records(stack: Stack, database: str) -> list[dict[str, Any]]:
+def emulator_records(stack: Stack, database: str) -> list[dict[str, Any]]:
     """What the emulator's CartEvents table holds (moto's state, not a query)."""
     with urllib.request.urlopen(f"{stack.aws.url}/moto-api/data.json", timeout=30) as reply:
         state = json.load(reply)
@@ -384,7 +384,7 @@ async def test_cart_events_reach_timestream_once_per_category_and_rewrite_as_the
         start_ns = int(hour.timestamp()) * 10**9
         mine = [
             r
-            for r in _emulator_records(stack, database)
+            for r in emulator_records(stack, database)
             if start_ns <= int(r["Time"]) < start_ns + 3600 * 10**9
         ]
         assert len(mine) == 161
@@ -416,7 +416,7 @@ async def test_cart_events_reach_timestream_once_per_category_and_rewrite_as_the
         await sink.write(cart_events)
         again = [
             r
-            for r in _emulator_records(stack, database)
+            for r in emulator_records(stack, database)
             if start_ns <= int(r["Time"]) < start_ns + 3600 * 10**9
         ]
         rewritten = Counter(map(_key, again)) - Counter(map(_key, mine))
@@ -449,7 +449,7 @@ async def test_the_consumers_sinks_write_one_batch_to_timestream_and_the_lake(
     start_ns = int(hour.timestamp()) * 10**9
     written = [
         _key(r)
-        for r in _emulator_records(stack, settings.timestream_database)
+        for r in emulator_records(stack, settings.timestream_database)
         if start_ns <= int(r["Time"]) < start_ns + 3600 * 10**9
     ]
     assert [(*k[:3], k[5]) for k in written] == [("cart.item.added", "unknown", "USD", "700")]
