@@ -185,7 +185,7 @@ def seed(books: int) -> int:
 
 # Analytics jobs and the options each takes (the catalog's take none).
 ANALYTICS_JOBS = {
-    "hourly-metrics": {"hour"},
+    "hourly-metrics": {"hour", "hours"},
     "extend-dim-time": {"years"},
     "compact-lake": {"hour", "hours"},
 }
@@ -199,13 +199,17 @@ def analytics_job(name: str, hour: str | None, hours: int | None, years: int | N
         start = parse_hour(hour) if hour else None
         settings = Settings.from_env("analytics")
         if name == "hourly-metrics":
-            run = jobs.run_hourly_metrics(settings, start)
+            run = jobs.run_hourly_metrics(
+                settings, start, jobs.METRICS_HOURS if hours is None else hours
+            )
         elif name == "extend-dim-time":
             run = jobs.run_extend_dim_time(
                 settings, jobs.DIM_TIME_YEARS if years is None else years
             )
         else:
-            run = jobs.run_compact_lake(settings, start, hours or jobs.COMPACT_HOURS)
+            run = jobs.run_compact_lake(
+                settings, start, jobs.COMPACT_HOURS if hours is None else hours
+            )
         print(asyncio.run(run))
     except ValueError as exc:
         print(f"cloudshelf job {name}: {exc}", file=sys.stderr)
@@ -354,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument(
         "--hour", help="hourly-metrics, compact-lake: an hour, e.g. 2026-11-26T04:00Z"
     )
-    jobs.add_argument("--hours", type=int, help="compact-lake: how many hours up to --hour")
+    jobs.add_argument(
+        "--hours",
+        type=int,
+        help="hourly-metrics, compact-lake: how many hours up to --hour (default 3)",
+    )
     jobs.add_argument("--years", type=int, help="extend-dim-time: years ahead of this one")
     jobs.add_argument(
         "--service",

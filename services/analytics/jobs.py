@@ -1,8 +1,10 @@
 """Analytics jobs, run from the CLI and from CronJobs (charts/cloudshelf/values.yaml,
 services.analytics.jobs):
 
-- `cloudshelf job hourly-metrics [--hour H]`: the hour's metrics into the warehouse and
-  S3 (services/analytics/metrics.py); default: the last hour that has ended.
+- `cloudshelf job hourly-metrics [--hour H] [--hours N]`: the metrics of the N hours up
+  to H into the warehouse and S3 (services/analytics/metrics.py), oldest first; default:
+  the last 3 ended hours, so an hour that events reached late (the consumer lagging or
+  replaying) is computed again by the next runs.
 - `cloudshelf job extend-dim-time [--years N]`: analytics.dim_time filled from January 1st
   of this year to December 31st N years on (and any gap since its last day).
 - `cloudshelf job compact-lake [--hour H] [--hours N]`: the data lake's small files of the
@@ -25,6 +27,13 @@ from services.analytics.metrics import last_closed_hour, write_hourly_metrics
 
 DIM_TIME_YEARS = 2
 COMPACT_HOURS = 3
+METRICS_HOURS = 3
+MAX_HOURS = 168
+
+
+def _check_hours(hours: int) -> None:
+    if not 1 <= hours <= MAX_HOURS:
+        raise ValueError(f"--hours must be between 1 and {MAX_HOURS}")
 
 
 async def extend_dim_time(conn: asyncpg.Connection, years: int, today: date) -> tuple[int, date]:
@@ -49,28 +58,36 @@ async def run_extend_dim_time(settings: Settings, years: int = DIM_TIME_YEARS) -
     return f"dim_time: {added} days added, filled through {last.isoformat()}"
 
 
-async def run_hourly_metrics(settings: Settings, hour: datetime | None = None) -> str:
-    hour_start = hour or last_closed_hour()
+async def run_hourly_metrics(
+    settings: Settings, hour: datetime | None = None, hours: int = METRICS_HOURS
+) -> str:
+    """Computes, stores and writes the metrics of the `hours` hours up to `hour` (default:
+    the last ended one); each hour's figures replace what an earlier run wrote for it."""
+    _check_hours(hours)
+    last = hour or last_closed_hour()
+    lines = []
     async with AsyncExitStack() as stack:
         pool, _ = await open_postgres(settings, stack)
         s3 = await open_aws_client(aws_session(settings), stack, "s3", settings)
-        metrics = await write_hourly_metrics(pool, s3, settings.data_lake_bucket, hour_start)
-    currencies = ", ".join(
-        f"{code} {f.total_orders} orders {f.total_revenue_minor} minor units"
-        for code, f in sorted(metrics.by_currency.items())
-    )
-    return (
-        f"hourly metrics {hour_start:%Y-%m-%dT%H:00Z}: {metrics.total_orders} orders"
-        f"{f' ({currencies})' if currencies else ''}, "
-        f"conversion {metrics.conversion_rate:.4f} over {metrics.sessions_with_view} sessions"
-    )
+        for hour_start in hours_back(last, hours):
+            metrics = await write_hourly_metrics(pool, s3, settings.data_lake_bucket, hour_start)
+            currencies = ", ".join(
+                f"{code} {f.total_orders} orders {f.total_revenue_minor} minor units"
+                for code, f in sorted(metrics.by_currency.items())
+            )
+            lines.append(
+                f"hourly metrics {hour_start:%Y-%m-%dT%H:00Z}: {metrics.total_orders} orders"
+                f"{f' ({currencies})' if currencies else ''}, "
+                f"conversion {metrics.conversion_rate:.4f} over "
+                f"{metrics.sessions_with_view} sessions"
+            )
+    return "\n".join(lines)
 
 
 async def run_compact_lake(
     settings: Settings, hour: datetime | None = None, hours: int = COMPACT_HOURS
 ) -> str:
-    if not 1 <= hours <= 168:
-        raise ValueError("--hours must be between 1 and 168")
+    _check_hours(hours)
     last = hour or last_closed_hour()
     lines = []
     async with AsyncExitStack() as stack:

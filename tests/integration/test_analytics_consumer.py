@@ -21,6 +21,8 @@ from typing import Any
 import asyncpg
 import boto3
 import grpc
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import pytest_asyncio
 
@@ -31,6 +33,7 @@ from services.analytics import records
 from services.analytics.consumer import CheckpointMoved, Consumer, ConsumerSettings
 from services.analytics.leases import LeaseTable
 from tests.conftest import ChannelTo, expect_error
+from tests.integration.test_analytics_sinks import compact, lake_dataset
 
 WORKER = "analytics-consumer"
 
@@ -458,7 +461,7 @@ async def test_a_malformed_record_is_dead_lettered_and_the_rest_flows(
 
 
 async def test_a_worker_killed_mid_batch_and_restarted_loses_and_duplicates_nothing(
-    kinesis: Kinesis, warehouse: asyncpg.Connection, workers_for: WorkersFor
+    stack: Stack, kinesis: Kinesis, warehouse: asyncpg.Connection, workers_for: WorkersFor
 ) -> None:
     stream = kinesis.new_stream(2)
     workers = workers_for(stream)
@@ -493,6 +496,25 @@ async def test_a_worker_killed_mid_batch_and_restarted_loses_and_duplicates_noth
     assert len(checkpoints) == 2
     await asyncio.sleep(1)
     assert await count_interactions(warehouse, ids) == len(events)
+
+    # The lake: every event (a batch replayed after the kill may have written some twice,
+    # in files cut elsewhere), then exactly once when compaction has merged their hours.
+    bucket = stack.settings("analytics").data_lake_bucket
+
+    def in_lake() -> pa.Table:
+        return lake_dataset(stack, bucket).to_table(
+            filter=pc.field("id").isin(ids), columns=["id", "date", "hour"]
+        )
+
+    raw = await asyncio.to_thread(in_lake)
+    assert len(set(raw.column("id").to_pylist())) == len(events)
+    hours = set(zip(raw["date"].to_pylist(), raw["hour"].to_pylist(), strict=True))
+    for date, hour in sorted(hours):
+        start = datetime.fromisoformat(f"{date}T{hour:02d}:00+00:00")
+        done = await compact(stack, start)
+        assert done.returncode == 0, done.stderr
+    compacted = await asyncio.to_thread(in_lake)
+    assert compacted.num_rows == len(set(compacted.column("id").to_pylist())) == len(events)
 
 
 async def test_two_replicas_share_the_shards_and_a_killed_ones_are_taken_over(

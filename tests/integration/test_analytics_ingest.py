@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,15 +31,15 @@ from cloudshelf.analytics.v1 import analytics_pb2_grpc
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.common.v1 import common_pb2
-from cloudshelf.devstack.stack import Stack
+from cloudshelf.devstack.stack import Stack, health_status
 from cloudshelf.runtime.queues import OUTCOME
 from cloudshelf.storefront.v1 import storefront_pb2, storefront_pb2_grpc
 from services.analytics.forwarder import events_queue
 from services.analytics.ingest import ORDER_EVENT_NAMESPACE, order_event_id
 from tests.conftest import ChannelTo, NewUser, expect_error
 from tests.error_details import details_of_error
-from tests.factories import book, usd
-from tests.integration.test_analytics_sinks import lake_dataset
+from tests.factories import book, usd, word
+from tests.integration.test_analytics_sinks import emulator_records, lake_dataset
 from tests.otlp_receiver import OtlpReceiver
 
 if TYPE_CHECKING:
@@ -510,19 +511,56 @@ async def test_a_malformed_message_goes_to_the_dead_letters_while_events_flow(
     raise AssertionError("the malformed message never reached the dead-letter queue")
 
 
-# --- end to end: into the warehouse and the lake (the stack's consumer worker) ----------
+# --- end to end: through the stack's consumer worker into all three sinks ----------------
 
 
-async def test_interactions_an_order_and_catalog_events_reach_the_warehouse_and_the_lake(
-    ingest: Analytics, channel_to: ChannelTo, stack: Stack
+async def _poll(what: str, probe: Callable[[], Any], within: float = 90.0) -> Any:
+    """probe()'s answer once it is truthy; fails with its last answer after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        answer = await probe()
+        if answer:
+            return answer
+        assert time.monotonic() < deadline, f"{what}: {answer!r} after {within} s"
+        await asyncio.sleep(0.5)
+
+
+def _is_mine(row: dict[str, Any], owner: str, book_id: int) -> bool:
+    """Whether a lake row of a cart event is the test's buyer's, about its book (the other
+    rows were filtered by their ids and subjects)."""
+    if not row["event_type"].startswith("cart."):
+        return True
+    data = json.loads(row["data"])
+    books = [data.get("book_id")] + [line.get("book_id") for line in data.get("removed", [])]
+    return bool(data.get("owner", {}).get("user_id") == owner and str(book_id) in books)
+
+
+async def test_an_order_cart_and_catalog_events_and_interactions_reach_all_three_sinks(
+    ingest: Analytics, channel_to: ChannelTo, stack: Stack, new_user: NewUser
 ) -> None:
+    """Issue 19's "Done means": an order (PlaceOrder through the storefront, and
+    RecordOrder), cart events (AddItem -> the cart's stream processor -> the bus -> the
+    forwarder), catalog events (a category and a book created, the book updated) and
+    interactions (RecordInteractions) reach the warehouse, Timestream and the Parquet
+    lake through the stack's running consumer worker; the lake's counts equal the
+    warehouse's."""
+    assert health_status(stack.worker_address("analytics-consumer")) == "SERVING"
+    settings = stack.settings("analytics")
     catalog = catalog_pb2_grpc.CatalogServiceStub(channel_to("catalog"))
+    category_name = f"Analytics {word()}"  # this test's own Timestream BookCategory
+    category = (
+        await catalog.CreateCategory(
+            catalog_pb2.CreateCategoryRequest(category=catalog_pb2.Category(name=category_name)),
+            timeout=10,
+        )
+    ).category
     created = (
         await catalog.CreateBook(
-            catalog_pb2.CreateBookRequest(book=book(price=usd(1100))), timeout=10
+            catalog_pb2.CreateBookRequest(book=book(price=usd(1100), category_id=category.id)),
+            timeout=10,
         )
     ).book
-    title = f"Renamed {secrets.token_hex(4)}"
+    title = f"Renamed {word()}"
     await catalog.UpdateBook(
         catalog_pb2.UpdateBookRequest(
             book=catalog_pb2.Book(id=created.id, title=title),
@@ -530,42 +568,174 @@ async def test_interactions_an_order_and_catalog_events_reach_the_warehouse_and_
         ),
         timeout=10,
     )
-    views = [interaction(book_id=created.id) for _ in range(3)]
-    await ingest.RecordInteractions(pb.RecordInteractionsRequest(interactions=views), timeout=10)
-    placed = order()
-    await ingest.RecordOrder(pb.RecordOrderRequest(order=placed), timeout=10)
+    await catalog.AdjustInventory(
+        catalog_pb2.AdjustInventoryRequest(
+            adjustments=[catalog_pb2.InventoryAdjustment(book_id=created.id, delta=5)]
+        ),
+        timeout=10,
+    )
     conn = await asyncpg.connect(stack.postgres.dsn("analytics"))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            facts = await conn.fetchval(
+        # The catalog's events in the warehouse first: the Timestream sink names a cart
+        # event's category from dim_books as it stands when the event is written.
+        async def book_in_dim_books() -> Any:
+            row = await conn.fetchrow(
+                "SELECT title, category_name, price_range, aggregate_version "
+                "FROM analytics.dim_books WHERE book_id = $1",
+                created.id,
+            )
+            return (
+                row
+                if row
+                and (row["title"], row["category_name"])
+                == (
+                    title,
+                    category_name,
+                )
+                else None
+            )
+
+        dim_book = await _poll("the book in dim_books", book_in_dim_books)
+        assert dim_book["price_range"] == "medium"  # 11.00
+
+        # Cart events and an order placed through the storefront.
+        buyer = new_user()
+        carts = cart_pb2_grpc.CartServiceStub(channel_to("cart", buyer.token))
+        cart = (
+            await carts.AddItem(cart_pb2.AddItemRequest(book_id=created.id, quantity=2), timeout=10)
+        ).cart
+        storefront = storefront_pb2_grpc.StorefrontServiceStub(
+            channel_to("storefront", buyer.token)
+        )
+        placed = (
+            await storefront.PlaceOrder(
+                storefront_pb2.PlaceOrderRequest(
+                    request_id=str(uuid.uuid4()),
+                    cart_etag=cart.etag,
+                    payment_method=storefront_pb2.PAYMENT_METHOD_CREDIT_CARD,
+                ),
+                timeout=15,
+            )
+        ).order
+        # Interactions and an order recorded by a service.
+        views = [interaction(book_id=created.id) for _ in range(3)]
+        await ingest.RecordInteractions(
+            pb.RecordInteractionsRequest(interactions=views), timeout=10
+        )
+        recorded = order()
+        await ingest.RecordOrder(pb.RecordOrderRequest(order=recorded), timeout=10)
+        view_ids = [v.interaction_id for v in views]
+        order_ids = [placed.id, recorded.order_id]
+
+        # 1. The warehouse: the facts, once each.
+        async def facts() -> Any:
+            interactions = await conn.fetchval(
                 "SELECT count(*) FROM analytics.fact_book_interactions "
                 "WHERE interaction_id = ANY($1::text[])",
-                [v.interaction_id for v in views],
+                view_ids,
             )
-            orders = await conn.fetchval(
-                "SELECT count(*) FROM analytics.fact_orders WHERE order_id = $1", placed.order_id
+            orders = await conn.fetch(
+                "SELECT order_id, total_amount_minor FROM analytics.fact_orders "
+                "WHERE order_id = ANY($1::text[])",
+                order_ids,
             )
-            named = await conn.fetchval(
-                "SELECT title FROM analytics.dim_books WHERE book_id = $1", created.id
+            lines = await conn.fetch(
+                "SELECT book_id, category_name, quantity, revenue_minor "
+                "FROM analytics.fact_order_lines WHERE order_id = $1",
+                placed.id,
             )
-            if (facts, orders, named) == (3, 1, title):
-                break
-            assert time.monotonic() < deadline, f"warehouse: {facts}, {orders}, {named!r}"
-            await asyncio.sleep(0.5)
+            done = interactions == 3 and len(orders) == 2 and len(lines) == 1
+            return (
+                (
+                    interactions,
+                    {r["order_id"]: r["total_amount_minor"] for r in orders},
+                    [tuple(r) for r in lines],
+                )
+                if done
+                else None
+            )
+
+        interactions, orders, lines = await _poll("the facts in the warehouse", facts)
+        assert orders == {placed.id: placed.total.minor_units, recorded.order_id: 4200}
+        assert lines == [(created.id, category_name, 2, 2200)]
+
+        # 2. Timestream's CartEvents, as the emulator holds them (its queries answer
+        # nothing): the category is this test's own, so these are this test's records.
+        async def cart_records() -> Any:
+            records = await asyncio.to_thread(emulator_records, stack, settings.timestream_database)
+            mine = [
+                r
+                for r in records
+                if {"Name": "BookCategory", "Value": category_name} in r["Dimensions"]
+            ]
+            kinds = {
+                next(d["Value"] for d in r["Dimensions"] if d["Name"] == "EventType") for r in mine
+            }
+            return mine if kinds >= {"cart.item.added", "cart.cleared", "order.placed"} else None
+
+        in_timestream = await _poll("the cart events in Timestream", cart_records)
+        values = Counter(
+            (
+                {d["Name"]: d["Value"] for d in r["Dimensions"]}["EventType"],
+                {d["Name"]: d["Value"] for d in r["Dimensions"]}["Currency"],
+                r["MeasureName"],
+                r["MeasureValue"],
+            )
+            for r in in_timestream
+        )
+        assert values == Counter(
+            {
+                ("cart.item.added", "USD", "CartValue", "2200"): 1,  # 2 x 11.00 into the cart
+                ("cart.cleared", "USD", "CartValue", "-2200"): 1,  # emptied by the checkout
+                ("order.placed", "USD", "CartValue", "2200"): 1,  # what the cart became
+            }
+        )
+
+        # 3. The Parquet lake, read as a reader would (pyarrow.dataset, Hive partitions).
+        def lake_rows() -> list[dict[str, Any]]:
+            dataset = lake_dataset(stack, settings.data_lake_bucket)
+            table = dataset.to_table(
+                filter=pc.field("id").isin([*view_ids, order_event_id(recorded.order_id)])
+                | pc.field("subject").isin([str(created.id), str(category.id), placed.id])
+                | pc.field("event_type").isin(["cart.item.added", "cart.cleared"]),
+                columns=["id", "event_type", "subject", "aggregate_version", "data"],
+            )
+            return [row for row in table.to_pylist() if _is_mine(row, buyer.subject, created.id)]
+
+        async def whole_lake() -> Any:
+            rows = await asyncio.to_thread(lake_rows)
+            kinds = Counter(r["event_type"] for r in rows)
+            wanted = {
+                "interaction.recorded": 3,
+                "order.placed": 1,
+                "order.recorded": 1,
+                "cart.item.added": 1,
+                "cart.cleared": 1,
+                "book.created": 1,
+                "book.updated": 1,
+                "category.created": 1,
+            }
+            return rows if all(kinds[k] >= n for k, n in wanted.items()) else None
+
+        in_lake = await _poll("the events in the lake", whole_lake)
+        by_type = Counter(r["event_type"] for r in in_lake)
+        # Every event once, and as many as the warehouse holds of each.
+        assert len({r["id"] for r in in_lake}) == len(in_lake)
+        assert by_type["interaction.recorded"] == interactions
+        assert by_type["order.placed"] + by_type["order.recorded"] == len(orders)
+        catalog_versions = [
+            r["aggregate_version"]
+            for r in in_lake
+            if r["event_type"].startswith("book.") and r["subject"] == str(created.id)
+        ]
+        assert max(catalog_versions) == await conn.fetchval(
+            "SELECT aggregate_version FROM analytics.dim_books WHERE book_id = $1", created.id
+        )
+        # ... and as many cart and order events as Timestream has records of them.
+        assert by_type["cart.item.added"] + by_type["cart.cleared"] + by_type[
+            "order.placed"
+        ] == len(in_timestream)
+        placed_row = next(r for r in in_lake if r["event_type"] == "order.placed")
+        assert json.loads(placed_row["data"])["order"]["id"] == placed.id
     finally:
         await conn.close()
-    # The raw events in the lake too (Hive-partitioned Parquet, read as a reader would).
-    ids = [v.interaction_id for v in views] + [order_event_id(placed.order_id)]
-    dataset = lake_dataset(stack, stack.settings("analytics").data_lake_bucket)
-    while True:
-        table = await asyncio.to_thread(
-            dataset.to_table, filter=pc.field("id").isin(ids), columns=["id", "event_type"]
-        )
-        found = set(zip(table["id"].to_pylist(), table["event_type"].to_pylist(), strict=True))
-        if {i for i, _ in found} == set(ids):
-            break
-        assert time.monotonic() < deadline + 30, f"lake: {len(found)} of {len(ids)} events"
-        await asyncio.sleep(1)
-        dataset = lake_dataset(stack, stack.settings("analytics").data_lake_bucket)
-    assert (order_event_id(placed.order_id), "order.recorded") in found

@@ -29,7 +29,9 @@ from cloudshelf.analytics.v1 import analytics_pb2_grpc
 from cloudshelf.common.v1 import common_pb2
 from cloudshelf.devstack.stack import REPO_ROOT, Stack
 from cloudshelf.runtime.stores import init_postgres_connection
-from services.analytics.metrics import s3_key
+from services.analytics.jobs import METRICS_HOURS
+from services.analytics.lake import hours_back
+from services.analytics.metrics import HOUR, last_closed_hour, s3_key
 from tests.conftest import ChannelTo, expect_error
 
 if TYPE_CHECKING:
@@ -331,6 +333,87 @@ async def test_the_job_refuses_an_hour_that_is_not_whole(stack: Stack) -> None:
     assert done.returncode == 2 and "not a whole hour" in done.stderr
     wrong = await run_job(stack, "hourly-metrics", "--years", "3")
     assert wrong.returncode == 2 and "takes no --years" in wrong.stderr
+
+
+async def _stored(conn: asyncpg.Connection, hour: datetime) -> tuple[Any, ...] | None:
+    """(orders, USD revenue, computed_at) the job stored for the hour; None: never run."""
+    row = await conn.fetchrow(
+        "SELECT h.total_orders, c.total_revenue_minor, h.computed_at "
+        "FROM analytics.hourly_metrics h LEFT JOIN analytics.hourly_metrics_by_currency c "
+        "ON c.hour_start = h.hour_start AND c.currency = 'USD' WHERE h.hour_start = $1",
+        hour,
+    )
+    return tuple(row) if row else None
+
+
+async def test_the_job_recomputes_recent_hours_so_late_events_count(
+    stack: Stack, warehouse: asyncpg.Connection, s3: Any
+) -> None:
+    """An order that reaches the warehouse late (the consumer lagging or replaying) for an
+    hour already computed is counted by the next run: each run recomputes the last 3 hours
+    up to --hour (the last ended one by default), and a re-run changes nothing."""
+    last = random_hour(2022)
+    earlier = last - timedelta(hours=2)
+    tag = secrets.token_hex(4)
+    await add_order(
+        warehouse, earlier + timedelta(minutes=10), "USD", f"{tag}-a", [(1, "F", 1, 1000)]
+    )
+    first = await run_job(stack, "hourly-metrics", "--hour", last.isoformat())
+    assert first.returncode == 0, first.stderr
+    assert [line.split(":")[0] for line in first.stdout.splitlines()][-3:] == [
+        f"hourly metrics {h:%Y-%m-%dT%H}" for h in (earlier, earlier + HOUR, last)
+    ]
+    assert await _stored(warehouse, earlier) is not None
+    assert (await _stored(warehouse, earlier) or ())[:2] == (1, 1000)
+    assert await _stored(warehouse, earlier - HOUR) is None  # not in the window
+
+    # Late: an order of that hour arrives after the hour was computed.
+    await add_order(
+        warehouse, earlier + timedelta(minutes=20), "USD", f"{tag}-b", [(2, "F", 1, 500)]
+    )
+    second = await run_job(stack, "hourly-metrics", "--hour", last.isoformat())
+    assert second.returncode == 0, second.stderr
+    recomputed = await _stored(warehouse, earlier)
+    assert recomputed is not None and recomputed[:2] == (2, 1500)
+    bucket = stack.settings("analytics").data_lake_bucket
+    document = await s3.get_object(Bucket=bucket, Key=s3_key(earlier))
+    body = json.loads(await document["Body"].read())
+    assert body["totalOrders"] == 2
+    assert body["byCurrency"]["USD"]["totalRevenue"]["minorUnits"] == 1500
+
+    # Idempotent: the same figures, the same object.
+    third = await run_job(stack, "hourly-metrics", "--hour", last.isoformat())
+    assert third.returncode == 0, third.stderr
+    after_third = await _stored(warehouse, earlier)
+    assert after_third is not None and after_third[:2] == (2, 1500)
+    again = await s3.get_object(Bucket=bucket, Key=s3_key(earlier))
+    assert again["ETag"] == document["ETag"]
+
+    # --hours 1: that hour alone; --hours out of range refused.
+    single = await run_job(stack, "hourly-metrics", "--hour", last.isoformat(), "--hours", "1")
+    assert single.returncode == 0 and len(single.stdout.splitlines()) == 1
+    assert await _stored(warehouse, earlier) == after_third  # not recomputed
+    for hours in ("0", "169"):
+        refused = await run_job(stack, "hourly-metrics", "--hours", hours)
+        assert refused.returncode == 2 and "--hours must be between 1 and 168" in refused.stderr
+
+
+async def test_the_default_run_computes_the_last_three_ended_hours(
+    stack: Stack, warehouse: asyncpg.Connection
+) -> None:
+    started = await warehouse.fetchval("SELECT now()")
+    windows = {tuple(hours_back(last_closed_hour(), METRICS_HOURS))}
+    done = await run_job(stack, "hourly-metrics")
+    windows.add(tuple(hours_back(last_closed_hour(), METRICS_HOURS)))  # an hour may end
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3
+    fresh = {
+        row["hour_start"]
+        for row in await warehouse.fetch(
+            "SELECT hour_start FROM analytics.hourly_metrics WHERE computed_at >= $1", started
+        )
+    }
+    assert any(set(window) <= fresh for window in windows), (fresh, windows)
 
 
 async def test_dim_time_is_filled_and_the_yearly_job_extends_it(

@@ -10,6 +10,7 @@ with Hive partitioning.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import secrets
 import subprocess
@@ -28,11 +29,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 import pytest_asyncio
 
 from cloudshelf.devstack.stack import REPO_ROOT, Stack
-from services.analytics.lake import COMPACTED_NAME, LakeSink, partition_prefix
+from services.analytics.lake import (
+    COMPACTED_NAME,
+    Compaction,
+    LakeSink,
+    compact_hour,
+    partition_prefix,
+)
 from services.analytics.records import StreamEvent
 from services.analytics.sinks import open_sinks
 from services.analytics.timestream import (
@@ -213,10 +221,62 @@ async def test_the_lake_reads_back_by_partition_and_compaction_drops_duplicates(
     assert await keys_under(s3, bucket, added_prefix) == [f"{added_prefix}{COMPACTED_NAME}"]
 
 
+async def test_compaction_streams_a_partition_larger_than_its_memory(
+    stack: Stack, aws: ClientFactory
+) -> None:
+    """A partition of 3,000 events (and replays) compacted holding 400 rows at a time:
+    every event once, by time, in row groups of 200, the small files gone; then late
+    events merged into the compacted file, which is larger than the memory too."""
+    s3 = await aws("s3")
+    bucket = stack.settings("analytics").data_lake_bucket
+    sink = LakeSink(s3, bucket)
+    hour = random_hour(2020)
+    kind = "cart.item.added"
+
+    def events_at_random(count: int, first_sequence: int) -> list[StreamEvent]:
+        return [
+            event(
+                kind,
+                hour + timedelta(milliseconds=secrets.randbelow(3_600_000)),
+                {"book_id": str(n)},
+                first_sequence + n,
+            )
+            for n in range(count)
+        ]
+
+    events = events_at_random(3000, 1)
+    for start in range(0, 3000, 250):  # the consumer's batches
+        await sink.write(events[start : start + 250])
+    await sink.write(events[1100:1400])  # a replay cut elsewhere: 300 duplicates
+    prefix = partition_prefix(kind, hour)
+    assert len(await keys_under(s3, bucket, prefix)) == 13
+
+    done = await compact_hour(s3, bucket, hour, rows_in_memory=400)
+    assert done == Compaction(partitions=1, files_merged=13, rows=3000, duplicates_dropped=300)
+    assert await keys_under(s3, bucket, prefix) == [f"{prefix}{COMPACTED_NAME}"]
+
+    def by_time(some: list[StreamEvent]) -> list[str]:
+        return [e.id for e in sorted(some, key=lambda e: (e.envelope["occurred_at"], e.id))]
+
+    compacted = rows_of(lake_dataset(stack, bucket), kind, hour)
+    assert compacted.column("id").to_pylist() == by_time(events)
+    stored = await s3.get_object(Bucket=bucket, Key=f"{prefix}{COMPACTED_NAME}")
+    metadata = pq.ParquetFile(io.BytesIO(await stored["Body"].read())).metadata
+    assert [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)] == [200] * 15
+
+    late = events_at_random(500, 5001)
+    await sink.write([*late, *events[:100]])  # late events, and a replay of old ones
+    again = await compact_hour(s3, bucket, hour, rows_in_memory=400)
+    assert again == Compaction(partitions=1, files_merged=1, rows=3500, duplicates_dropped=100)
+    merged = rows_of(lake_dataset(stack, bucket), kind, hour)
+    assert merged.column("id").to_pylist() == by_time([*events, *late])
+    assert await keys_under(s3, bucket, prefix) == [f"{prefix}{COMPACTED_NAME}"]
+
+
 # --- Timestream -------------------------------------------------------------------------
 
 
-def _emulator_records(stack: Stack, database: str) -> list[dict[str, Any]]:
+def emulator_records(stack: Stack, database: str) -> list[dict[str, Any]]:
     """What the emulator's CartEvents table holds (moto's state, not a query)."""
     with urllib.request.urlopen(f"{stack.aws.url}/moto-api/data.json", timeout=30) as reply:
         state = json.load(reply)
@@ -384,7 +444,7 @@ async def test_cart_events_reach_timestream_once_per_category_and_rewrite_as_the
         start_ns = int(hour.timestamp()) * 10**9
         mine = [
             r
-            for r in _emulator_records(stack, database)
+            for r in emulator_records(stack, database)
             if start_ns <= int(r["Time"]) < start_ns + 3600 * 10**9
         ]
         assert len(mine) == 161
@@ -416,7 +476,7 @@ async def test_cart_events_reach_timestream_once_per_category_and_rewrite_as_the
         await sink.write(cart_events)
         again = [
             r
-            for r in _emulator_records(stack, database)
+            for r in emulator_records(stack, database)
             if start_ns <= int(r["Time"]) < start_ns + 3600 * 10**9
         ]
         rewritten = Counter(map(_key, again)) - Counter(map(_key, mine))
@@ -449,7 +509,7 @@ async def test_the_consumers_sinks_write_one_batch_to_timestream_and_the_lake(
     start_ns = int(hour.timestamp()) * 10**9
     written = [
         _key(r)
-        for r in _emulator_records(stack, settings.timestream_database)
+        for r in emulator_records(stack, settings.timestream_database)
         if start_ns <= int(r["Time"]) < start_ns + 3600 * 10**9
     ]
     assert [(*k[:3], k[5]) for k in written] == [("cart.item.added", "unknown", "USD", "700")]

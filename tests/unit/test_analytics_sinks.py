@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from services.analytics.lake import RAW_SCHEMA, _row, deduplicated, event_time, partition_prefix
+from services.analytics.lake import (
+    RAW_SCHEMA,
+    Merged,
+    _row,
+    event_time,
+    merge_files,
+    partition_prefix,
+)
 from services.analytics.metrics import (
     CurrencyFigures,
     HourlyMetrics,
@@ -172,14 +184,121 @@ def test_lake_partitions_by_event_time_and_encodes_the_type() -> None:
     assert event_time(without) == AT
 
 
-def test_dedup_keeps_one_row_per_id_in_time_order() -> None:
+def _parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows, schema=RAW_SCHEMA), path)
+    return path
+
+
+def test_merging_keeps_the_first_row_of_each_id_in_time_order(tmp_path: Path) -> None:
     late = stream_event("x", {"n": 1}, event_id="b", sequence="9")
     early = StreamEvent(
         {**late.envelope, "id": "a", "occurred_at": "2026-03-04T05:00:00Z"}, "shardId-1", "2", AT
     )
-    first = pa.Table.from_pylist([_row(late), _row(early)], schema=RAW_SCHEMA)
-    replay = pa.Table.from_pylist([_row(late)], schema=RAW_SCHEMA)
-    merged = deduplicated([first, replay])
-    assert merged.column("id").to_pylist() == ["a", "b"]
-    assert json.loads(merged.column("data")[1].as_py()) == {"n": 1}
-    assert deduplicated([replay.slice(0, 0)]).num_rows == 0
+    timeless = StreamEvent({"id": "0", "type": "x"}, "shardId-1", "3", AT)
+    changed = StreamEvent({**late.envelope, "data": {"n": 2}}, "shardId-1", "10", AT)
+    first = _parquet(tmp_path / "1.parquet", [_row(late), _row(timeless), _row(early)])
+    replay = _parquet(tmp_path / "2.parquet", [_row(changed), _row(early)])
+    empty = _parquet(tmp_path / "3.parquet", [])
+    merged = merge_files([first, replay, empty], tmp_path / "out.parquet", tmp_path)
+    assert merged == Merged(rows_in=5, rows_out=3, buckets=1)
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.schema == RAW_SCHEMA
+    # By time, then id; no time last.
+    assert table.column("id").to_pylist() == ["a", "b", "0"]
+    # The first input's row of an id wins.
+    assert json.loads(table.column("data")[1].as_py()) == {"n": 1}
+    nothing = merge_files([empty], tmp_path / "none.parquet", tmp_path)
+    assert nothing == Merged(0, 0, 1) and pq.read_table(tmp_path / "none.parquet").num_rows == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".arrow") == []
+
+
+def _many_rows(count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` rows of one hour, several per millisecond, ids in no order."""
+    randomness = random.Random(seed)
+    hour = datetime(2026, 3, 4, 5, tzinfo=UTC)
+    return [
+        {
+            **_row(
+                stream_event(
+                    "x",
+                    {"n": n},
+                    event_id=f"{randomness.getrandbits(64):016x}",
+                    sequence=str(n),
+                )
+            ),
+            "occurred_at": hour + timedelta(milliseconds=randomness.randrange(3_600_000 // 50)),
+        }
+        for n in range(count)
+    ]
+
+
+def test_a_partition_larger_than_memory_merges_through_buckets(tmp_path: Path) -> None:
+    rows = _many_rows(6000, seed=19)
+    compacted_before = sorted(rows[:1000], key=lambda r: (r["occurred_at"], r["id"]))
+    files = [_parquet(tmp_path / "compacted.parquet", compacted_before)]
+    # Small files of the sink: the rest in batches, replays cut elsewhere (duplicates),
+    # one replayed row with other content (the compacted row must win).
+    for n, start in enumerate(range(1000, 6000, 700)):
+        files.append(_parquet(tmp_path / f"small-{n}.parquet", rows[start : start + 700]))
+    files.append(_parquet(tmp_path / "replay.parquet", rows[900:1300]))
+    files.append(_parquet(tmp_path / "other.parquet", [{**rows[5], "data": '{"n": -1}'}]))
+
+    merged = merge_files(files, tmp_path / "out.parquet", tmp_path, rows_in_memory=500)
+    assert merged.rows_in == 6000 + 400 + 1 and merged.rows_out == 6000
+    assert merged.buckets == 13  # ceil(6,401 / 500)
+    out = pq.ParquetFile(tmp_path / "out.parquet")
+    table = out.read()
+    expected = sorted(rows, key=lambda r: (r["occurred_at"], r["id"]))
+    assert table.column("id").to_pylist() == [r["id"] for r in expected]
+    assert table.column("data").to_pylist() == [r["data"] for r in expected]
+    # Row groups of at most half the memory's rows, all full but the last.
+    sizes = [out.metadata.row_group(g).num_rows for g in range(out.metadata.num_row_groups)]
+    assert max(sizes) == 250 and all(s == 250 for s in sizes[:-1])
+    # Nothing left behind but the inputs and the output.
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".arrow"]
+
+
+_PEAK = """
+import sys
+from pathlib import Path
+import pyarrow as pa
+from services.analytics.lake import merge_files
+inputs = [Path(p) for p in sys.argv[3:]]
+merge_files(inputs, Path(sys.argv[1]), Path(sys.argv[2]), rows_in_memory=5_000)
+print(pa.default_memory_pool().max_memory())
+"""
+
+
+def _peak_memory_merging(tmp_path: Path, files: int) -> tuple[int, int]:
+    """(the Arrow memory pool's peak while merging `files` files of 20,000 rows, 5,000
+    rows at a time, in a process of its own; what those rows take in memory)."""
+    paths, size = [], 0
+    for n in range(files):
+        table = pa.Table.from_pylist(_many_rows(20_000, seed=n), schema=RAW_SCHEMA)
+        size += table.nbytes
+        # Row groups as the sink's files have them (one consumer batch at most).
+        pq.write_table(table, tmp_path / f"in-{n}.parquet", row_group_size=5_000)
+        paths.append(str(tmp_path / f"in-{n}.parquet"))
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(tmp_path / "out.parquet"), str(work), *paths],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_rows == 20_000 * files
+    return int(run.stdout.strip()), size
+
+
+def test_merging_holds_a_bounded_number_of_rows_whatever_the_partitions_size(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    peak, _ = _peak_memory_merging(tmp_path / "a", files=3)
+    double_peak, double_size = _peak_memory_merging(tmp_path / "b", files=6)
+    # Twice the rows, not more memory; a small part of what the rows take.
+    assert double_peak < peak * 1.25, (peak, double_peak)
+    assert double_peak < double_size / 4, (double_peak, double_size)
