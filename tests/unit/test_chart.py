@@ -474,6 +474,14 @@ def test_analytics_jobs_run_hourly_and_yearly_in_the_analytics_pod(
             assert hour.isdigit() and day.isdigit() and month.isdigit()
     compactor = container_of(cron_jobs[f"{RELEASE}-analytics-compact-lake"])
     assert compactor["resources"]["limits"]["memory"] == "1Gi"
+
+    # Compaction spills a partition-hour to /tmp: its own larger emptyDir, the others' stay.
+    def tmp_limit(cron: Manifest) -> str:
+        volumes = pod_template(cron)["spec"]["volumes"]
+        return next(v for v in volumes if v["name"] == "tmp")["emptyDir"]["sizeLimit"]
+
+    assert tmp_limit(cron_jobs[f"{RELEASE}-analytics-compact-lake"]) == "4Gi"
+    assert tmp_limit(cron_jobs[f"{RELEASE}-analytics-hourly-metrics"]) == "64Mi"
     # The hour's metrics are computed before its small files are compacted.
     minute = {
         job: int(cron_jobs[f"{RELEASE}-analytics-{job}"]["spec"]["schedule"].split()[0])

@@ -200,7 +200,7 @@ securityContext:
 volumes:
   - name: tmp
     emptyDir:
-      {{- with .root.Values.tmpVolume.sizeLimit }}
+      {{- with (.svc.tmpSizeLimit | default .root.Values.tmpVolume.sizeLimit) }}
       sizeLimit: {{ . }}
       {{- end }}
 {{- if eq (include "cloudshelf.tlsEnabled" .) "true" }}
