@@ -290,6 +290,8 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                 response.facets.CopyFrom(scaled_to_total(facets, total.count))
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
+            # Facets (include_facets) and spelling (corrected_query) add to the response
+            # here, from `scoped` (the filters, category subtree resolved) and `words`.
             counted = None if found.total is None else json.dumps(astuple(found.total)).encode()
             # Stored after the answer leaves: the caller does not wait for Redis.
             self.cache.put_search_later(lookup, response.SerializeToString(), counted)
