@@ -24,13 +24,13 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 
 
-def _env(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+def env_text(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
     value = (os.environ if environ is None else environ).get(name, "").strip()
     return value or default
 
 
-def _env_float(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
-    raw = _env(name, "", environ)
+def env_float(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    raw = env_text(name, "", environ)
     if not raw:
         return default
     try:
@@ -39,8 +39,8 @@ def _env_float(name: str, default: float, environ: Mapping[str, str] | None = No
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
-def _env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
-    raw = _env(name, "", environ)
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    raw = env_text(name, "", environ)
     if not raw:
         return default
     try:
@@ -49,12 +49,14 @@ def _env_int(name: str, default: int, environ: Mapping[str, str] | None = None) 
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
-def _env_list(name: str, environ: Mapping[str, str] | None = None) -> frozenset[str]:
-    return frozenset(item.strip() for item in _env(name, "", environ).split(",") if item.strip())
+def env_list(name: str, environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    return frozenset(
+        item.strip() for item in env_text(name, "", environ).split(",") if item.strip()
+    )
 
 
-def _env_bool(name: str, environ: Mapping[str, str] | None = None) -> bool:
-    raw = _env(name, "false", environ).lower()
+def env_bool(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    raw = env_text(name, "false", environ).lower()
     if raw not in ("true", "false", "1", "0", "yes", "no"):
         raise ValueError(f"{name} must be true or false, got {raw!r}")
     return raw in ("true", "1", "yes")
@@ -100,23 +102,23 @@ class AuthSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
         def env(name: str, default: str = "") -> str:
-            return _env(f"CLOUDSHELF_AUTH_{name}", default, environ)
+            return env_text(f"CLOUDSHELF_AUTH_{name}", default, environ)
 
         issuer = env("ISSUER").rstrip("/")
-        client_ids = _env_list("CLOUDSHELF_AUTH_CLIENT_IDS", environ)
+        client_ids = env_list("CLOUDSHELF_AUTH_CLIENT_IDS", environ)
         return cls(
             issuer=issuer,
             jwks_url=env("JWKS_URL", f"{issuer}/.well-known/jwks.json" if issuer else ""),
             client_ids=client_ids,
-            token_uses=_env_list("CLOUDSHELF_AUTH_TOKEN_USES", environ) or cls.token_uses,
-            leeway=_env_float("CLOUDSHELF_AUTH_LEEWAY_SECONDS", cls.leeway, environ),
-            jwks_refetch_interval=_env_float(
+            token_uses=env_list("CLOUDSHELF_AUTH_TOKEN_USES", environ) or cls.token_uses,
+            leeway=env_float("CLOUDSHELF_AUTH_LEEWAY_SECONDS", cls.leeway, environ),
+            jwks_refetch_interval=env_float(
                 "CLOUDSHELF_AUTH_JWKS_REFETCH_SECONDS", cls.jwks_refetch_interval, environ
             ),
             admin_group=env("ADMIN_GROUP", cls.admin_group),
             service_group=env("SERVICE_GROUP", cls.service_group),
             service_scope=env("SERVICE_SCOPE", cls.service_scope),
-            disabled=_env_bool(AUTH_DISABLED_ENV, environ),
+            disabled=env_bool(AUTH_DISABLED_ENV, environ),
             service_client_id=env("SERVICE_CLIENT_ID", min(client_ids, default="")),
             service_username=env("SERVICE_USERNAME"),
             service_password=env("SERVICE_PASSWORD"),
@@ -144,7 +146,7 @@ class AuthSettings:
 def service_address(service: str, environ: Mapping[str, str] | None = None) -> str:
     """Where a service is reached by its peers: CLOUDSHELF_<SERVICE>_ADDR."""
     default = f"127.0.0.1:{DEFAULT_PORTS[service]}"
-    return _env(f"CLOUDSHELF_{service.upper()}_ADDR", default, environ)
+    return env_text(f"CLOUDSHELF_{service.upper()}_ADDR", default, environ)
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,9 @@ class TlsFiles:
 
 
 def _server_tls(environ: Mapping[str, str] | None) -> TlsFiles | None:
-    cert = _env("CLOUDSHELF_TLS_CERT_FILE", "", environ) or None
-    key = _env("CLOUDSHELF_TLS_KEY_FILE", "", environ) or None
-    ca = _env("CLOUDSHELF_TLS_CA_FILE", "", environ) or None
+    cert = env_text("CLOUDSHELF_TLS_CERT_FILE", "", environ) or None
+    key = env_text("CLOUDSHELF_TLS_KEY_FILE", "", environ) or None
+    ca = env_text("CLOUDSHELF_TLS_CA_FILE", "", environ) or None
     if (cert is None) != (key is None) or (ca and not cert):
         raise ValueError(
             "CLOUDSHELF_TLS_CERT_FILE and CLOUDSHELF_TLS_KEY_FILE go together, and "
@@ -179,8 +181,8 @@ def _peer_tls(environ: Mapping[str, str] | None) -> TlsFiles | None:
     (usages server and client auth) serves a service both ways."""
 
     def file(name: str) -> str | None:
-        own = _env(f"CLOUDSHELF_{name}", "", environ)
-        return _env(f"CLOUDSHELF_PEER_{name}", own, environ) or None
+        own = env_text(f"CLOUDSHELF_{name}", "", environ)
+        return env_text(f"CLOUDSHELF_PEER_{name}", own, environ) or None
 
     cert, key, ca = file("TLS_CERT_FILE"), file("TLS_KEY_FILE"), file("TLS_CA_FILE")
     if (cert is None) != (key is None):
@@ -207,7 +209,7 @@ TRUSTED_PROXY_CIDRS_ENV = "CLOUDSHELF_TRUSTED_PROXY_CIDRS"
 
 def trusted_proxy_cidrs(environ: Mapping[str, str] | None = None) -> tuple[IPNetwork, ...]:
     """The gateways whose x-forwarded-for and gateway headers are believed (none by default)."""
-    return parse_cidrs(TRUSTED_PROXY_CIDRS_ENV, _env(TRUSTED_PROXY_CIDRS_ENV, "", environ))
+    return parse_cidrs(TRUSTED_PROXY_CIDRS_ENV, env_text(TRUSTED_PROXY_CIDRS_ENV, "", environ))
 
 
 @dataclass(frozen=True)
@@ -260,13 +262,13 @@ class Settings:
         """Reads the process environment, or `environ` when given (the local stack)."""
 
         def env(name: str, default: str) -> str:
-            return _env(name, default, environ)
+            return env_text(name, default, environ)
 
-        def env_float(name: str, default: float) -> float:
-            return _env_float(name, default, environ)
+        def number(name: str, default: float) -> float:
+            return env_float(name, default, environ)
 
-        def env_int(name: str, default: int) -> int:
-            return _env_int(name, default, environ)
+        def whole(name: str, default: int) -> int:
+            return env_int(name, default, environ)
 
         return cls(
             service=service,
@@ -281,22 +283,22 @@ class Settings:
             ),
             redis_url=env("CLOUDSHELF_REDIS_URL", "redis://127.0.0.1:16379/0"),
             aws_region=env("AWS_REGION", env("AWS_DEFAULT_REGION", "us-east-1")),
-            shutdown_grace=env_float("CLOUDSHELF_SHUTDOWN_GRACE_SECONDS", 10.0),
-            health_interval=env_float("CLOUDSHELF_HEALTH_INTERVAL_SECONDS", 2.0),
-            default_call_timeout=env_float("CLOUDSHELF_CALL_TIMEOUT_SECONDS", 5.0),
-            postgres_pool_min_size=env_int(
+            shutdown_grace=number("CLOUDSHELF_SHUTDOWN_GRACE_SECONDS", 10.0),
+            health_interval=number("CLOUDSHELF_HEALTH_INTERVAL_SECONDS", 2.0),
+            default_call_timeout=number("CLOUDSHELF_CALL_TIMEOUT_SECONDS", 5.0),
+            postgres_pool_min_size=whole(
                 "CLOUDSHELF_POSTGRES_POOL_MIN_SIZE", cls.postgres_pool_min_size
             ),
-            postgres_pool_max_size=env_int(
+            postgres_pool_max_size=whole(
                 "CLOUDSHELF_POSTGRES_POOL_MAX_SIZE", cls.postgres_pool_max_size
             ),
-            postgres_command_timeout=env_float(
+            postgres_command_timeout=number(
                 "CLOUDSHELF_POSTGRES_COMMAND_TIMEOUT_SECONDS", cls.postgres_command_timeout
             ),
-            redis_max_connections=env_int(
+            redis_max_connections=whole(
                 "CLOUDSHELF_REDIS_MAX_CONNECTIONS", cls.redis_max_connections
             ),
-            cache_invalidation_interval=env_float(
+            cache_invalidation_interval=number(
                 "CLOUDSHELF_CACHE_INVALIDATION_INTERVAL_SECONDS", cls.cache_invalidation_interval
             ),
             server_tls=_server_tls(environ),

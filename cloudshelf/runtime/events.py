@@ -52,7 +52,7 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cloudshelf.common.v1 import common_pb2
-from cloudshelf.runtime.config import _env_float
+from cloudshelf.runtime.config import env_float
 
 log = logging.getLogger("cloudshelf.events")
 
@@ -359,12 +359,12 @@ class RelayPolicy:
         default = cls()
         return cls(
             max_attempts=int(
-                _env_float("CLOUDSHELF_OUTBOX_MAX_ATTEMPTS", default.max_attempts, environ)
+                env_float("CLOUDSHELF_OUTBOX_MAX_ATTEMPTS", default.max_attempts, environ)
             ),
-            retry_cap=_env_float("CLOUDSHELF_OUTBOX_RETRY_CAP_SECONDS", default.retry_cap, environ),
+            retry_cap=env_float("CLOUDSHELF_OUTBOX_RETRY_CAP_SECONDS", default.retry_cap, environ),
             retention=3600.0
-            * _env_float("CLOUDSHELF_OUTBOX_RETENTION_HOURS", default.retention / 3600, environ),
-            backlog_alert_age=_env_float(
+            * env_float("CLOUDSHELF_OUTBOX_RETENTION_HOURS", default.retention / 3600, environ),
+            backlog_alert_age=env_float(
                 "CLOUDSHELF_OUTBOX_BACKLOG_ALERT_SECONDS", default.backlog_alert_age, environ
             ),
         )

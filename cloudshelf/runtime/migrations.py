@@ -46,7 +46,7 @@ from pathlib import Path
 import asyncpg
 import sqlparse
 
-from cloudshelf.runtime.config import _env_float
+from cloudshelf.runtime.config import env_float
 
 _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9_]+)\.(?P<direction>up|down)\.sql$")
 # Any constant works; it only has to be the same for every runner of the database.
@@ -123,8 +123,8 @@ class MigrationTimeouts:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MigrationTimeouts:
         return cls(
-            lock=_env_float("CLOUDSHELF_MIGRATION_LOCK_TIMEOUT_SECONDS", cls.lock, environ),
-            statement=_env_float(
+            lock=env_float("CLOUDSHELF_MIGRATION_LOCK_TIMEOUT_SECONDS", cls.lock, environ),
+            statement=env_float(
                 "CLOUDSHELF_MIGRATION_STATEMENT_TIMEOUT_SECONDS", cls.statement, environ
             ),
         )

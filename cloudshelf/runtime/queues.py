@@ -39,7 +39,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from cloudshelf.runtime.config import _env_int
+from cloudshelf.runtime.config import env_int
 
 log = logging.getLogger("cloudshelf.queues")
 
@@ -122,7 +122,7 @@ class ConsumerPolicy:
     ) -> ConsumerPolicy:
         """The policy with its visibility timeout from `visibility_env` (whole seconds, at
         least 1)."""
-        visibility = _env_int(visibility_env, cls.visibility_timeout, environ)
+        visibility = env_int(visibility_env, cls.visibility_timeout, environ)
         if visibility < 1:
             raise ValueError(f"{visibility_env} must be at least 1, got {visibility}")
         return cls(visibility_timeout=visibility)

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from cloudshelf.runtime.auth import Policy, configure_service_credentials, server_interceptor
-from cloudshelf.runtime.config import Settings, _env_float
+from cloudshelf.runtime.config import Settings, env_float
 from cloudshelf.runtime.health import SERVING, Dependency, DependencyMonitor
 from cloudshelf.runtime.logs import configure_logging
 from cloudshelf.runtime.rpc import ServerErrorInterceptor
@@ -110,9 +110,7 @@ async def serve(settings: Settings, setup: Setup) -> None:
                 ServerErrorInterceptor(),
                 *app.interceptors,
             ],
-            options=server_options(
-                _env_float(MAX_CONNECTION_AGE_ENV, 0.0), settings.shutdown_grace
-            ),
+            options=server_options(env_float(MAX_CONNECTION_AGE_ENV, 0.0), settings.shutdown_grace),
         )
         for servicer in app.servicers:
             servicer.add_to_server(servicer.implementation, server)

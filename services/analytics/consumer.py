@@ -53,7 +53,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from cloudshelf.runtime.config import Settings, _env, _env_float, _env_int
+from cloudshelf.runtime.config import Settings, env_float, env_int, env_text
 from cloudshelf.runtime.health import Dependency
 from cloudshelf.runtime.logs import configure_logging
 from cloudshelf.runtime.server import ServiceApp, serve
@@ -95,7 +95,7 @@ DEFAULT_LEASE_TABLE = "cloudshelf-analytics-leases"
 
 
 def lease_table_name(environ: Mapping[str, str] | None = None) -> str:
-    return _env(LEASE_TABLE_ENV, DEFAULT_LEASE_TABLE, environ)
+    return env_text(LEASE_TABLE_ENV, DEFAULT_LEASE_TABLE, environ)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class ConsumerSettings:
     def from_env(
         cls, settings: Settings, environ: Mapping[str, str] | None = None
     ) -> ConsumerSettings:
-        worker_id = _env(
+        worker_id = env_text(
             "CLOUDSHELF_ANALYTICS_WORKER_ID",
             f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}",
             environ,
@@ -119,14 +119,14 @@ class ConsumerSettings:
         return cls(
             stream=settings.analytics_stream,
             lease_table=lease_table_name(environ),
-            lease_seconds=_env_float(
+            lease_seconds=env_float(
                 "CLOUDSHELF_ANALYTICS_LEASE_SECONDS", cls.lease_seconds, environ
             ),
             batch_records=min(
                 10_000,
-                _env_int("CLOUDSHELF_ANALYTICS_BATCH_RECORDS", cls.batch_records, environ),
+                env_int("CLOUDSHELF_ANALYTICS_BATCH_RECORDS", cls.batch_records, environ),
             ),
-            idle_poll_seconds=_env_float(
+            idle_poll_seconds=env_float(
                 "CLOUDSHELF_ANALYTICS_IDLE_POLL_SECONDS", cls.idle_poll_seconds, environ
             ),
             worker_id=worker_id,
@@ -575,7 +575,7 @@ def settings_from_env() -> Settings:
     """The analytics service's settings (database, stream), with this worker's name and
     health port."""
     settings = Settings.from_env("analytics")
-    listen = _env("CLOUDSHELF_LISTEN_ADDR", DEFAULT_LISTEN_ADDR)
+    listen = env_text("CLOUDSHELF_LISTEN_ADDR", DEFAULT_LISTEN_ADDR)
     return dataclasses.replace(settings, service=WORKER_NAME, listen_addr=listen)
 
 

@@ -67,7 +67,7 @@ from opentelemetry.trace import SpanKind
 
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.common.v1 import common_pb2
-from cloudshelf.runtime.config import _env_float
+from cloudshelf.runtime.config import env_float
 from cloudshelf.runtime.events import DeliveryFailure, Event, Publisher, event_data, trace_links
 from services.cart.store import STOCK_CHECK_ABOVE
 from services.cart.tables import (
@@ -123,12 +123,12 @@ class StreamPolicy:
         CLOUDSHELF_CART_LOW_STOCK_THRESHOLD."""
         default = cls()
         return cls(
-            poll_interval=_env_float(
+            poll_interval=env_float(
                 "CLOUDSHELF_CART_STREAM_POLL_SECONDS", default.poll_interval, environ
             ),
-            lease=_env_float("CLOUDSHELF_CART_STREAM_LEASE_SECONDS", default.lease, environ),
+            lease=env_float("CLOUDSHELF_CART_STREAM_LEASE_SECONDS", default.lease, environ),
             low_stock_threshold=int(
-                _env_float(
+                env_float(
                     "CLOUDSHELF_CART_LOW_STOCK_THRESHOLD", default.low_stock_threshold, environ
                 )
             ),

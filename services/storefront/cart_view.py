@@ -20,7 +20,7 @@ import grpc
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.common.v1 import common_pb2
-from cloudshelf.runtime.config import _env_float
+from cloudshelf.runtime.config import env_float
 from cloudshelf.runtime.errors import Unavailable
 from cloudshelf.runtime.rpc import remaining_time
 from cloudshelf.storefront.v1 import storefront_pb2
@@ -66,8 +66,8 @@ class CatalogBudget:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogBudget:
         budget = cls(
-            seconds=_env_float(CATALOG_BUDGET_ENV, cls.seconds, environ),
-            reserve=_env_float(ANSWER_RESERVE_ENV, cls.reserve, environ),
+            seconds=env_float(CATALOG_BUDGET_ENV, cls.seconds, environ),
+            reserve=env_float(ANSWER_RESERVE_ENV, cls.reserve, environ),
         )
         if budget.seconds <= 0 or budget.reserve < 0:
             raise ValueError(

@@ -76,7 +76,7 @@ from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.common.v1 import common_pb2
 from cloudshelf.runtime.auth import acting_as_service
-from cloudshelf.runtime.config import _env_int
+from cloudshelf.runtime.config import env_int
 from cloudshelf.runtime.errors import (
     Aborted,
     FailedPrecondition,
@@ -160,13 +160,13 @@ class PricingRules:
     @classmethod
     def from_env(cls) -> PricingRules:
         rules = cls(
-            tax_rate_basis_points=_env_int(
+            tax_rate_basis_points=env_int(
                 "CLOUDSHELF_STOREFRONT_TAX_RATE_BASIS_POINTS", cls.tax_rate_basis_points
             ),
-            free_shipping_from=_env_int(
+            free_shipping_from=env_int(
                 "CLOUDSHELF_STOREFRONT_FREE_SHIPPING_FROM_MINOR_UNITS", cls.free_shipping_from
             ),
-            shipping_flat=_env_int(
+            shipping_flat=env_int(
                 "CLOUDSHELF_STOREFRONT_SHIPPING_FLAT_MINOR_UNITS", cls.shipping_flat
             ),
         )
