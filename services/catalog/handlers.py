@@ -29,6 +29,7 @@ from services.catalog.search import (
     search_page,
     search_total,
 )
+from services.catalog.spelling import correct
 from services.catalog.suggest import (
     DEFAULT_LIMIT,
     KINDS,
@@ -253,6 +254,8 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             "sort": sort,
             "size": size,
         }
+        if request.exact_query:  # its pages differ from the corrected ones
+            query["exact"] = True
         # Tokens stop at MAX_SEARCH_OFFSET: deeper pages are not served (narrow the query).
         shape = {"offset": Int(0, MAX_SEARCH_OFFSET)}
         offset = int(
@@ -280,6 +283,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             if request.category_id:
                 subtree = await self._subtree(_category("category_id", request.category_id))
                 scoped = replace(filters, category_ids=tuple(subtree))
+            # Typo tolerance (services/catalog/spelling.py): deterministic for a catalog
+            # generation, so the page stays cached under the text as typed.
+            corrected = None if request.exact_query else await correct(self.pool, scoped.text)
+            if corrected is not None:
+                scoped = replace(scoped, text=corrected)
             has_terms = await has_search_terms(self.pool, scoped.text)
             # The total (planner estimate, then a count or a sample) is cheap beside the
             # page and runs on a second connection meanwhile.
@@ -292,6 +300,8 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             response = catalog_pb2.SearchBooksResponse(
                 books=books, total_count=total.count, total_count_is_estimate=total.estimate
             )
+            if corrected is not None:
+                response.corrected_query = corrected
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
             data = response.SerializeToString()

@@ -36,6 +36,7 @@ CATALOG_VERSIONS = [
     202511105,
     202511202,
     202511401,
+    202511431,
 ]
 STOREFRONT_VERSIONS = [202511201]
 # Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
