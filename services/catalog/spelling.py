@@ -11,7 +11,8 @@ words one edit away (generated here, looked up by primary key: short words have 
 trigrams to be found by similarity) and, for longer words, the trigram neighbours
 (pg_trgm's GiST index, nearest first) for two edits. Candidates are ranked by Damerau-Levenshtein
 distance against frequency (each edit is worth a factor EDIT_WEIGHT in books), and the
-corrected query is kept only if it matches an active book through the real tsquery.
+corrected query is kept only if it matches an active book through the real tsquery
+(looked up when a word is rare enough for that to be in doubt: CHECK_MATCHES_BELOW).
 
 Only the words are rewritten: quotes, OR, -exclusions, stop words, punctuation and
 spacing stay as typed; excluded words are never corrected (a misspelled exclusion
@@ -42,14 +43,31 @@ MIN_LETTERS = 3
 MAX_CORRECTED_WORDS = 4
 # Trigram neighbours examined per word (ordered by similarity).
 TRIGRAM_CANDIDATES = 50
+# Whether the corrected words meet in one book is looked up (through the GIN index, at a
+# cost that follows the rarest word's books) only when some word is in at most so many
+# books: words each in more books than this are taken to meet (looking would read posting
+# lists of that length, ~100 ms for a word of 200,000 books, to confirm the near-certain).
+CHECK_MATCHES_BELOW = 20_000
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-# Letters tried in insertions and substitutions: ASCII and the common accented Latin ones
-# in both cases (the search keeps the case of non-ASCII letters: "Über" stays "Über"), plus
-# the typed word's own (see edits1), so "Beyonce" finds "beyoncé" and "uber" "Über".
-_ACCENTED = "àáâãäåæçèéêëìíîïñòóôõöøœùúûüýÿ"
-ALPHABET = "abcdefghijklmnopqrstuvwxyz" + _ACCENTED + _ACCENTED.upper() + "ß"
+# Letters tried in insertions and substitutions: a-z, and the typed word's own letters
+# (edits1). Accented forms are tried only in place of their base letter ("Beyonce" finds
+# "beyoncé"), and capital ones only first (the search keeps the case of non-ASCII letters:
+# "Über" stays "Über", one substitution from "uber"): each candidate is sent and looked
+# up, so the list stays short (~450 strings for 7 letters, not ~1,300).
+ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+ACCENTED = {
+    "a": "àáâãäåæ",
+    "c": "ç",
+    "e": "èéêë",
+    "i": "ìíîï",
+    "n": "ñ",
+    "o": "òóôõöøœ",
+    "s": "ß",
+    "u": "ùúûü",
+    "y": "ýÿ",
+}
 
 
 def ascii_lower(text: str) -> str:
@@ -121,14 +139,18 @@ def max_edits(word: str) -> int:
 
 
 def edits1(word: str, alphabet: str = ALPHABET) -> set[str]:
-    """Every string one deletion, transposition, substitution or insertion away."""
-    letters = "".join(dict.fromkeys(alphabet + word + word.translate(_ASCII_LOWER)))
+    """Every string one deletion, transposition, substitution or insertion away (the
+    letters as ALPHABET says)."""
+    letters = "".join(dict.fromkeys(alphabet + word))
     splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
     deletes = {a + b[1:] for a, b in splits if b}
     transposes = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
     replaces = {a + c + b[1:] for a, b in splits if b for c in letters if c != b[0]}
     inserts = {a + c + b for a, b in splits for c in letters}
-    return (deletes | transposes | replaces | inserts) - {word}
+    accents = {a + c + b[1:] for a, b in splits if b for c in ACCENTED.get(b[0].lower(), "")}
+    if word:
+        accents |= {c.upper() + word[1:] for c in ACCENTED.get(word[0].lower(), "")}
+    return (deletes | transposes | replaces | inserts | accents) - {word}
 
 
 def damerau_levenshtein(a: str, b: str) -> int:
@@ -225,7 +247,9 @@ _FREQUENCIES_SQL = f"""
 # The words one edit away ($1) and the trigram neighbours of the word ($2, when given).
 _CANDIDATES_SQL = f"""
     WITH c AS (
-        SELECT word, lexeme FROM book_catalog.spelling_words WHERE word = ANY($1::text[])
+        -- A join, not = ANY: the planner would weigh each of ~1,000 array elements.
+        SELECT w.word, w.lexeme
+          FROM unnest($1::text[]) e(word) JOIN book_catalog.spelling_words w USING (word)
         UNION
         (SELECT word, lexeme FROM book_catalog.spelling_words
           WHERE $2::text IS NOT NULL
@@ -233,10 +257,7 @@ _CANDIDATES_SQL = f"""
     )
     SELECT c.word, c.lexeme, {_BOOKS.format("c.lexeme")} AS books FROM c"""
 
-_MATCHES_SQL = """
-    SELECT EXISTS (SELECT 1 FROM book_catalog.books b
-                    WHERE b.status = 'active'
-                      AND b.search_vector @@ websearch_to_tsquery('english', $1::text))"""
+_MATCHES_SQL = "SELECT book_catalog.search_matches_any($1::text)"
 
 
 async def candidates_of(pool: asyncpg.Pool, word: str) -> list[Candidate]:
@@ -254,19 +275,23 @@ async def correct(pool: asyncpg.Pool, query: str) -> str | None:
     if not words:
         return None
     rows = await pool.fetch(_FREQUENCIES_SQL, [ascii_lower(w.text) for w in words])
-    suspects = [
-        (word, row["lexeme"], row["books"])
-        for word, row in zip(words, rows, strict=True)
-        if row["lexeme"] is not None and row["books"] <= RARE_BOOKS
-    ]
     replacements: list[tuple[QueryWord, str]] = []
-    for word, lexeme, books in suspects[:MAX_CORRECTED_WORDS]:
-        choice = best_candidate(word.text, lexeme, books, await candidates_of(pool, word.text))
+    books_per_word: list[int] = []  # after correction, of the words with a lexeme
+    for word, row in zip(words, rows, strict=True):
+        if row["lexeme"] is None:
+            continue
+        choice = None
+        if row["books"] <= RARE_BOOKS and len(replacements) < MAX_CORRECTED_WORDS:
+            candidates = await candidates_of(pool, word.text)
+            choice = best_candidate(word.text, row["lexeme"], row["books"], candidates)
         if choice is not None:
             replacements.append((word, match_case(word.text, choice.word)))
+        books_per_word.append(choice.books if choice else row["books"])
     if not replacements:
         return None
     corrected = rewrite(query, replacements)
-    if not await pool.fetchval(_MATCHES_SQL, corrected):
+    if min(books_per_word) <= CHECK_MATCHES_BELOW and not await pool.fetchval(
+        _MATCHES_SQL, corrected
+    ):
         return None
     return corrected

@@ -131,6 +131,19 @@ BEGIN
     RETURN folded;
 END $$;
 
+-- Whether a (corrected) web-search query matches an active book. Through the GIN index
+-- only: under EXISTS the planner would rather walk the table (or a sort index) until the
+-- first match, which for words that never meet in one book, estimated as independent,
+-- is a scan of the whole catalog. A query of one lexeme needs no look: it is asked about a
+-- corrected word, which the counts say a book holds.
+CREATE FUNCTION book_catalog.search_matches_any(p_query TEXT) RETURNS BOOLEAN
+LANGUAGE sql STABLE SET enable_seqscan = off SET enable_indexscan = off AS $$
+    SELECT CASE WHEN numnode(q) <= 1 THEN numnode(q) = 1
+                ELSE EXISTS (SELECT 1 FROM book_catalog.books b
+                              WHERE b.status = 'active' AND b.search_vector @@ q) END
+      FROM websearch_to_tsquery('english', p_query) q
+$$;
+
 -- The lexicon of the books already there. The distinct words are few (tens of thousands)
 -- but the planner guesses millions and would sort every word of every book: room to hash.
 SET LOCAL work_mem = '256MB';
