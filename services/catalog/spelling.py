@@ -49,6 +49,25 @@ TRIGRAM_CANDIDATES = 50
 # lists of that length, ~100 ms for a word of 200,000 books, to confirm the near-certain).
 CHECK_MATCHES_BELOW = 20_000
 
+# The english configuration's stop words (PostgreSQL's tsearch_data/english.stop): never
+# in the lexicon (no lexeme), yet what a typo is often one edit from ("abotu", "wfere").
+# A word no book holds may be corrected to one (the search then ignores it, as it would
+# the word spelled right); a rare real word never is.
+STOP_WORDS = frozenset(
+    """
+    i me my myself we our ours ourselves you your yours yourself yourselves he him his
+    himself she her hers herself it its itself they them their theirs themselves what
+    which who whom this that these those am is are was were be been being have has had
+    having do does did doing a an the and but if or because as until while of at by for
+    with about against between into through during before after above below to from up
+    down in out on off over under again further then once here there when where why how
+    all any both each few more most other some such no nor not only own same so than too
+    very s t can will just don should now
+    """.split()
+)
+# What a stop word weighs against a catalog word: in every book.
+STOP_WORD_BOOKS = 1_000_000
+
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # Letters tried in insertions and substitutions: a-z, and the typed word's own letters
@@ -197,6 +216,8 @@ def best_candidate(
     for candidate in candidates:
         if candidate.books <= 0 or candidate.lexeme == typed_lexeme:
             continue
+        if typed_books and candidate.word in STOP_WORDS:
+            continue
         if typed_books and candidate.books < typed_books * KNOWN_WORD_RATIO:
             continue
         edits = damerau_levenshtein(folded, candidate.word)
@@ -263,8 +284,11 @@ _MATCHES_SQL = "SELECT book_catalog.search_matches_any($1::text)"
 async def candidates_of(pool: asyncpg.Pool, word: str) -> list[Candidate]:
     folded = ascii_lower(word)
     trigram = folded if max_edits(folded) > 1 else None
-    rows = await pool.fetch(_CANDIDATES_SQL, sorted(edits1(folded)), trigram)
-    return [Candidate(row["word"], row["lexeme"], row["books"]) for row in rows]
+    edits = edits1(folded)
+    rows = await pool.fetch(_CANDIDATES_SQL, sorted(edits), trigram)
+    return [Candidate(row["word"], row["lexeme"], row["books"]) for row in rows] + [
+        Candidate(word, "", STOP_WORD_BOOKS) for word in sorted(edits & STOP_WORDS)
+    ]
 
 
 async def correct(pool: asyncpg.Pool, query: str) -> str | None:
@@ -286,9 +310,10 @@ async def correct(pool: asyncpg.Pool, query: str) -> str | None:
             choice = best_candidate(word.text, row["lexeme"], row["books"], candidates)
         if choice is not None:
             replacements.append((word, match_case(word.text, choice.word)))
-        books_per_word.append(choice.books if choice else row["books"])
-    if not replacements:
-        return None
+        if choice is None or choice.word not in STOP_WORDS:
+            books_per_word.append(choice.books if choice else row["books"])
+    if not replacements or not books_per_word:
+        return None  # nothing to correct, or only stop words would be left to search
     corrected = rewrite(query, replacements)
     if min(books_per_word) <= CHECK_MATCHES_BELOW and not await pool.fetchval(
         _MATCHES_SQL, corrected

@@ -11,6 +11,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.devstack.stack import Stack
+from services.catalog.spelling import STOP_WORDS
 from tests.conftest import run_cli
 from tests.factories import book, word
 
@@ -74,9 +75,12 @@ async def test_only_the_wrong_word_changes_and_keeps_the_typed_case(
     response = await search(catalog, f"{history.capitalize()}  of {swapped(war).upper()}!")
     assert response.corrected_query == f"{history.capitalize()}  of {war.upper()}!"
     assert ids(response) == {found.id}
-    # Several wrong words, each corrected.
-    response = await search(catalog, f"{swapped(history)} {swapped(war, 5)}")
-    assert response.corrected_query == f"{history} {war}"
+    # Several wrong words, each corrected; a misspelled stop word too.
+    response = await search(catalog, f"{swapped(history)} abotu {swapped(war, 5)}")
+    assert response.corrected_query == f"{history} about {war}"
+    assert ids(response) == {found.id}
+    # Not when a stop word would be all that is left to search.
+    assert (await search(catalog, "abotu")).corrected_query == ""
 
 
 async def test_a_correct_query_is_never_corrected(catalog: CatalogServiceAsyncStub) -> None:
@@ -233,6 +237,9 @@ async def test_the_lexicon_equals_a_rebuild_from_the_books(
             'SELECT search_vector FROM book_catalog.books WHERE status = ''active''')"""
     conn = await asyncpg.connect(stack.postgres.dsn("catalog"))
     try:
+        # The stop words the corrections know are the search configuration's own.
+        indexed = "SELECT w FROM unnest($1::text[]) w WHERE to_tsvector('english', w) <> ''"
+        assert await conn.fetch(indexed, sorted(STOP_WORDS)) == []
         for when in ("pending", "folded"):
             assert await conn.fetch(f"({counted}) EXCEPT ({rebuilt})") == [], when
             assert await conn.fetch(f"({rebuilt}) EXCEPT ({counted})") == [], when

@@ -6,6 +6,7 @@ from __future__ import annotations
 from services.catalog.spelling import (
     KNOWN_WORD_RATIO,
     RARE_BOOKS,
+    STOP_WORD_BOOKS,
     Candidate,
     best_candidate,
     correctable_words,
@@ -82,6 +83,11 @@ def test_a_known_word_changes_only_for_a_far_more_frequent_one_edit_away() -> No
     assert choose("bard", 200, ("hard", 1_000_000)) is None  # more than RARE_BOOKS
     assert choose("hsitroy", 1, ("history", 1_000_000)) is None  # two edits
     assert choose("qiut", RARE_BOOKS + 1, ("quit", 10**9)) is None
+
+
+def test_a_typo_of_a_stop_word_becomes_the_stop_word_a_rare_word_never() -> None:
+    assert choose("abotu", 0, ("about", STOP_WORD_BOOKS), ("abbott", 500)) == "about"
+    assert choose("thy", 3, ("the", STOP_WORD_BOOKS)) is None
 
 
 def test_a_spelling_of_the_same_lexeme_is_no_correction() -> None:
