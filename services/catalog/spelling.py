@@ -5,12 +5,13 @@ active books holding it (what a query word would match), and the surface words o
 subtitles, descriptions and author names with their lexeme (what a correction shows).
 
 A query pays one indexed lookup when its words are all known (the frequencies of their
-lexemes, base plus pending changes). Only a word no book holds, or one so rare that a
-word one edit away is in KNOWN_WORD_RATIO times more books, looks for candidates: the
-words one edit away (generated here, looked up by primary key: short words have too few
-trigrams to be found by similarity) and, for longer words, the trigram neighbours
-(pg_trgm's GiST index, nearest first) for two edits. Candidates are ranked by Damerau-Levenshtein
-distance against frequency (each edit is worth a factor EDIT_WEIGHT in books), and the
+lexemes, base plus pending changes). Only a word no book holds, or one in at most
+RARE_BOOKS books, looks for candidates: the words one edit away (generated here, looked
+up by primary key: short words have too few trigrams to be found by similarity), for
+longer words also the trigram neighbours (pg_trgm's GiST index, nearest first) for two
+edits, and the stop words one edit away. They are ranked by Damerau-Levenshtein distance
+against frequency (each edit is worth a factor EDIT_WEIGHT in books); a rare real word
+only gives way to one a single edit away in KNOWN_WORD_RATIO times more books. The
 corrected query is kept only if it matches an active book through the real tsquery
 (looked up when a word is rare enough for that to be in doubt: CHECK_MATCHES_BELOW).
 
