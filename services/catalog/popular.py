@@ -59,5 +59,3 @@ async def refresh_popular_books(pool: asyncpg.Pool) -> None:
         await conn.execute("UPDATE book_catalog.popular_books_refresh SET refreshed_at = now()")
         # SuggestBooks ranks by the same signals; its triggers keep only the texts current.
         await conn.execute("SELECT book_catalog.refresh_suggestion_popularity()")
-        # Typo tolerance's lexicon: the books' pending word counts folded in (spelling.py).
-        await conn.execute("SELECT book_catalog.fold_spelling_changes()")

@@ -321,3 +321,11 @@ async def correct(pool: asyncpg.Pool, query: str) -> str | None:
     ):
         return None
     return corrected
+
+
+async def fold_spelling_changes(pool: asyncpg.Pool) -> int:
+    """Folds the books' pending lexeme differences into the counts, and prunes the words
+    no active book holds any more (the fold-spelling job, every few minutes: readers add
+    the pending rows of each word they look up, so the fewer the cheaper)."""
+    folded: int = await pool.fetchval("SELECT book_catalog.fold_spelling_changes()")
+    return folded

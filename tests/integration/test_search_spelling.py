@@ -163,8 +163,8 @@ async def test_a_new_word_is_correctable_at_once_and_a_removed_one_no_more(
     assert list(response.books) == []
     assert (await search(catalog, swapped(replacement))).corrected_query == replacement
 
-    # After the lexicon's fold (with the popular-books job), the same answers.
-    job = await run_cli(stack, "job", "refresh-popular")
+    # After the lexicon's fold (the fold-spelling job), the same answers.
+    job = await run_cli(stack, "job", "fold-spelling")
     assert job.returncode == 0, job.stderr
     assert (await search(catalog, typo)).corrected_query == ""
     assert (await search(catalog, swapped(replacement))).corrected_query == replacement
@@ -243,7 +243,7 @@ async def test_the_lexicon_equals_a_rebuild_from_the_books(
         for when in ("pending", "folded"):
             assert await conn.fetch(f"({counted}) EXCEPT ({rebuilt})") == [], when
             assert await conn.fetch(f"({rebuilt}) EXCEPT ({counted})") == [], when
-            job = await run_cli(stack, "job", "refresh-popular")
+            job = await run_cli(stack, "job", "fold-spelling")
             assert job.returncode == 0, job.stderr
         assert await conn.fetchval("SELECT count(*) FROM book_catalog.spelling_lexeme_changes") == 0
         # A word no active book holds is pruned from the corrections' vocabulary.

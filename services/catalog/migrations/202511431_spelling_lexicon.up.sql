@@ -9,14 +9,15 @@
 --
 -- Writes never update a shared row: a counter per common lexeme ("new", "history") would
 -- be written by nearly every book, so concurrent CreateBook/UpdateBook calls would queue
--- on its row lock, and a book write touches lexemes twice (the insert, then the author
+-- on its row lock (measured, 8 writers on the 1M demo catalog: p95 40-43 ms against 24-25
+-- ms appending), and a book write touches lexemes twice (the insert, then the author
 -- links rewriting the vector), in two sorted batches that two writers can take in
 -- opposite orders: a deadlock. Instead the triggers append the book's lexeme differences
--- to spelling_lexeme_changes (insert only, no lock shared with other writers), readers add
--- the pending differences to the folded counts (one index range per word), and
--- fold_spelling_changes() (run with the popular-books job) folds them in. Surface words
--- are insert-if-missing (no lock when present); one whose lexeme no book holds any more
--- is never suggested (its count is 0) and is pruned by the fold.
+-- to spelling_lexeme_changes (insert only, no lock shared with other writers), readers
+-- add the pending differences to the folded counts (one index range per word), and
+-- fold_spelling_changes() (the fold-spelling job, every 5 minutes) folds them in.
+-- Surface words are insert-if-missing (no lock when present); one whose lexeme no book
+-- holds any more is never suggested (its count is 0) and is pruned by the fold.
 CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;
 
 CREATE TABLE book_catalog.spelling_lexemes (
