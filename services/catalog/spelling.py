@@ -38,8 +38,10 @@ KNOWN_WORD_RATIO = 1000
 # One edit costs as much as a factor of EDIT_WEIGHT in books: a word one edit away in 10
 # books beats one two edits away in 9,000, not one in 11,000.
 EDIT_WEIGHT = 1000.0
-# Words shorter than this are never corrected (one edit is half of them).
+# Words shorter than this are never corrected (one edit is half of them), nor longer
+# than the lexicon's longest (its words are 3-40 letters).
 MIN_LETTERS = 3
+MAX_LETTERS = 40
 # At most so many words of one query are corrected (each costs a candidate lookup).
 MAX_CORRECTED_WORDS = 4
 # Trigram neighbours examined per word (ordered by similarity).
@@ -144,7 +146,7 @@ def correctable_words(query: str) -> list[QueryWord]:
             while end < len(query) and query[end].isalnum():
                 end += 1
             token = query[i:end]
-            if not excluded and token.isalpha() and len(token) >= MIN_LETTERS:
+            if not excluded and token.isalpha() and MIN_LETTERS <= len(token) <= MAX_LETTERS:
                 words.append(QueryWord(i, end, token))
             i = end
             continue

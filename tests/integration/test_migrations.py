@@ -96,6 +96,8 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert await runner.down() == ["down 202511431 spelling lexicon"]
+    assert "book_catalog.spelling_words" not in await tables(scratch_dsn)
     assert await runner.down() == ["down 202511401 book suggestions"]
     assert "book_catalog.suggestions" not in await tables(scratch_dsn)
     assert await runner.down() == ["down 202511202 order purchases"]

@@ -29,6 +29,7 @@ def test_correctable_words_follow_the_web_search_syntax() -> None:
     assert words_of("histroy OR hsitory") == ["histroy", "hsitory"]  # OR: too short
     assert words_of("Über café") == ["Über", "café"]
     assert words_of("") == []
+    assert words_of("x" * 41 + " " + "y" * 40) == ["y" * 40]
     # Spans index the text as typed.
     word = correctable_words("  a  histroy!")[0]
     assert (word.start, word.end) == (5, 12)
