@@ -8,11 +8,14 @@ from services.catalog.spelling import (
     RARE_BOOKS,
     STOP_WORD_BOOKS,
     Candidate,
+    Choice,
+    alternatives,
     best_candidate,
     correctable_words,
     damerau_levenshtein,
     edits1,
     match_case,
+    ranked_candidates,
     rewrite,
 )
 
@@ -94,6 +97,31 @@ def test_a_typo_of_a_stop_word_becomes_the_stop_word_a_rare_word_never() -> None
 def test_a_spelling_of_the_same_lexeme_is_no_correction() -> None:
     choice = best_candidate("histories", "histori", 0, [Candidate("historie", "histori", 40)])
     assert choice is None
+
+
+def test_candidates_are_ranked_one_per_lexeme() -> None:
+    ranked = ranked_candidates(
+        "noices",
+        "noic",
+        0,
+        [
+            Candidate("voices", "voic", 28_000),
+            Candidate("notices", "notic", 9_000),
+            Candidate("noticed", "notic", 9_000),
+            Candidate("noises", "nois", 4_000),
+            Candidate("nice", "nice", 40_000),  # two edits
+        ],
+    )
+    assert [c.word for c in ranked] == ["voices", "notices", "noises", "nice"]
+    assert ranked[0] == Choice("voices", 1, 28_000, "voic")
+
+
+def test_alternatives_vary_one_word_at_a_time_best_first() -> None:
+    a1, a2, a3, b1, b2 = (Choice(w, 1, 1) for w in ("a1", "a2", "a3", "b1", "b2"))
+    combinations = alternatives([[a1, a2, a3], [b1, b2]], limit=10)
+    assert combinations == [(a1, b1), (a2, b1), (a1, b2), (a3, b1)]
+    assert alternatives([[a1, a2, a3], [b1, b2]], limit=2) == [(a1, b1), (a2, b1)]
+    assert alternatives([[a1]], limit=4) == [(a1,)]
 
 
 def test_case_is_kept_where_the_search_folds_it() -> None:
