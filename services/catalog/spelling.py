@@ -127,9 +127,7 @@ def correctable_words(query: str) -> list[QueryWord]:
                 in_quotes = False
                 excluded = False
             else:
-                in_quotes = True
-                # -"phrase": the '-' began the chunk this quote continues.
-                excluded = excluded and not chunk_start
+                in_quotes = True  # -"phrase": excluded already, by the '-' before it
             chunk_start = False
             i += 1
             continue
