@@ -261,6 +261,7 @@ def job(
     run = {
         "refresh-popular": jobs.run_refresh_popular,
         "warm-cache": jobs.run_warm_cache,
+        "fold-spelling": jobs.run_fold_spelling,
     }[name]
     print(asyncio.run(run(Settings.from_env("catalog"))))
     return 0
@@ -353,7 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("job", help="run a catalog or analytics job once")
     jobs.add_argument(
         "name",
-        choices=["refresh-popular", "warm-cache", "prune-idempotency-keys", *ANALYTICS_JOBS],
+        choices=[
+            "refresh-popular",
+            "warm-cache",
+            "fold-spelling",
+            "prune-idempotency-keys",
+            *ANALYTICS_JOBS,
+        ],
     )
     jobs.add_argument(
         "--hour", help="hourly-metrics, compact-lake: an hour, e.g. 2026-11-26T04:00Z"

@@ -29,6 +29,7 @@ from services.catalog.search import (
     Total,
     exact_total_max_from_env,
 )
+from services.catalog.spelling import correct
 from services.catalog.suggest import (
     DEFAULT_LIMIT,
     KINDS,
@@ -230,6 +231,8 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             "sort": sort,
             "size": size,
         }
+        if request.exact_query:  # its pages differ from the corrected ones
+            query["exact"] = True
         # Tokens stop at MAX_SEARCH_OFFSET: deeper pages are not served (narrow the query).
         shape = {"offset": Int(0, MAX_SEARCH_OFFSET)}
         offset = int(
@@ -266,15 +269,22 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                     _category("category_id", request.category_id), lookup.category_generation
                 )
                 scoped = replace(filters, category_ids=tuple(subtree))
+            # Typo tolerance (services/catalog/spelling.py): deterministic for a catalog
+            # generation, so the page stays cached under the text as typed.
+            corrected = None if request.exact_query else await correct(self.pool, scoped.text)
+            searched = words
+            if corrected is not None:
+                scoped = replace(scoped, text=corrected)
+                searched = await self.search.words(corrected)
             known_total = _cached_total(lookup.total)
             searching = self.search.search(
-                scoped, words, sort, offset, size + 1, known_total=known_total
+                scoped, searched, sort, offset, size + 1, known_total=known_total
             )
             facets = None
             if request.include_facets:
                 # On a second connection meanwhile; cached with the faceted page.
                 found, facets = await asyncio.gather(
-                    searching, search_facets(self.pool, scoped, words.searchable)
+                    searching, search_facets(self.pool, scoped, searched.searchable)
                 )
             else:
                 found = await searching
@@ -288,10 +298,10 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             )
             if facets is not None:
                 response.facets.CopyFrom(scaled_to_total(facets, total.count))
+            if corrected is not None:
+                response.corrected_query = corrected
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
-            # Facets (include_facets) and spelling (corrected_query) add to the response
-            # here, from `scoped` (the filters, category subtree resolved) and `words`.
             counted = None if found.total is None else json.dumps(astuple(found.total)).encode()
             # Stored after the answer leaves: the caller does not wait for Redis.
             self.cache.put_search_later(lookup, response.SerializeToString(), counted)

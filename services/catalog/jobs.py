@@ -1,4 +1,4 @@
-"""Catalog jobs: refresh the popular-books view, warm the cache.
+"""Catalog jobs: refresh the popular-books view, warm the cache, fold the spelling counts.
 
 Run from the CLI (`cloudshelf job refresh-popular`, `cloudshelf job warm-cache`), from a
 CronJob in a cluster, and (warm-up) once by the service itself when it starts. Pruning
@@ -19,6 +19,7 @@ from cloudshelf.runtime.stores import open_postgres, open_redis
 from services.catalog.books import BookStore
 from services.catalog.cache import CatalogCache
 from services.catalog.popular import refresh_popular_books
+from services.catalog.spelling import fold_spelling_changes
 from services.catalog.taxonomy import TaxonomyStore
 
 log = logging.getLogger(__name__)
@@ -63,3 +64,10 @@ async def run_refresh_popular(settings: Settings) -> str:
         await refresh_popular_books(pool)
         count = await pool.fetchval("SELECT count(*) FROM book_catalog.popular_books")
     return f"popular_books refreshed: {count} books ranked"
+
+
+async def run_fold_spelling(settings: Settings) -> str:
+    async with AsyncExitStack() as stack:
+        pool, _ = await open_postgres(settings, stack)
+        folded = await fold_spelling_changes(pool)
+    return f"spelling lexicon: {folded} lexeme counts folded in"

@@ -40,6 +40,7 @@ CATALOG_VERSIONS = [
     202511412,
     202511413,
     202511421,
+    202511431,
 ]
 STOREFRONT_VERSIONS = [202511201]
 # Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
@@ -108,6 +109,8 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert await runner.down() == ["down 202511431 spelling lexicon"]
+    assert "book_catalog.spelling_words" not in await tables(scratch_dsn)
     assert await runner.down() == ["down 202511421 category rename ends searches"]
     assert "book_catalog.idx_books_ranked_lexemes" in await indexes(scratch_dsn)
     assert await runner.down() == ["down 202511413 search total"]
