@@ -98,7 +98,10 @@ async def test_totals_are_exact_up_to_the_bound_and_flagged_above(
     ranged = pb.SearchBooksRequest(query=tag, min_price=usd(101), page_size=10)
     found = await catalog.SearchBooks(ranged)
     assert (found.total_count, found.total_count_is_estimate) == (EXACT_MAX + 1, True)
-    nothing = await catalog.SearchBooks(pb.SearchBooksRequest(query=f"{tag}x", page_size=10))
+    # As typed: "<tag>x" is one edit from the tag, which typo tolerance would search instead.
+    nothing = await catalog.SearchBooks(
+        pb.SearchBooksRequest(query=f"{tag}x", page_size=10, exact_query=True)
+    )
     assert (nothing.total_count, nothing.total_count_is_estimate, len(nothing.books)) == (
         0,
         False,
