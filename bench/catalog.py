@@ -21,6 +21,7 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.english import english_vocabulary
 from bench.harness import Figures, measure, measure_in_turns, report
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
@@ -29,18 +30,6 @@ from services.catalog.demo import seed_catalog
 
 STATE = REPO_ROOT / ".state" / "bench"
 SEED_FUNCTION = Path(__file__).with_name("seed_search_books.sql")
-PORTS = StackPorts(
-    postgres=15632,
-    redis=16579,
-    aws=15200,
-    services={
-        "catalog": 50151,
-        "cart": 50152,
-        "analytics": 50153,
-        "governance": 50154,
-        "storefront": 50155,
-    },
-)
 SORTS = {
     "relevance": pb.SEARCH_SORT_RELEVANCE,
     "price_asc": pb.SEARCH_SORT_PRICE_ASC,
@@ -51,7 +40,9 @@ SORTS = {
 }
 
 
-async def prepare(stack: Stack, books: int) -> None:
+async def prepare(stack: Stack, books: int, vocabulary: str = "demo") -> None:
+    """Provisions the stack's catalog and seeds it up to `books` books (once: the data stays
+    in the stack's state folder), with the demo's words or realistic English ones."""
     stack.start_backing_servers()
     await stack.provision()
     dsn = stack.postgres.dsn("catalog")
@@ -59,9 +50,15 @@ async def prepare(stack: Stack, books: int) -> None:
     try:
         have = await conn.fetchval("SELECT count(*) FROM book_catalog.books")
         if have < books:
-            print(f"seeding {books - have} books (once; kept in {STATE}) ...", flush=True)
-            await seed_catalog(dsn, books - have)
-            await conn.execute("VACUUM ANALYZE book_catalog.books")
+            print(
+                f"seeding {books - have} books, {vocabulary} vocabulary "
+                f"(once; kept in {stack.state_dir}) ...",
+                flush=True,
+            )
+            words = english_vocabulary() if vocabulary == "english" else None
+            report = await seed_catalog(dsn, books - have, vocabulary=words)
+            print(f"seeded: {report}", flush=True)
+            await conn.execute("VACUUM ANALYZE")
         await conn.execute(SEED_FUNCTION.read_text())
         await conn.execute("REFRESH MATERIALIZED VIEW book_catalog.popular_books")
         await conn.execute("SELECT book_catalog.refresh_suggestion_popularity()")
@@ -132,10 +129,15 @@ async def pick_prefixes(dsn: str) -> list[str]:
     return prefixes
 
 
-async def main(books: int, calls: int) -> None:
-    stack = Stack(STATE, PORTS, durable=False)
+async def main(
+    state_dir: Path, books: int, calls: int, vocabulary: str, prepare_only: bool
+) -> None:
+    # Ports of its own, free now: beside other stacks and benchmarks on the machine.
+    stack = Stack(state_dir, StackPorts.free(), durable=False)
     try:
-        await prepare(stack, books)
+        await prepare(stack, books, vocabulary)
+        if prepare_only:
+            return
         stack.start_services(("catalog",))
         stack.wait_until_serving(("catalog",), timeout=120)
         await run(stack, calls)
@@ -344,7 +346,25 @@ if __name__ == "__main__":
     )
     parser.add_argument("--books", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=60, help="timed calls per search case")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=STATE,
+        help="the stack's state folder (PostgreSQL data in DATA/postgres); seeded when it "
+        "has fewer than --books books. Use a copy (cp -a) of a shared one: never two servers "
+        f"on one folder (default {STATE})",
+    )
+    parser.add_argument(
+        "--vocabulary",
+        choices=("demo", "english"),
+        default="demo",
+        help="the words of books seeded now: the demo's templates, or realistic English "
+        "(word frequencies and real names, bench/english.py)",
+    )
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="seed and prepare the data, then stop"
+    )
     args = parser.parse_args()
     started = time.monotonic()
-    asyncio.run(main(args.books, args.calls))
+    asyncio.run(main(args.data, args.books, args.calls, args.vocabulary, args.prepare_only))
     print(f"total {time.monotonic() - started:.0f}s")
