@@ -32,7 +32,7 @@ TITLE_FLATTENING = 0.6
 NAME_LOCALES = ("en_US", "en_GB", "en_IE", "en_NZ")
 
 
-def _ranked_words() -> list[tuple[str, float]]:
+def ranked_words() -> list[tuple[str, float]]:
     """The WORDS most frequent plain (ASCII letters only) English words, most frequent first."""
     from wordfreq import get_frequency_dict
 
@@ -57,7 +57,7 @@ def _names() -> tuple[list[str], list[str]]:
 
 @cache
 def english_vocabulary() -> Vocabulary:
-    ranked = _ranked_words()
+    ranked = ranked_words()
     words = [w for w, _ in ranked]
     running = list(itertools.accumulate(f for _, f in ranked))
     content = ranked[FUNCTION_WORDS:]
