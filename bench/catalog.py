@@ -20,20 +20,23 @@ and price_desc ascending, and it has no newest order: not comparable), totals ex
 10,000 and within 5% above.
 
 It starts its own PostgreSQL (on DATA/postgres), Redis, AWS emulator and catalog service
-on free ports and stops them at the end. Run time at 1M books on 2 cores: about 12-15
-minutes with the defaults; --queries, --rounds and --kinds cut it down.
+on free ports and stops them at the end. Run time at 1M books (bench-english) on 2 shared
+cores: the seed takes 5-15 s per broad call without a filter and 3-5 s with a price band,
+so the defaults (4 broad words, 6 two-word, 6 rare; rounds 1,2,6) take about 15 minutes
+once our search is fast, about 20 with main's of 2026-11-26 (whose own broad pages take
+seconds, on the walks to offset 200 too). --queries, --rounds (0 leaves a kind out),
+--max-minutes and --no-get-book cut it down.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +83,13 @@ SORTS = {
 }
 # Rounds of the whole matrix per kind: broad seed calls take seconds, rare ones milliseconds.
 DEFAULT_ROUNDS = {"broad": 1, "two-word": 2, "rare": 6}
+# Queries per kind: the seed takes 5-10 s per broad call without a filter on a loaded
+# machine, so four broad words keep the run near 15 minutes; six of each are picked.
+DEFAULT_QUERIES = {"broad": 4, "two-word": 6, "rare": 6}
+PICKED_PER_KIND = 6
+# Exact reference pages of broad words without a filter rank or sort every match (seconds
+# each): checked for the first few words' first pages only.
+BROAD_REFERENCE_QUERIES = 2
 CALL_TIMEOUT = 120.0
 if TYPE_CHECKING:  # the async stub is a type of the .pyi only
     Catalog = catalog_pb2_grpc.CatalogServiceAsyncStub
@@ -336,7 +346,11 @@ async def _one_unit(
         seed_rows.extend(await seed_page(seed_conn, workload, query, filter_name, sort, offset))
         (row.seed_deep if offset else row.seed).append(time.perf_counter() - t0)
 
-    calls: list[Callable[[], Awaitable[None]]] = [seed, lambda: ours(False), lambda: ours(True)]
+    calls: list[Callable[[], Awaitable[None]]] = [lambda: ours(False), lambda: ours(True)]
+    if not (offset and kind == "broad" and filter_name == "none"):
+        calls.append(seed)
+    # else: the seed aggregates and sorts every match of a broad word whatever the offset
+    # (5-15 s a call): its deep page is not timed again, its first pages are the baseline.
     shift = turn % len(calls)
     for call in calls[shift:] + calls[:shift]:
         await call()
@@ -352,19 +366,18 @@ async def _one_unit(
     checks.pages += 1
     ids = [b.id for b in plain.books]
     category = workload.category_id if filter_name == "category" else None
-    if not (kind == "broad" and filter_name == "none" and offset):  # costly: the first only
+    costly = kind == "broad" and filter_name == "none"
+    if not costly or (offset == 0 and query in workload.queries[kind][:BROAD_REFERENCE_QUERIES]):
         expected = await reference_page(
             check_conn, query, category, filter_name == "price", sort, offset
         )
         if ids != expected:
             checks.reference_mismatches.append(f"{label}: ours {ids[:5]}.. exact {expected[:5]}..")
-    await _compare_with_seed(check_conn, plain, seed_rows, query, sort, label, checks)
-    if offset == 0:
-        key = (query, filter_name)
-        if key not in exact_totals:
-            exact_totals[key] = await count_matches(
-                check_conn, query, category, filter_name == "price"
-            )
+    if seed in calls:
+        await _compare_with_seed(check_conn, plain, seed_rows, query, sort, label, checks)
+    key = (query, filter_name)
+    if offset == 0 and key not in exact_totals:  # one total per query and filters
+        exact_totals[key] = await count_matches(check_conn, query, category, filter_name == "price")
         _check_total(plain, exact_totals[key], label, checks)
 
 
@@ -436,7 +449,7 @@ def search_table(rows: dict[tuple[str, str, str], Row]) -> list[dict[str, Any]]:
         ratios = {
             "p95 ratio": _ratio(everything_ours, everything_seed),
             "first page": _ratio(row.ours, row.seed),
-            "offset 200": _ratio(row.ours_deep, row.seed_deep),
+            "offset 200": _ratio(row.ours_deep, row.seed_deep or row.seed),
             "facets on": _ratio(row.ours_facets, everything_seed),
         }
         worst = max((r for r in ratios.values() if r is not None), default=None)
@@ -513,83 +526,67 @@ async def run_corrections(
     rounds: int,
 ) -> tuple[list[tuple[Figures, Figures | None, str]], list[str]]:
     """Real queries with one word misspelt (a transposition or a deletion) that then matches
-    nothing: SearchBooks' latency for them beside the same query spelt right (both cold)
-    and beside the seed's function, and whether `corrected_query` came back right."""
+    nothing: SearchBooks' latency for them beside the same query spelt right, per kind, both
+    cold and interleaved, and whether `corrected_query` came back right. (The seed has no
+    correction: it answers a misspelt query with nothing, fast; no baseline.)"""
     rng = random.Random(QUERY_SEED + 1)
     conn = await asyncpg.connect(dsn)
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str, str]] = []  # (kind, misspelt, original)
     try:
-        originals = [
-            q for kind in ("two-word", "rare", "broad") for q in workload.queries.get(kind, [])
-        ]
-        for original in originals:
-            for _ in range(5):
-                typo, index = misspell(original, rng)
-                word = typo.split()[index]
-                # A word that matches nothing, and no stop word (which would match nothing
-                # too, being left out of the query).
-                if await count_matches(conn, word) == 0 and await conn.fetchval(
-                    "SELECT numnode(plainto_tsquery('english', $1)) > 0", word
-                ):
-                    pairs.append((typo, original))
-                    break
-        times: dict[str, list[float]] = {"typo": [], "right": [], "seed": []}
-        outcomes: dict[str, str] = {}
-        for round_ in range(rounds):
-            for i, (typo, original) in enumerate(pairs):
-
-                async def ours(query: str, case: str, typo: str = typo) -> None:
-                    await cache.flushdb()
-                    t0 = time.perf_counter()
-                    response = await catalog.SearchBooks(
-                        pb.SearchBooksRequest(query=query, page_size=PAGE_SIZE),
-                        timeout=CALL_TIMEOUT,
-                    )
-                    times[case].append(time.perf_counter() - t0)
-                    if case == "typo":
-                        outcomes[typo] = response.corrected_query
-
-                async def seed(typo: str = typo) -> None:
-                    t0 = time.perf_counter()
-                    await conn.fetch(
-                        "SELECT id FROM book_catalog.search_books($1, NULL, NULL, NULL, "
-                        "'relevance', $2, 0)",
-                        typo,
-                        PAGE_SIZE,
-                    )
-                    times["seed"].append(time.perf_counter() - t0)
-
-                calls: list[Callable[[], Awaitable[None]]] = [
-                    functools.partial(ours, typo, "typo"),
-                    functools.partial(ours, original, "right"),
-                    seed,
-                ]
-                shift = (round_ + i) % len(calls)
-                for call in calls[shift:] + calls[:shift]:
-                    await call()
+        for kind in KINDS:
+            for original in workload.queries.get(kind, []):
+                for _ in range(5):
+                    typo, index = misspell(original, rng)
+                    word = typo.split()[index]
+                    # A word that matches nothing, and no stop word (which would match
+                    # nothing too, being left out of the query).
+                    if await count_matches(conn, word) == 0 and await conn.fetchval(
+                        "SELECT numnode(plainto_tsquery('english', $1)) > 0", word
+                    ):
+                        pairs.append((kind, typo, original))
+                        break
     finally:
         await conn.close()
-    right = [t for t, o in pairs if outcomes.get(t, "").lower() == o.lower()]
-    wrong = [f"{t!r} -> {outcomes[t]!r}" for t, o in pairs if outcomes.get(t) and t not in right]
-    lines = [
-        f"{typo!r} (for {original!r}) -> {outcomes.get(typo, '')!r}" for typo, original in pairs
-    ]
-    if not pairs:
-        return [], lines
-    typo_figures = figures_of("SearchBooks misspelt query (cold)", times["typo"])
-    rows: list[tuple[Figures, Figures | None, str]] = [
-        (
-            typo_figures,
-            figures_of("SearchBooks same query spelt right (cold)", times["right"]),
-            f"corrected_query right for {len(right)}/{len(pairs)} misspelt queries; "
-            f"wrong corrections {len(wrong)}: {wrong[:3]}",
-        ),
-        (
-            figures_of("SearchBooks misspelt query (cold), vs seed", times["typo"]),
-            figures_of("seed search_books misspelt query", times["seed"]),
-            "",
-        ),
-    ]
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    outcomes: dict[str, str] = {}
+
+    async def ours(kind: str, query: str, case: str) -> None:
+        await cache.flushdb()
+        t0 = time.perf_counter()
+        response = await catalog.SearchBooks(
+            pb.SearchBooksRequest(query=query, page_size=PAGE_SIZE), timeout=CALL_TIMEOUT
+        )
+        times[(kind, case)].append(time.perf_counter() - t0)
+        if case == "misspelt":
+            outcomes[query] = response.corrected_query
+
+    for round_ in range(rounds):
+        for i, (kind, typo, original) in enumerate(pairs):
+            calls = [(kind, typo, "misspelt"), (kind, original, "right")]
+            if (round_ + i) % 2:
+                calls.reverse()
+            for call in calls:
+                await ours(*call)
+    right = [t for _, t, o in pairs if outcomes.get(t, "").lower() == o.lower()]
+    wrong = [f"{t!r} -> {outcomes[t]!r}" for _, t, _ in pairs if outcomes.get(t) and t not in right]
+    lines = [f"{t!r} (for {o!r}) -> {outcomes.get(t, '')!r}" for _, t, o in pairs]
+    rows: list[tuple[Figures, Figures | None, str]] = []
+    for kind in KINDS:
+        if times[(kind, "misspelt")]:
+            rows.append(
+                (
+                    figures_of(f"SearchBooks misspelt {kind} (cold)", times[(kind, "misspelt")]),
+                    figures_of("spelt right", times[(kind, "right")]),
+                    "",
+                )
+            )
+    if rows:
+        rows[-1] = (
+            rows[-1][0],
+            rows[-1][1],
+            f"misspelt queries vs the same spelt right: corrected_query right for "
+            f"{len(right)}/{len(pairs)}; wrong corrections {len(wrong)}: {wrong[:3]}",
+        )
     return rows, lines
 
 
@@ -691,7 +688,7 @@ async def measure_get_book(
 
 @dataclass(frozen=True)
 class Options:
-    queries: int
+    queries: dict[str, int]
     rounds: dict[str, int]
     max_minutes: float
     calls: int
@@ -719,9 +716,14 @@ async def run(stack: Stack, options: Options) -> None:
     started = time.monotonic()
     conn = await asyncpg.connect(dsn)
     try:
-        workload = await pick_workload(conn, options.queries)
+        # Always the same picks (the first n of each kind), whatever is cut down.
+        picked = await pick_workload(conn, max(PICKED_PER_KIND, *options.queries.values()))
     finally:
         await conn.close()
+    workload = replace(
+        picked,
+        queries={kind: qs[: options.queries[kind]] for kind, qs in picked.queries.items()},
+    )
     if not workload.active_books:
         raise SystemExit(f"no active books in {stack.state_dir}: seed with --books N")
     print(
@@ -798,7 +800,7 @@ async def run(stack: Stack, options: Options) -> None:
         await channel.close()
 
 
-def _rounds(text: str) -> dict[str, int]:
+def _per_kind(text: str) -> dict[str, int]:
     values = [int(v) for v in text.split(",")]
     if len(values) != len(KINDS):
         raise argparse.ArgumentTypeError(f"give {len(KINDS)} numbers: {', '.join(KINDS)}")
@@ -828,10 +830,17 @@ if __name__ == "__main__":
     parser.add_argument(
         "--prepare-only", action="store_true", help="seed and prepare the data, then stop"
     )
-    parser.add_argument("--queries", type=int, default=6, help="queries per kind (default 6)")
+    parser.add_argument(
+        "--queries",
+        type=_per_kind,
+        default=DEFAULT_QUERIES,
+        help="queries per kind, as broad,two-word,rare (default "
+        + ",".join(map(str, DEFAULT_QUERIES.values()))
+        + f"; the first of {PICKED_PER_KIND} picks each)",
+    )
     parser.add_argument(
         "--rounds",
-        type=_rounds,
+        type=_per_kind,
         default=DEFAULT_ROUNDS,
         help="rounds of the search matrix per kind, as broad,two-word,rare (default "
         + ",".join(map(str, DEFAULT_ROUNDS.values()))
