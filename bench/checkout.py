@@ -35,7 +35,7 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Figures, _figures, measure, measure_in_turns, report
+from bench.harness import Figures, figures_of, measure, measure_in_turns, report
 from cloudshelf.cart.v1 import cart_pb2, cart_pb2_grpc
 from cloudshelf.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from cloudshelf.common.v1 import common_pb2
@@ -193,7 +193,7 @@ async def concurrent(shoppers: list[Shopper], seconds: float) -> tuple[Figures, 
     started = time.perf_counter()
     await asyncio.gather(*(loop(shopper) for shopper in shoppers))
     elapsed = time.perf_counter() - started
-    return _figures(f"PlaceOrder under {len(shoppers)} shoppers", samples), placed / elapsed
+    return figures_of(f"PlaceOrder under {len(shoppers)} shoppers", samples), placed / elapsed
 
 
 async def main(calls: int, seconds: float) -> None:

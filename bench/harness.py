@@ -49,7 +49,7 @@ async def measure(
         samples.append(time.perf_counter() - t0)
         if time.perf_counter() - started > max_seconds:
             break
-    return _figures(case, samples)
+    return figures_of(case, samples)
 
 
 async def measure_in_turns(
@@ -73,7 +73,7 @@ async def measure_in_turns(
             samples[case].append(time.perf_counter() - t0)
         if time.perf_counter() - started > max_seconds:
             break
-    return [_figures(case, times) for case, times in samples.items()]
+    return [figures_of(case, times) for case, times in samples.items()]
 
 
 async def measure_concurrently_in_turns(
@@ -118,10 +118,10 @@ async def measure_concurrently_in_turns(
                 wall[case] += time.perf_counter() - t0
         if round_ >= 0 and time.perf_counter() - started > max_seconds:
             break
-    return [_figures(case, samples[case], wall[case]) for case in names]
+    return [figures_of(case, samples[case], wall[case]) for case in names]
 
 
-def _figures(case: str, samples: list[float], wall_seconds: float | None = None) -> Figures:
+def figures_of(case: str, samples: list[float], wall_seconds: float | None = None) -> Figures:
     """Percentiles of the samples; throughput over `wall_seconds` (default: their sum, for
     calls made one after another)."""
     samples = sorted(samples)
@@ -154,9 +154,11 @@ def report(
     rows: list[tuple[Figures, Figures | None, str]],
     context: dict[str, object],
     notes: list[str] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> None:
     """Prints one table (case, figures, baseline, ratios) and writes it as JSON; `notes`
-    are findings that are no row (printed after the rows' own notes)."""
+    are findings that are no row (printed after the rows' own notes); `extra` goes into
+    the JSON only (e.g. a table the benchmark printed in its own form)."""
     print(f"\n{name}  " + "  ".join(f"{k}={v}" for k, v in {**machine(), **context}.items()))
     header = (
         f"{'case':<44}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'/s':>8}"
@@ -186,6 +188,7 @@ def report(
                 "machine": machine(),
                 "context": context,
                 "notes": notes or [],
+                **(extra or {}),
                 "rows": [
                     {"figures": asdict(f), "baseline": asdict(b) if b else None, "note": n}
                     for f, b, n in rows

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable
 from typing import TypeVar
 
 import asyncpg
 import pytest
 
-from services.catalog.demo import SeedReport, load, seed_catalog
+from services.catalog.demo import SeedReport, Vocabulary, load, seed_catalog
 from services.catalog.validation import isbn10_problem, isbn13_problem
 
 BOOKS = 2000
@@ -241,5 +242,39 @@ async def test_seeding_is_deterministic(catalog_dsn: str) -> None:
         )
         await seed_catalog(catalog_dsn, 200, seed=5, progress=False)
         assert [tuple(r) for r in await conn.fetch(query)] == first
+    finally:
+        await conn.close()
+
+
+async def test_a_vocabulary_gives_the_books_words_and_the_authors_names(catalog_dsn: str) -> None:
+    """Another vocabulary (e.g. the search benchmark's realistic English) replaces the
+    templates: titles, subtitles, descriptions and names are its own, and the catalog is
+    as consistent as with the demo's words (vectors, authors findable, ratings)."""
+
+    def book_texts(rng: random.Random) -> tuple[str, str | None, str]:
+        word = rng.choice(("quasar", "lantern", "meadow"))
+        subtitle = "Second Volume" if rng.random() < 0.5 else None
+        return f"Zyx {word.capitalize()}", subtitle, f"Every {word} is unusual here."
+
+    vocabulary = Vocabulary(("Ottoline",), ("Quartermaine", "Featherstonehaugh"), book_texts)
+    await seed_catalog(catalog_dsn, 300, seed=3, progress=False, vocabulary=vocabulary)
+    conn = await asyncpg.connect(catalog_dsn)
+    try:
+        await _check_catalog(conn)
+        titles = {r["title"] for r in await conn.fetch("SELECT title FROM book_catalog.books")}
+        assert titles == {"Zyx Quasar", "Zyx Lantern", "Zyx Meadow"}
+        subtitles = await conn.fetch("SELECT DISTINCT subtitle FROM book_catalog.books")
+        assert {r["subtitle"] for r in subtitles} == {"Second Volume", None}
+        names = await conn.fetch("SELECT DISTINCT first_name, last_name FROM book_catalog.authors")
+        assert {(r["first_name"], r["last_name"]) for r in names} == {
+            ("Ottoline", "Quartermaine"),
+            ("Ottoline", "Featherstonehaugh"),
+        }
+        assert await conn.fetchval(
+            "SELECT count(*) FROM book_catalog.books "
+            "WHERE search_vector @@ plainto_tsquery('english', 'lantern unusual')"
+        ) == await conn.fetchval(
+            "SELECT count(*) FROM book_catalog.books WHERE title = 'Zyx Lantern'"
+        )
     finally:
         await conn.close()

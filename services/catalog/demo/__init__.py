@@ -9,6 +9,7 @@ and by hand (`cloudshelf seed --books N`, or `python -m services.catalog.demo`).
 Not needed to serve: the service never imports it (the Docker image leaves it out).
 """
 
+from services.catalog.demo.generate import Vocabulary
 from services.catalog.demo.load import SeedReport, seed_catalog
 
-__all__ = ["SeedReport", "seed_catalog"]
+__all__ = ["SeedReport", "Vocabulary", "seed_catalog"]

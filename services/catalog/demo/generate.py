@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -104,6 +104,17 @@ class World:
     author_ids: Sequence[int]
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """Where the books' words and the authors' names come from instead of words.py's
+    templates (e.g. a benchmark's realistic English, bench/english.py): `book_texts(rng)`
+    gives a book's (title, subtitle or None, description), drawing only from `rng`."""
+
+    first_names: Sequence[str]
+    last_names: Sequence[str]
+    book_texts: Callable[[random.Random], tuple[str, str | None, str]]
+
+
 @dataclass
 class Batch:
     books: list[tuple[Any, ...]]
@@ -144,8 +155,10 @@ def generate_batches(
     first_isbn_body: int,
     first_review_id: int,
     batch_rows: int = BATCH_ROWS,
+    vocabulary: Vocabulary | None = None,
 ) -> Iterator[Batch]:
-    """The rows of `books` new books, in batches of at most `batch_rows` books.
+    """The rows of `books` new books, in batches of at most `batch_rows` books; their
+    texts from `vocabulary` when given, else from words.py's templates.
 
     The hot loop: random choices index the lists with `rand()` (several times faster than
     `choice`), words and their lower-case forms come from parallel lists.
@@ -198,49 +211,58 @@ def generate_batches(
     batch = Batch([], [], [])
     for book_id in range(first_book_id, first_book_id + books):
         isbn13, isbn10 = next(isbns)
-        noun = int(rand() * n_nouns)
-        noun2 = int(rand() * n_nouns)
-        topic = int(rand() * n_topics)
-        topic2 = int(rand() * n_topics)
-        place = places[int(rand() * n_places)]
-        words = {
-            "adj": adjectives[int(rand() * n_adjectives)],
-            "noun": nouns[noun],
-            "noun2": nouns[noun2],
-            "noun3": nouns[int(rand() * n_nouns)],
-            "place": place,
-            "topic": topics[topic],
-            "topic2": topics[topic2],
-        }
-        if rand() < fiction_share:
-            title = fiction_titles[int(rand() * n_fiction_titles)].format_map(words)
-            category = fiction_cats[int(rand() * n_fiction_cats)]
-            sentences = FICTION_SENTENCES
+        if vocabulary is not None:
+            if rand() < fiction_share:
+                category = fiction_cats[int(rand() * n_fiction_cats)]
+            else:
+                category = nonfiction_cats[int(rand() * n_nonfiction_cats)]
+            title, subtitle, description = vocabulary.book_texts(rng)
         else:
-            title = nonfiction_titles[int(rand() * n_nonfiction_titles)].format_map(words)
-            category = nonfiction_cats[int(rand() * n_nonfiction_cats)]
-            sentences = NONFICTION_SENTENCES
-        subtitle = None
-        if rand() < 0.3:
-            words["n"] = "123"[int(rand() * 3)]
-            subtitle = subtitles[int(rand() * n_subtitles)].format_map(words)
-        # The description reuses the title's words (narrow terms) and common ones (broad).
-        fill = {
-            "adj2": description_adjectives[int(rand() * n_description_adjectives)],
-            "noun_l": nouns_l[noun],
-            "noun2_l": nouns_l[noun2],
-            "topic_l": topics_l[topic],
-            "topic2_l": topics_l[topic2],
-            "place": place,
-            "person": persons[int(rand() * n_persons)],
-        }
-        first = int(rand() * n_sentences)
-        description = sentences[first].format_map(fill)
-        if rand() < 0.6:
-            step = steps[int(rand() * n_steps)]
-            description += " " + sentences[(first + step) % n_sentences].format_map(fill)
+            noun = int(rand() * n_nouns)
+            noun2 = int(rand() * n_nouns)
+            topic = int(rand() * n_topics)
+            topic2 = int(rand() * n_topics)
+            place = places[int(rand() * n_places)]
+            words = {
+                "adj": adjectives[int(rand() * n_adjectives)],
+                "noun": nouns[noun],
+                "noun2": nouns[noun2],
+                "noun3": nouns[int(rand() * n_nouns)],
+                "place": place,
+                "topic": topics[topic],
+                "topic2": topics[topic2],
+            }
+            if rand() < fiction_share:
+                title = fiction_titles[int(rand() * n_fiction_titles)].format_map(words)
+                category = fiction_cats[int(rand() * n_fiction_cats)]
+                sentences = FICTION_SENTENCES
+            else:
+                title = nonfiction_titles[int(rand() * n_nonfiction_titles)].format_map(words)
+                category = nonfiction_cats[int(rand() * n_nonfiction_cats)]
+                sentences = NONFICTION_SENTENCES
+            subtitle = None
             if rand() < 0.3:
-                description += " " + sentences[(first + 2 * step) % n_sentences].format_map(fill)
+                words["n"] = "123"[int(rand() * 3)]
+                subtitle = subtitles[int(rand() * n_subtitles)].format_map(words)
+            # The description reuses the title's words (narrow terms) and common ones (broad).
+            fill = {
+                "adj2": description_adjectives[int(rand() * n_description_adjectives)],
+                "noun_l": nouns_l[noun],
+                "noun2_l": nouns_l[noun2],
+                "topic_l": topics_l[topic],
+                "topic2_l": topics_l[topic2],
+                "place": place,
+                "person": persons[int(rand() * n_persons)],
+            }
+            first = int(rand() * n_sentences)
+            description = sentences[first].format_map(fill)
+            if rand() < 0.6:
+                step = steps[int(rand() * n_steps)]
+                description += " " + sentences[(first + step) % n_sentences].format_map(fill)
+                if rand() < 0.3:
+                    description += " " + sentences[(first + 2 * step) % n_sentences].format_map(
+                        fill
+                    )
 
         cents = (2 + int(rand() * 88)) * 100 + price_endings[int(rand() * n_price_endings)]
         cents = min(max(cents, MIN_PRICE_CENTS), MAX_PRICE_CENTS)
@@ -274,7 +296,8 @@ def generate_batches(
                 prices[cents],
                 prices[list_cents],
                 pages,
-                dates[int(days * (1.0 - rand() ** 2.5))],
+                # min(): 1.0 - rand() ** 2.5 is 1.0 when rand() is below ~1e-7.
+                dates[min(int(days * (1.0 - rand() ** 2.5)), days - 1)],
                 languages[int(rand() * n_languages)],
                 formats[int(rand() * n_formats)],
                 category,
@@ -351,13 +374,19 @@ def publisher_names(rng: random.Random, count: int) -> list[str]:
     return names
 
 
-def author_rows(rng: random.Random, first_id: int, count: int) -> list[tuple[Any, ...]]:
+def author_rows(
+    rng: random.Random,
+    first_id: int,
+    count: int,
+    first_names: Sequence[str] = FIRST_NAMES,
+    last_names: Sequence[str] = LAST_NAMES,
+) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     earliest = dt.date(1900, 1, 1).toordinal()
     span = dt.date(2000, 12, 31).toordinal() - earliest
     for i in range(count):
-        first = rng.choice(FIRST_NAMES)
-        last = rng.choice(LAST_NAMES)
+        first = rng.choice(first_names)
+        last = rng.choice(last_names)
         nationality = rng.choice(NATIONALITIES)
         bio = (
             f"{first} {last} is a {nationality} writer whose work explores "

@@ -49,6 +49,7 @@ from services.catalog.demo.generate import (
     ISBN_BODY_END,
     ISBN_BODY_START,
     REVIEW_COLUMNS,
+    Vocabulary,
     World,
     author_rows,
     generate_batches,
@@ -257,9 +258,16 @@ def _note(show: bool, message: str) -> None:
 
 
 async def seed_catalog(
-    dsn: str, books: int, *, seed: int = 42, progress: bool = True
+    dsn: str,
+    books: int,
+    *,
+    seed: int = 42,
+    progress: bool = True,
+    vocabulary: Vocabulary | None = None,
 ) -> SeedReport:
     """Adds `books` books (with authors, publishers, categories and reviews) to the catalog.
+
+    `vocabulary` replaces words.py's titles, descriptions and author names (see Vocabulary).
 
     `progress` draws bars on stderr when it is a terminal; elsewhere (logs, CI) it is quiet.
     """
@@ -289,7 +297,12 @@ async def seed_catalog(
 
             n_authors = max(20, books // 8)
             first_author = await _next_id(conn, "authors")
-            authors = author_rows(rng, first_author, n_authors)
+            if vocabulary is None:
+                authors = author_rows(rng, first_author, n_authors)
+            else:
+                authors = author_rows(
+                    rng, first_author, n_authors, vocabulary.first_names, vocabulary.last_names
+                )
             await conn.copy_records_to_table(
                 "authors", schema_name=SCHEMA, columns=AUTHOR_COLUMNS, records=authors
             )
@@ -313,6 +326,7 @@ async def seed_catalog(
                 first_book_id=first_book,
                 first_isbn_body=await _first_isbn_body(conn),
                 first_review_id=first_review,
+                vocabulary=vocabulary,
             )
             with tqdm(total=books, desc="books", unit=" books", disable=not show) as bar:
                 # The next batch is generated in a thread while PostgreSQL ingests this one.
