@@ -478,7 +478,7 @@ def test_analytics_jobs_run_hourly_and_yearly_in_the_analytics_pod(
     # Compaction spills a partition-hour to /tmp: its own larger emptyDir, the others' stay.
     def tmp_limit(cron: Manifest) -> str:
         volumes = pod_template(cron)["spec"]["volumes"]
-        return next(v for v in volumes if v["name"] == "tmp")["emptyDir"]["sizeLimit"]
+        return str(next(v for v in volumes if v["name"] == "tmp")["emptyDir"]["sizeLimit"])
 
     assert tmp_limit(cron_jobs[f"{RELEASE}-analytics-compact-lake"]) == "4Gi"
     assert tmp_limit(cron_jobs[f"{RELEASE}-analytics-hourly-metrics"]) == "64Mi"
