@@ -273,21 +273,9 @@ def _total_call(
     """A call of book_catalog.search_total (its arguments appended to args). The planner's
     estimate is taken for the total of one measured word with no filter."""
     first = len(args) + 1
-    args += [
-        _fixed_where(filters, words.searchable),
-        filters.text,
-        _listed(filters.category_ids),
-        filters.min_price,
-        filters.max_price,
-        filters.format,
-        filters.language,
-        exact_max,
-        sample_rows,
-        words.measured and not filters.narrowed(),
-        counted_above,
-    ]
-    types = ["text", "text", "int[]", "numeric", "numeric", "text", "text", "int", "int"]
-    types += ["bool", "bool"]
+    args += _filter_args(filters, words)
+    args += [exact_max, sample_rows, words.measured and not filters.narrowed(), counted_above]
+    types = [*_FILTER_ARG_TYPES, "int", "int", "bool", "bool"]
     params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(types))
     return f"book_catalog.search_total({params})"
 
@@ -296,7 +284,18 @@ def _planned_call(filters: SearchFilters, words: QueryWords, args: list[Any]) ->
     """A call of book_catalog.search_planned: the planner's estimate of the matches, told
     every filter (its arguments appended to args)."""
     first = len(args) + 1
-    args += [
+    args += _filter_args(filters, words)
+    params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(_FILTER_ARG_TYPES))
+    return f"book_catalog.search_planned({params})"
+
+
+# The leading parameters of search_total and search_planned: the fixed WHERE clause, the
+# text and each filter's value (NULL when not given).
+_FILTER_ARG_TYPES = ["text", "text", "int[]", "numeric", "numeric", "text", "text"]
+
+
+def _filter_args(filters: SearchFilters, words: QueryWords) -> list[Any]:
+    return [
         _fixed_where(filters, words.searchable),
         filters.text,
         _listed(filters.category_ids),
@@ -305,9 +304,6 @@ def _planned_call(filters: SearchFilters, words: QueryWords, args: list[Any]) ->
         filters.format,
         filters.language,
     ]
-    types = ["text", "text", "int[]", "numeric", "numeric", "text", "text"]
-    params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(types))
-    return f"book_catalog.search_planned({params})"
 
 
 def _select_page(ctes: list[str], keys: list[tuple[str, str]]) -> str:
