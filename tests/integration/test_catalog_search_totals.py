@@ -132,8 +132,13 @@ async def test_an_estimated_total_is_within_five_percent(
             found = await small_bound_catalog.SearchBooks(
                 pb.SearchBooksRequest(query=row["word"], sort=pb.SEARCH_SORT_PRICE_ASC)
             )
+            # Failed once in a clean-clone CI run (1,800 for 1,253) and never again in
+            # three local runs: the message carries what tells the spelling and the planner
+            # apart.
+            seen = (row["word"], exact, found.total_count, found.corrected_query)
+            assert not found.corrected_query, seen
             assert found.total_count_is_estimate and exact > EXACT_MAX
-            assert abs(found.total_count - exact) <= 0.05 * exact, (row["word"], exact)
+            assert abs(found.total_count - exact) <= 0.05 * exact, seen
             digits = str(found.total_count).rstrip("0")
             assert len(digits) <= 2
     finally:
