@@ -18,10 +18,19 @@ import asyncpg
 LOCALHOST = "127.0.0.1"
 
 
+# `make up`'s services and workers listen on 50051-50069, inside the ephemeral range that
+# bind(0) draws from: a test or bench stack taking one of them made `make up` fail to start.
+LOCAL_MESH_PORTS = range(50050, 50070)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
+    """A port free now, never one of the local mesh's fixed ones."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((LOCALHOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in LOCAL_MESH_PORTS:
+            return port
 
 
 def port_open(port: int) -> bool:
