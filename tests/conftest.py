@@ -5,6 +5,7 @@ test session and stopped after it. Runs beside a `make up` stack without touchin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 import signal
@@ -22,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
-from cloudshelf.devstack.components import ManagedProcess, free_port, wait_until
+from cloudshelf.devstack.components import ManagedProcess, Redis, free_port, wait_until
 from cloudshelf.devstack.identity import ADMIN_GROUP, SERVICE_GROUP
 from cloudshelf.devstack.stack import REPO_ROOT, Stack, StackPorts, health_status
 from cloudshelf.runtime.auth import AUTHORIZATION
@@ -252,6 +253,27 @@ class ServiceSpawner:
         process.start()
         self.started.append(process)
         return process, address
+
+    @contextlib.asynccontextmanager
+    async def own_catalog(
+        self, catalog_dsn: str, redis_dir: Path, **overrides: str
+    ) -> AsyncIterator[catalog_pb2_grpc.CatalogServiceAsyncStub]:
+        """A catalog on `catalog_dsn` with a Redis of its own (nothing cached by the shared
+        stack's catalog), serving, with `overrides` in its environment."""
+        redis = Redis(redis_dir, free_port())
+        redis.start()
+        try:
+            _, address = self(
+                "catalog",
+                CLOUDSHELF_POSTGRES_DSN=catalog_dsn,
+                CLOUDSHELF_REDIS_URL=redis.url,
+                **overrides,
+            )
+            await asyncio.to_thread(wait_for_health, address, "SERVING")
+            async with self.channel(address) as channel:
+                yield catalog_pb2_grpc.CatalogServiceStub(channel)  # type: ignore[misc]
+        finally:
+            redis.stop()
 
     def stop_all(self) -> None:
         for process in self.started:

@@ -5,7 +5,6 @@ ranking every match (the rank levels of one-word queries)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,10 +14,9 @@ import pytest_asyncio
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.catalog.v1 import catalog_pb2_grpc
-from cloudshelf.devstack.components import Redis, free_port
 from services.catalog.demo import seed_catalog
 from services.catalog.search import EXACT_TOTAL_MAX_ENV
-from tests.conftest import ServiceSpawner, wait_for_health
+from tests.conftest import ServiceSpawner
 from tests.factories import book, usd, word
 
 EXACT_MAX = 5
@@ -36,20 +34,9 @@ async def small_bound_catalog(
     spawn_service: ServiceSpawner, catalog_dsn: str, tmp_path: Path
 ) -> AsyncIterator[catalog_pb2_grpc.CatalogServiceAsyncStub]:
     """A catalog on a database and a Redis of its own, exact totals up to 5 matches."""
-    redis = Redis(tmp_path, free_port())
-    redis.start()
-    try:
-        _, address = spawn_service(
-            "catalog",
-            CLOUDSHELF_POSTGRES_DSN=catalog_dsn,
-            CLOUDSHELF_REDIS_URL=redis.url,
-            **{EXACT_TOTAL_MAX_ENV: str(EXACT_MAX)},
-        )
-        await asyncio.to_thread(wait_for_health, address, "SERVING")
-        async with spawn_service.channel(address) as channel:
-            yield catalog_pb2_grpc.CatalogServiceStub(channel)  # type: ignore[misc]
-    finally:
-        redis.stop()
+    overrides = {EXACT_TOTAL_MAX_ENV: str(EXACT_MAX)}
+    async with spawn_service.own_catalog(catalog_dsn, tmp_path, **overrides) as catalog:
+        yield catalog
 
 
 async def all_pages(

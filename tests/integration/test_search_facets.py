@@ -4,7 +4,6 @@ against a plain GROUP BY on a seeded catalog when the threshold is lowered (esti
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,10 +12,8 @@ import asyncpg
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
-from cloudshelf.catalog.v1 import catalog_pb2_grpc
-from cloudshelf.devstack.components import Redis, free_port
 from services.catalog.demo import seed_catalog
-from tests.conftest import ServiceSpawner, wait_for_health
+from tests.conftest import ServiceSpawner
 from tests.factories import book, usd, word
 
 if TYPE_CHECKING:
@@ -244,36 +241,24 @@ async def test_broad_facets_are_estimated_from_a_sample_and_flagged(
         await conn.close()
     common = next(r["word"] for r in stats if r["ndoc"] > 3000)
     narrow = next(r["word"] for r in stats if 20 <= r["ndoc"] <= 100)
-    redis = Redis(tmp_path, free_port())
-    redis.start()
-    try:
-        _, address = spawn_service(
-            "catalog",
-            CLOUDSHELF_POSTGRES_DSN=catalog_dsn,
-            CLOUDSHELF_REDIS_URL=redis.url,
-            CLOUDSHELF_CATALOG_SEARCH_EXACT_TOTAL_MAX="1500",
-        )
-        await asyncio.to_thread(wait_for_health, address, "SERVING")
-        async with spawn_service.channel(address) as channel:
-            catalog: CatalogServiceAsyncStub = catalog_pb2_grpc.CatalogServiceStub(channel)  # type: ignore[assignment]
-            for query in (common, ""):  # a common word, and browsing the whole catalog
-                facets = await faceted(catalog, query)
-                assert facets.counts_are_estimates
-                exact = await exact_counts(catalog_dsn, query)
-                estimated = facet_counts(facets)
-                matches = sum(exact["language"].values())
-                for kind, counts in exact.items():
-                    for value, n in counts.items():
-                        if n >= matches / 10:  # the larger facets: within 25%
-                            assert abs(estimated[kind][value] - n) <= 0.25 * n, (kind, value)
-                # An estimate does not look exact: two significant digits.
-                assert all(f.count % 10 == 0 for f in facets.languages if f.count >= 100)
-                # The same sample each time: the counts do not change between calls.
-                assert await faceted(catalog, query, sort=pb.SEARCH_SORT_PRICE_ASC) == facets
-            # Under the threshold: exact, equal to the plain GROUP BY.
-            facets = await faceted(catalog, narrow)
-            assert not facets.counts_are_estimates
-            exact = await exact_counts(catalog_dsn, narrow)
-            assert facet_counts(facets) == {k: +v for k, v in exact.items()}
-    finally:
-        redis.stop()
+    overrides = {"CLOUDSHELF_CATALOG_SEARCH_EXACT_TOTAL_MAX": "1500"}
+    async with spawn_service.own_catalog(catalog_dsn, tmp_path, **overrides) as catalog:
+        for query in (common, ""):  # a common word, and browsing the whole catalog
+            facets = await faceted(catalog, query)
+            assert facets.counts_are_estimates
+            exact = await exact_counts(catalog_dsn, query)
+            estimated = facet_counts(facets)
+            matches = sum(exact["language"].values())
+            for kind, counts in exact.items():
+                for value, n in counts.items():
+                    if n >= matches / 10:  # the larger facets: within 25%
+                        assert abs(estimated[kind][value] - n) <= 0.25 * n, (kind, value)
+            # An estimate does not look exact: two significant digits.
+            assert all(f.count % 10 == 0 for f in facets.languages if f.count >= 100)
+            # The same sample each time: the counts do not change between calls.
+            assert await faceted(catalog, query, sort=pb.SEARCH_SORT_PRICE_ASC) == facets
+        # Under the threshold: exact, equal to the plain GROUP BY.
+        facets = await faceted(catalog, narrow)
+        assert not facets.counts_are_estimates
+        exact = await exact_counts(catalog_dsn, narrow)
+        assert facet_counts(facets) == {k: +v for k, v in exact.items()}
