@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import astuple, replace
+from dataclasses import astuple, dataclass, replace
 
 import asyncpg
 
@@ -25,11 +25,13 @@ from services.catalog.reviews import ReviewStore
 from services.catalog.search import (
     SORTS,
     BookSearch,
+    QueryWords,
     SearchFilters,
+    SearchPage,
     Total,
     exact_total_max_from_env,
 )
-from services.catalog.spelling import correct
+from services.catalog.spelling import correct, may_be_misspelt
 from services.catalog.suggest import (
     DEFAULT_LIMIT,
     KINDS,
@@ -231,8 +233,9 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
             "sort": sort,
             "size": size,
         }
-        if request.exact_query:  # its pages differ from the corrected ones
-            query["exact"] = True
+        # Searched as typed, its pages and total differ from the corrected ones.
+        exact = {"exact": True} if request.exact_query else {}
+        query.update(exact)
         # Tokens stop at MAX_SEARCH_OFFSET: deeper pages are not served (narrow the query).
         shape = {"offset": Int(0, MAX_SEARCH_OFFSET)}
         offset = int(
@@ -255,7 +258,7 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         shown = {"offset": offset, **({"facets": True} if request.include_facets else {})}
         lookup = await self.cache.search_lookup(
             json.dumps({**query, **shown}),
-            json.dumps({"total": filters.cache_key(), "category": request.category_id}),
+            json.dumps({"total": filters.cache_key(), "category": request.category_id, **exact}),
             sort_generation,
             category=bool(request.category_id),
         )
@@ -269,25 +272,34 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                     _category("category_id", request.category_id), lookup.category_generation
                 )
                 scoped = replace(filters, category_ids=tuple(subtree))
-            # Typo tolerance (services/catalog/spelling.py): deterministic for a catalog
-            # generation, so the page stays cached under the text as typed.
-            corrected = None if request.exact_query else await correct(self.pool, scoped.text)
+            # Typo tolerance (services/catalog/spelling.py): decided once per query and
+            # filters for a catalog generation, and cached with the total, so later pages
+            # search the same words without deciding again.
+            known = _cached_total(lookup.total)
+            corrected = known.corrected if known is not None else None
             searched = words
             if corrected is not None:
                 scoped = replace(scoped, text=corrected)
                 searched = await self.search.words(corrected)
-            known_total = _cached_total(lookup.total)
-            searching = self.search.search(
-                scoped, searched, sort, offset, size + 1, known_total=known_total
+            known_total = known.total if known is not None else None
+            found, facets = await self._search(
+                scoped, searched, sort, offset, size + 1, known_total, request.include_facets
             )
-            facets = None
-            if request.include_facets:
-                # On a second connection meanwhile; cached with the faceted page.
-                found, facets = await asyncio.gather(
-                    searching, search_facets(self.pool, scoped, searched.searchable)
-                )
-            else:
-                found = await searching
+            # Most searches match too many books for a word of theirs to be a typo: the
+            # spelling lookup is made only for those that might be.
+            if (
+                known is None
+                and not request.exact_query
+                and found.total is not None
+                and may_be_misspelt(scoped.text, found.total.count)
+            ):
+                corrected = await correct(self.pool, scoped.text)
+                if corrected is not None:
+                    scoped = replace(scoped, text=corrected)
+                    searched = await self.search.words(corrected)
+                    found, facets = await self._search(
+                        scoped, searched, sort, offset, size + 1, None, request.include_facets
+                    )
             total = found.total or known_total
             assert total is not None
             more = len(found.books) > size
@@ -302,7 +314,11 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
                 response.corrected_query = corrected
             if more and offset + size <= MAX_SEARCH_OFFSET:
                 response.next_page_token = encode_page_token({"offset": offset + size}, query)
-            counted = None if found.total is None else json.dumps(astuple(found.total)).encode()
+            counted = (
+                None
+                if found.total is None
+                else json.dumps([*astuple(found.total), corrected]).encode()
+            )
             # Stored after the answer leaves: the caller does not wait for Redis.
             self.cache.put_search_later(lookup, response.SerializeToString(), counted)
             return response
@@ -311,6 +327,25 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         if lookup.cacheable:
             return await self.cache.single_flight(lookup.flight_key, load)
         return await load()
+
+    async def _search(
+        self,
+        filters: SearchFilters,
+        words: QueryWords,
+        sort: str,
+        offset: int,
+        limit: int,
+        known_total: Total | None,
+        include_facets: bool,
+    ) -> tuple[SearchPage, catalog_pb2.SearchFacets | None]:
+        """A page of a search and, when asked, its facets (on a second connection)."""
+        searching = self.search.search(filters, words, sort, offset, limit, known_total=known_total)
+        if not include_facets:
+            return await searching, None
+        found, facets = await asyncio.gather(
+            searching, search_facets(self.pool, filters, words.searchable)
+        )
+        return found, facets
 
     async def _search_subtree(self, category_id: int, generation: int | None) -> list[int]:
         """A category's subtree for a search: kept in process for the category generation
@@ -634,8 +669,18 @@ def _search_request(
     return filters, sort, page_size(request.page_size)
 
 
-def _cached_total(data: bytes | None) -> Total | None:
-    if data is None:
-        return None
-    count, estimate = json.loads(data)
-    return Total(int(count), bool(estimate))
+@dataclass(frozen=True)
+class CachedTotal:
+    """A search's total as cached (for every page and sort of its query and filters), and
+    the corrected query it was counted for (None: as typed)."""
+
+    total: Total
+    corrected: str | None
+
+
+def _cached_total(data: bytes | None) -> CachedTotal | None:
+    entry = json.loads(data) if data is not None else None
+    if not isinstance(entry, list) or len(entry) != 3:
+        return None  # none, or written by an older release (no correction in it)
+    count, estimate, corrected = entry
+    return CachedTotal(Total(int(count), bool(estimate)), corrected)

@@ -24,6 +24,7 @@ folds it (ASCII letters: the search's C-locale stemmer lower-cases those only).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -94,6 +95,19 @@ ACCENTED = {
     "u": "ùúûü",
     "y": "ýÿ",
 }
+
+
+# websearch_to_tsquery's OR: the word "or" (any case) between words, outside quotes.
+_OR = re.compile(r"(?:^|\s)or(?:\s|$)", re.IGNORECASE)
+
+
+def may_be_misspelt(query: str, matches: int) -> bool:
+    """Whether `correct` could change a query that matched `matches` active books. Without
+    OR, a match holds every word `correct` looks at (excluded words it leaves alone), so
+    each of them is in at least `matches` books: above RARE_BOOKS, every word stays as
+    typed and the lookup can be skipped (most searches). With OR (read loosely: a quoted
+    "or" counts too) a word may match nothing while the others match plenty."""
+    return matches <= RARE_BOOKS or _OR.search(query) is not None
 
 
 def ascii_lower(text: str) -> str:

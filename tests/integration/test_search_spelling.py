@@ -134,7 +134,18 @@ async def test_exact_query_searches_the_words_as_typed(catalog: CatalogServiceAs
     exact = await search(catalog, typo, exact=True)
     assert exact.corrected_query == ""
     assert list(exact.books) == []
-    assert (await search(catalog, typo)).corrected_query == topic
+    assert exact.total_count == 0  # not the corrected query's total, cached before it
+    corrected = await search(catalog, typo)
+    assert (corrected.corrected_query, corrected.total_count) == (topic, 1)
+
+    # The other way round: the exact search first, then the corrected one (and cached).
+    other = word()
+    other_book = await new_book(catalog, f"{other} atlas")
+    assert (await search(catalog, swapped(other), exact=True)).total_count == 0
+    for _ in range(2):
+        corrected = await search(catalog, swapped(other))
+        assert corrected.corrected_query == other
+        assert (ids(corrected), corrected.total_count) == ({other_book.id}, 1)
 
 
 async def test_phrases_and_exclusions_keep_their_syntax(catalog: CatalogServiceAsyncStub) -> None:
@@ -151,6 +162,13 @@ async def test_phrases_and_exclusions_keep_their_syntax(catalog: CatalogServiceA
     response = await search(catalog, f"{swapped(lord)} OR {swapped(towers)}")
     assert response.corrected_query == f"{lord} OR {towers}"
     assert ids(response) == {fellowship.id, other.id}
+    # Beside OR, a typo is corrected however many books the other word matches.
+    for i in range(6):
+        await new_book(catalog, f"{rings} volume {i}")
+    response = await search(catalog, f"{rings} OR {swapped(towers)}")
+    assert response.corrected_query == f"{rings} OR {towers}"
+    assert other.id in ids(response)
+    assert response.total_count == 8
     # An excluded word is never corrected (it excludes nothing either way).
     response = await search(catalog, f"{lord} -{swapped(towers)}")
     assert response.corrected_query == ""

@@ -15,6 +15,7 @@ from services.catalog.spelling import (
     damerau_levenshtein,
     edits1,
     match_case,
+    may_be_misspelt,
     ranked_candidates,
     rewrite,
 )
@@ -141,3 +142,18 @@ def test_rewrite_replaces_only_the_words() -> None:
         '"History  of" -war, OR history!'
     )
     assert rewrite(query, []) == query
+
+
+def test_only_a_search_with_few_matches_or_an_or_may_be_misspelt() -> None:
+    # Without OR every match holds every word: more matches than a rare word's books
+    # means no word is rare.
+    assert may_be_misspelt("histroy of war", 0)
+    assert may_be_misspelt("histroy of war", RARE_BOOKS)
+    assert not may_be_misspelt("histroy of war", RARE_BOOKS + 1)
+    assert not may_be_misspelt('"lord of the rings" -towers', 5_000)
+    # With OR a word may match nothing while the other matches thousands.
+    for query in ("war OR histroy", "war or histroy", "war Or histroy"):
+        assert may_be_misspelt(query, 5_000)
+    # "or" inside a word is no operator.
+    assert not may_be_misspelt("order of the phoenix", 5_000)
+    assert not may_be_misspelt("doctor who", 5_000)
