@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -126,16 +127,53 @@ class SearchPage:
 
 # --- SQL -------------------------------------------------------------------------------
 
-# Each filter: its condition with `{}` for the value's placeholder, and its position in
-# search_total's fixed parameter list ($1 is the query text).
-_FILTERS: list[tuple[str, Callable[[SearchFilters], Any], int]] = [
-    ("b.category_id = ANY({}::int[])", lambda f: _listed(f.category_ids), 2),
-    ("b.price >= {}", lambda f: f.min_price, 3),
-    ("b.price <= {}", lambda f: f.max_price, 4),
-    ("b.format = {}", lambda f: f.format, 5),
-    ("b.language_code = {}", lambda f: f.language, 6),
+# Each filter: its name, its condition with `{}` for the value's placeholder, and its
+# position in search_total's fixed parameter list ($1 is the query text).
+_FILTERS: list[tuple[str, str, Callable[[SearchFilters], Any], int]] = [
+    ("category", "b.category_id = ANY({}::int[])", lambda f: _listed(f.category_ids), 2),
+    ("min_price", "b.price >= {}", lambda f: f.min_price, 3),
+    ("max_price", "b.price <= {}", lambda f: f.max_price, 4),
+    ("format", "b.format = {}", lambda f: f.format, 5),
+    ("language", "b.language_code = {}", lambda f: f.language, 6),
 ]
 _QUERY = "(SELECT websearch_to_tsquery('english', $1::text) AS query) q"
+
+# The filters are also keys of the search's GIN index (migrations 202511441-442), so that
+# one index scan finds the books of the words and the filters at once; the conditions
+# above stay, exact, for what the keys only narrow (a price band holds prices on both sides
+# of a range's ends).
+_KEYS = "book_catalog.search_filter_keys(b.category_id, b.price, b.format, b.language_code)"
+# The price bands' lower edges (as the facets' and search_price_keys'): bands 0-4.
+PRICE_BAND_EDGES = (Decimal(10), Decimal(20), Decimal(35), Decimal(50))
+
+
+def _key_conditions(filters: SearchFilters, placeholders: dict[str, str]) -> list[str]:
+    """The conditions on the index keys for the filters given (placeholders by name)."""
+    conditions = []
+    if "category" in placeholders:
+        category_keys = f"book_catalog.search_category_keys({placeholders['category']}::int[])"
+        conditions.append(f"{_KEYS} && {category_keys}")
+    if _price_narrows(filters):
+        low = placeholders.get("min_price", "NULL")
+        high = placeholders.get("max_price", "NULL")
+        conditions.append(
+            f"{_KEYS} && book_catalog.search_price_keys({low}::numeric, {high}::numeric)"
+        )
+    for name, prefix in (("format", "f"), ("language", "l")):
+        if name in placeholders:
+            conditions.append(f"{_KEYS} @> ARRAY['{prefix}' || {placeholders[name]}::text]")
+    return conditions
+
+
+def _price_narrows(filters: SearchFilters) -> bool:
+    """Whether the price range leaves out a band (else its keys would select every book)."""
+    low = 0 if filters.min_price is None else bisect_right(PRICE_BAND_EDGES, filters.min_price)
+    high = (
+        len(PRICE_BAND_EDGES)
+        if filters.max_price is None
+        else bisect_right(PRICE_BAND_EDGES, filters.max_price)
+    )
+    return low > 0 or high < len(PRICE_BAND_EDGES)
 
 
 def _listed(ids: tuple[int, ...] | None) -> list[int] | None:
@@ -152,13 +190,17 @@ def _where(
     args: list[Any] = [filters.text]
     if has_terms:
         conditions.append("b.search_vector @@ q.query")
-    for condition, value_of, _ in _FILTERS:
+    placeholders: dict[str, str] = {}
+    for name, condition, value_of, _ in _FILTERS:
         value = value_of(filters)
         if value is not None:
             args.append(value)
+            placeholders[name] = f"${len(args)}"
             if not filter_indexes:
                 condition = _UNINDEXED.sub(r"(\1 + 0)", condition)
-            conditions.append(condition.format(f"${len(args)}"))
+            conditions.append(condition.format(placeholders[name]))
+    if filter_indexes:
+        conditions += _key_conditions(filters, placeholders)
     return " AND ".join(conditions), args
 
 
@@ -185,9 +227,12 @@ def _fixed_where(filters: SearchFilters, has_terms: bool) -> str:
     conditions = ["b.status = 'active'"]
     if has_terms:
         conditions.append("b.search_vector @@ q.query")
-    for condition, value_of, position in _FILTERS:
+    placeholders: dict[str, str] = {}
+    for name, condition, value_of, position in _FILTERS:
         if value_of(filters) is not None:
-            conditions.append(condition.format(f"${position}"))
+            placeholders[name] = f"${position}"
+            conditions.append(condition.format(placeholders[name]))
+    conditions += _key_conditions(filters, placeholders)
     return " AND ".join(conditions)
 
 

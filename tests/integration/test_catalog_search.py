@@ -126,6 +126,40 @@ async def test_filters_price_format_language_and_category_subtree(
     assert await search_ids(catalog, tag, language_code="fr") == [in_child.id]
 
 
+async def test_price_ranges_across_the_index_price_bands(
+    catalog: CatalogServiceAsyncStub,
+) -> None:
+    # The index narrows a price filter by band (<10, 10-20, 20-35, 35-50, 50+) and the
+    # range itself is checked on the book: a range's ends on, beside and inside bands.
+    tag = word()
+    shelf = (
+        await catalog.CreateCategory(pb.CreateCategoryRequest(category=pb.Category(name=tag)))
+    ).category
+    cents = [999, 1000, 1001, 1999, 2000, 3499, 3500, 4999, 5000, 8999]
+    books = {
+        c: (await create(catalog, title=f"Priced {tag}", price=usd(c), category_id=shelf.id)).id
+        for c in cents
+    }
+    for low in (None, 999, 1000, 2000, 3501, 5000):
+        for high in (None, 999, 1000, 1999, 2000, 5000, 8999):
+            if low is not None and high is not None and low > high:
+                continue
+            bounds: dict[str, Any] = {}
+            if low is not None:
+                bounds["min_price"] = usd(low)
+            if high is not None:
+                bounds["max_price"] = usd(high)
+            expected = {
+                books[c]
+                for c in cents
+                if (low is None or c >= low) and (high is None or c <= high)
+            }
+            assert set(await search_ids(catalog, tag, **bounds)) == expected, (low, high)
+            # Browsing (no words): the filters alone drive the index.
+            browsed = await search_ids(catalog, "", category_id=shelf.id, **bounds)
+            assert set(browsed) == expected, (low, high)
+
+
 async def test_paging_and_total_count(catalog: CatalogServiceAsyncStub) -> None:
     tag = word()
     created = {

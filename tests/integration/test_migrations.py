@@ -41,6 +41,8 @@ CATALOG_VERSIONS = [
     202511413,
     202511421,
     202511431,
+    202511441,
+    202511442,
 ]
 STOREFRONT_VERSIONS = [202511201]
 # Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
@@ -109,6 +111,12 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert "book_catalog.idx_books_search_filtered" in await indexes(scratch_dsn)
+    assert "book_catalog.idx_books_search_vector" not in await indexes(scratch_dsn)
+    assert await runner.down() == ["down 202511442 search filter keys index"]
+    assert "book_catalog.idx_books_search_vector" in await indexes(scratch_dsn)
+    assert "book_catalog.idx_books_search_filtered" not in await indexes(scratch_dsn)
+    assert await runner.down() == ["down 202511441 search filter keys"]
     assert await runner.down() == ["down 202511431 spelling lexicon"]
     assert "book_catalog.spelling_words" not in await tables(scratch_dsn)
     assert await runner.down() == ["down 202511421 category rename ends searches"]
