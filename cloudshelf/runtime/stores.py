@@ -72,6 +72,15 @@ class PostgresProbe:
             self.connection = None
 
 
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """A pooled connection's reset on release: nothing beyond asyncpg's own (an open
+    transaction rolled back, listeners dropped). Its default sends RESET ALL, CLOSE ALL,
+    UNLISTEN * and pg_advisory_unlock_all() on every release: a second round trip for every
+    query made through the pool (measured: ~14% of the catalog's CPU on cold searches) to
+    undo what no service does (session SETs, LISTEN, advisory locks and cursors outside a
+    transaction: transaction-scoped ones end with it)."""
+
+
 async def open_postgres(
     settings: Settings, stack: AsyncExitStack
 ) -> tuple[asyncpg.Pool, Dependency]:
@@ -93,6 +102,7 @@ async def open_postgres(
         command_timeout=settings.postgres_command_timeout,
         # Stale connections after a server restart are dropped instead of reused.
         max_inactive_connection_lifetime=60,
+        reset=keep_session,
     )
     await pool  # with min_size 0 (the default) no connection is made yet
     stack.push_async_callback(pool.close)
