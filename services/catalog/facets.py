@@ -10,6 +10,7 @@ statement (a recursive walk of the category tree: categories are few, ~0.3 ms).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,9 @@ import asyncpg
 
 from cloudshelf.catalog.v1 import catalog_pb2
 from services.catalog.search import (
+    FACET_COLUMNS,
+    FACET_CTES,
+    PRICE_BAND_EDGES,
     SearchFilters,
     exact_total_max_from_env,
     match_conditions,
@@ -26,17 +30,11 @@ from services.catalog.search import (
 )
 from services.catalog.validation import FORMATS, decimal_to_money
 
-# The price bands, in the catalog's currency: min inclusive, max exclusive, the last open.
-PRICE_BANDS: tuple[tuple[Decimal, Decimal | None], ...] = (
-    (Decimal(0), Decimal(10)),
-    (Decimal(10), Decimal(20)),
-    (Decimal(20), Decimal(35)),
-    (Decimal(35), Decimal(50)),
-    (Decimal(50), None),
+# The price bands, in the catalog's currency: min inclusive, max exclusive, the last open
+# (band i of search.PRICE_BAND).
+PRICE_BANDS: tuple[tuple[Decimal, Decimal | None], ...] = tuple(
+    zip((Decimal(0), *PRICE_BAND_EDGES), (*PRICE_BAND_EDGES, None), strict=True)
 )
-# width_bucket's thresholds: a price below the first is band 0, one equal to a threshold
-# starts the next band.
-_BAND_STARTS = [low for low, _ in PRICE_BANDS[1:]]
 
 _FORMAT_ENUMS = {name: number for number, name in FORMATS.items()}
 
@@ -53,37 +51,7 @@ SAMPLE_MATCHES = 2_000
 SAMPLE_MAX_BOOKS = 10_000
 
 
-# One row per facet value, and an 'all' row (the matches read, and the sample's percentage
-# of the catalog when sampled). GROUPING(...) tells the grouping sets apart: 7 category,
-# 11 format, 13 language, 14 band, 15 all. Books without a category or format are in no
-# such facet. Only matches are grouped: grouping every sampled book as well (to scale by
-# the books actually read) measured twice as slow as the sample's scan itself.
-_FACETS = """
-WITH RECURSIVE {ctes}roots (id, root) AS (
-    SELECT id, id FROM book_catalog.categories WHERE parent_category_id IS NULL
-    UNION ALL
-    SELECT c.id, r.root FROM book_catalog.categories c JOIN roots r ON c.parent_category_id = r.id
-),
-counts AS (
-    SELECT category_id, format, language_code, band,
-           GROUPING(category_id, format, language_code, band) AS grouping, count(*) AS n
-      FROM ({matches}) m
-     GROUP BY GROUPING SETS ((category_id), (format), (language_code), (band), ())
-)
-SELECT 'category' AS facet, r.root::text AS value, c.name, sum(k.n)::bigint AS n,
-       NULL::real AS percent
-  FROM counts k JOIN roots r ON r.id = k.category_id JOIN book_catalog.categories c ON c.id = r.root
- WHERE k.grouping = 7
- GROUP BY r.root, c.name
-UNION ALL
-SELECT 'format', k.format, NULL, k.n, NULL FROM counts k
- WHERE k.grouping = 11 AND k.format IS NOT NULL
-UNION ALL
-SELECT 'language', k.language_code, NULL, k.n, NULL FROM counts k WHERE k.grouping = 13
-UNION ALL
-SELECT 'band', k.band::text, NULL, k.n, NULL FROM counts k WHERE k.grouping = 14
-UNION ALL
-SELECT 'all', NULL, NULL, k.n, {percent} FROM counts k WHERE k.grouping = 15"""
+_FACETS = "WITH RECURSIVE {ctes}" + FACET_CTES + "\nSELECT * FROM facet_rows"
 
 
 @dataclass
@@ -115,15 +83,10 @@ class FacetCounts:
 def _matches(filters: SearchFilters, has_terms: bool, books: str) -> tuple[str, list[Any]]:
     """The facet columns of the matches among `books` (`b`), and the arguments."""
     query, where, args = match_conditions(filters, has_terms)
-    args.append(_BAND_STARTS)
-    sql = f"""
-        SELECT b.category_id, b.format, b.language_code,
-               width_bucket(b.price, ${len(args)}::numeric[]) AS band
-          FROM {books}, {query} WHERE {where}"""
-    return sql, args
+    return f"SELECT {FACET_COLUMNS} FROM {books}, {query} WHERE {where}", args
 
 
-def _counts(rows: list[asyncpg.Record]) -> FacetCounts:
+def _counts(rows: Iterable[Mapping[str, Any]]) -> FacetCounts:
     counts = FacetCounts()
     for row in rows:
         n = int(row["n"])
@@ -152,7 +115,7 @@ async def count_matches(
     if limit is not None:
         args.append(limit)
         matches += f" LIMIT ${len(args)}"
-    sql = _FACETS.format(ctes="", matches=matches, percent="NULL")
+    sql = _FACETS.format(ctes="", matches=f"({matches})", percent="NULL")
     return _counts(await pool.fetch(sql, *args))
 
 
@@ -188,7 +151,7 @@ async def sample_matches(
     size = _SAMPLE_SIZE.format(
         target=f"${len(args) - 2}", expected=f"${len(args) - 1}", most=f"${len(args)}"
     )
-    sql = _FACETS.format(ctes=size, matches=matches, percent="(SELECT percent FROM size)")
+    sql = _FACETS.format(ctes=size, matches=f"({matches})", percent="(SELECT percent FROM size)")
     return _counts(await pool.fetch(sql, *args))
 
 
@@ -225,6 +188,11 @@ async def search_facets(
     # A sample of the whole catalog is exact. A sample that found no match when there are
     # more than exact_max (a rare query in a huge catalog) has no facet to show.
     return _facets(sampled)
+
+
+def counted_facets(rows: Iterable[Mapping[str, Any]]) -> catalog_pb2.SearchFacets:
+    """The facets of rows counted with a search's page (SearchPage.facet_rows)."""
+    return _facets(_counts(rows))
 
 
 def _facets(counts: FacetCounts) -> catalog_pb2.SearchFacets:

@@ -18,7 +18,7 @@ from cloudshelf.runtime.rpc import ServicerContext
 from cloudshelf.runtime.validation import check_text
 from services.catalog.books import BookStore, author_links, columns_for_create, columns_for_update
 from services.catalog.cache import SEARCH_POPULAR, SEARCH_RATING, CatalogCache
-from services.catalog.facets import scaled_to_total, search_facets
+from services.catalog.facets import counted_facets, scaled_to_total, search_facets
 from services.catalog.invalidations import CacheInvalidations
 from services.catalog.popular import popular_books
 from services.catalog.reviews import ReviewStore
@@ -338,7 +338,16 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         known_total: Total | None,
         include_facets: bool,
     ) -> tuple[SearchPage, catalog_pb2.SearchFacets | None]:
-        """A page of a search and, when asked, its facets (on a second connection)."""
+        """A page of a search and, when asked, its facets: counted from the same matches
+        when they are few, else by a statement of their own on a second connection."""
+        if include_facets and self.search.reads_matches_once(words, known_total):
+            found = await self.search.search(
+                filters, words, sort, offset, limit, known_total=known_total, facets=True
+            )
+            if found.facet_rows is not None:
+                return found, counted_facets(found.facet_rows)
+            # More matches than the planner thought: counted apart.
+            return found, await search_facets(self.pool, filters, words.searchable)
         searching = self.search.search(filters, words, sort, offset, limit, known_total=known_total)
         if not include_facets:
             return await searching, None

@@ -17,6 +17,7 @@ Beyond the seed:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from bisect import bisect_right
@@ -123,6 +124,9 @@ class SearchPage:
     books: list[catalog_pb2.Book]
     # None when the caller already knew it (and did not ask for it).
     total: Total | None
+    # The facets' rows (as FACET_CTES' facet_rows) when asked for and counted with the
+    # page (a search of few matches), else None.
+    facet_rows: list[dict[str, Any]] | None = None
 
 
 # --- SQL -------------------------------------------------------------------------------
@@ -145,6 +149,51 @@ _QUERY = "(SELECT websearch_to_tsquery('english', $1::text) AS query) q"
 _KEYS = "book_catalog.search_filter_keys(b.category_id, b.price, b.format, b.language_code)"
 # The price bands' lower edges (as the facets' and search_price_keys'): bands 0-4.
 PRICE_BAND_EDGES = (Decimal(10), Decimal(20), Decimal(35), Decimal(50))
+
+
+# A book's price band (0-4) in SQL, as the index keys and the facets have it.
+_EDGES = ",".join(map(str, PRICE_BAND_EDGES))
+PRICE_BAND = f"width_bucket(b.price, '{{{_EDGES}}}'::numeric[])"
+# The columns the facets count, read with each match.
+FACET_COLUMNS = f"b.category_id, b.format, b.language_code, {PRICE_BAND} AS band"
+
+# The facets of a set of matches (`{matches}`: a FROM item with FACET_COLUMNS), as CTEs
+# of a WITH RECURSIVE: `facet_rows` holds one row per facet value (facet, value, name, n)
+# and an 'all' row (the matches counted, and `{percent}`: the share of the catalog read
+# when sampled). GROUPING(...) tells the grouping sets apart: 7 category, 11 format,
+# 13 language, 14 band, 15 all. Categories are counted under their top-level category,
+# found by walking the tree (categories are few, ~0.3 ms); books without a category or
+# format are in no such facet.
+FACET_CTES = """
+roots (id, root) AS (
+    SELECT id, id FROM book_catalog.categories WHERE parent_category_id IS NULL
+    UNION ALL
+    SELECT c.id, r.root FROM book_catalog.categories c JOIN roots r ON c.parent_category_id = r.id
+),
+facet_counts AS (
+    SELECT category_id, format, language_code, band,
+           GROUPING(category_id, format, language_code, band) AS grouping, count(*) AS n
+      FROM {matches} m
+     GROUP BY GROUPING SETS ((category_id), (format), (language_code), (band), ())
+),
+facet_rows AS (
+    SELECT 'category' AS facet, r.root::text AS value, c.name, sum(k.n)::bigint AS n,
+           NULL::real AS percent
+      FROM facet_counts k JOIN roots r ON r.id = k.category_id
+      JOIN book_catalog.categories c ON c.id = r.root
+     WHERE k.grouping = 7
+     GROUP BY r.root, c.name
+    UNION ALL
+    SELECT 'format', k.format, NULL, k.n, NULL FROM facet_counts k
+     WHERE k.grouping = 11 AND k.format IS NOT NULL
+    UNION ALL
+    SELECT 'language', k.language_code, NULL, k.n, NULL FROM facet_counts k
+     WHERE k.grouping = 13
+    UNION ALL
+    SELECT 'band', k.band::text, NULL, k.n, NULL FROM facet_counts k WHERE k.grouping = 14
+    UNION ALL
+    SELECT 'all', NULL, NULL, k.n, {percent} FROM facet_counts k WHERE k.grouping = 15
+)"""
 
 
 def _key_conditions(filters: SearchFilters, placeholders: dict[str, str]) -> list[str]:
@@ -351,15 +400,22 @@ def _filter_args(filters: SearchFilters, words: QueryWords) -> list[Any]:
     ]
 
 
-def _select_page(ctes: list[str], keys: list[tuple[str, str]]) -> str:
-    """The statement: the `total` row joined with the `page` rows' books, in order."""
+def _select_page(ctes: list[str], keys: list[tuple[str, str]], *, facets: bool = False) -> str:
+    """The statement: the `total` row joined with the `page` rows' books, in order; with
+    facets, `total.facets` on the first row (FACET_CTES are recursive)."""
     outer_order = ", ".join(f"page.k{i} {direction}" for i, (_, direction) in enumerate(keys))
+    order = f"{outer_order}, page.id"
+    facets_column = (
+        f", CASE WHEN row_number() OVER (ORDER BY {order}) = 1 THEN total.facets END AS facets"
+        if facets
+        else ""
+    )
     return f"""
-        WITH {", ".join(ctes)}
-        SELECT total.total_count, total.estimated, {BOOK_COLUMNS}
+        WITH {"RECURSIVE " if facets else ""}{", ".join(ctes)}
+        SELECT total.total_count, total.estimated, {BOOK_COLUMNS}{facets_column}
           FROM total
           LEFT JOIN (page JOIN book_catalog.books b ON b.id = page.id) ON true
-         ORDER BY {outer_order}, page.id"""
+         ORDER BY {order}"""
 
 
 def _matches_page(
@@ -369,16 +425,20 @@ def _matches_page(
     offset: str,
     cap: int,
     gates: dict[str, str],
+    also_read: str = "",
 ) -> list[str]:
     """CTEs reading up to `cap` matches once, in no order (a bitmap or sequential scan,
     never an index walk that may find nothing for long), one per name in `gates`, each read
     only when its gate holds; and `matches_page`, the page from them, sorted in memory.
     Cheap sort keys are read with the matches; relevance is computed by matches_page only
-    (it reads each book's vector, not needed when the matches turn out to be too many)."""
+    (it reads each book's vector, not needed when the matches turn out to be too many).
+    Columns in `also_read` are read with the matches (the facets')."""
     inner_keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
     order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(keys))
     late_keys = any("q.query" in expr for expr, _ in keys)
     read = "b.id" if late_keys else f"b.id, {inner_keys}"
+    if also_read:
+        read += f", {also_read}"
     ctes = [
         f"""{name} AS MATERIALIZED (
             SELECT {read} FROM book_catalog.books b, {_QUERY}
@@ -398,26 +458,49 @@ def _matches_page(
 
 
 def small_search_sql(
-    filters: SearchFilters, words: QueryWords, sort: str, offset: int, limit: int, exact_max: int
+    filters: SearchFilters,
+    words: QueryWords,
+    sort: str,
+    offset: int,
+    limit: int,
+    exact_max: int,
+    *,
+    facets: bool = False,
 ) -> tuple[str, list[Any]]:
     """A search whose matches are few (by the planner, or by a known total): they are read
-    once, up to exact_max + 1 of them, with their sort keys. When that is all of them they
-    give the exact total and the page; otherwise the total comes back as exact_max + 1
-    with no book, and the search is to be run as a broad one."""
+    once, up to exact_max + 1 of them, with their sort keys (and with facets, counted per
+    facet from the same rows). When that is all of them they give the exact total and the
+    page; otherwise the total comes back as exact_max + 1 with no book, and the search is
+    to be run as a broad one."""
     where, args = _where(filters, words.searchable)
     keys = _order(sort, words.searchable)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
-    ctes = _matches_page(where, keys, limit_param, offset_param, exact_max + 1, {"matches": ""})
+    ctes = _matches_page(
+        where,
+        keys,
+        limit_param,
+        offset_param,
+        exact_max + 1,
+        {"matches": ""},
+        also_read=FACET_COLUMNS if facets else "",
+    )
+    all_read = f"(SELECT n FROM counted) <= {exact_max}"
     ctes += [
         "counted AS (SELECT count(*) AS n FROM matches)",
-        f"page AS (SELECT * FROM matches_page WHERE (SELECT n FROM counted) <= {exact_max})",
-        # search_total with a negative bound does nothing: it keeps the statement serial.
-        f"""total AS (
-            SELECT n AS total_count, false AS estimated
-              FROM counted, {_total_call(filters, words, args, -1, 0)})""",
+        f"page AS (SELECT * FROM matches_page WHERE {all_read})",
     ]
-    return _select_page(ctes, keys), args
+    facets_column = ""
+    if facets:
+        ctes.append(
+            FACET_CTES.format(matches=f"(SELECT * FROM matches WHERE {all_read})", percent="NULL")
+        )
+        facets_column = ", (SELECT json_agg(f)::text FROM facet_rows f) AS facets"
+    # search_total with a negative bound does nothing: it keeps the statement serial.
+    ctes.append(f"""total AS (
+            SELECT n AS total_count, false AS estimated{facets_column}
+              FROM counted, {_total_call(filters, words, args, -1, 0)})""")
+    return _select_page(ctes, keys, facets=facets), args
 
 
 def broad_search_sql(
@@ -573,6 +656,13 @@ class BookSearch:
         self._words[text] = words
         return words
 
+    def reads_matches_once(self, words: QueryWords, known_total: Total | None) -> bool:
+        """Whether a search is expected to find few matches (by its known total, or the
+        planner's estimate of its words): they are then read at once, page and facets."""
+        if known_total is not None:
+            return not known_total.estimate
+        return words.searchable and words.planned <= 2 * self.exact_total_max
+
     async def search(
         self,
         filters: SearchFilters,
@@ -582,22 +672,23 @@ class BookSearch:
         limit: int,
         *,
         known_total: Total | None = None,
+        facets: bool = False,
     ) -> SearchPage:
         """The page (up to `limit` books from `offset`) and its total, unless known_total
-        gives it already (then SearchPage.total is None)."""
+        gives it already (then SearchPage.total is None); with `facets`, the facets' rows
+        too when the matches are few enough to be counted with the page (SearchPage)."""
         exact_max = self.exact_total_max
-        few = (
-            not known_total.estimate
-            if known_total is not None
-            else words.searchable and words.planned <= 2 * exact_max
-        )
+        few = self.reads_matches_once(words, known_total)
         if few:
-            sql, args = small_search_sql(filters, words, sort, offset, limit, exact_max)
+            sql, args = small_search_sql(
+                filters, words, sort, offset, limit, exact_max, facets=facets
+            )
             rows = await self.pool.fetch(sql, *args)
             counted = int(rows[0]["total_count"])
             if counted <= exact_max:
                 total = None if known_total is not None else Total(counted, estimate=False)
-                return SearchPage(_books_of(rows), total)
+                facet_rows = json.loads(rows[0]["facets"] or "[]") if facets else None
+                return SearchPage(_books_of(rows), total, facet_rows)
             # More than the planner thought: a broad statement follows.
         sql, args = broad_search_sql(
             filters,

@@ -150,9 +150,7 @@ async def test_price_ranges_across_the_index_price_bands(
             if high is not None:
                 bounds["max_price"] = usd(high)
             expected = {
-                books[c]
-                for c in cents
-                if (low is None or c >= low) and (high is None or c <= high)
+                books[c] for c in cents if (low is None or c >= low) and (high is None or c <= high)
             }
             assert set(await search_ids(catalog, tag, **bounds)) == expected, (low, high)
             # Browsing (no words): the filters alone drive the index.

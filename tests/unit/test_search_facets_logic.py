@@ -1,10 +1,13 @@
 """Facets' pure parts: a sample's counts scaled to the catalog, then to the search's total,
-and the order of every list after scaling."""
+the order of every list after scaling, and the price bands (shared with the index)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
-from services.catalog.facets import FacetCounts, _facets, scaled_to_total
+from services.catalog.facets import PRICE_BANDS, FacetCounts, _facets, scaled_to_total
+from services.catalog.search import PRICE_BAND_EDGES, SearchFilters, _price_narrows
 
 
 def sampled() -> FacetCounts:
@@ -82,3 +85,27 @@ def test_a_tie_made_by_scaling_is_ordered_by_value() -> None:
         (pb.BOOK_FORMAT_PAPERBACK, 5000),
         (pb.BOOK_FORMAT_EBOOK, 5000),
     ]
+
+
+def test_a_price_range_narrows_the_index_only_when_it_leaves_a_band_out() -> None:
+    def narrows(low: str | None, high: str | None) -> bool:
+        return _price_narrows(
+            SearchFilters(
+                "x",
+                None,
+                None if low is None else Decimal(low),
+                None if high is None else Decimal(high),
+                None,
+                None,
+            )
+        )
+
+    # Bands <10, 10-20, 20-35, 35-50, 50+ (a price on an edge starts the next band).
+    assert not narrows(None, None)
+    assert not narrows("0", None)
+    assert not narrows("9.99", "50")  # the first band through the last
+    assert narrows("10", None)  # leaves <10 out
+    assert narrows(None, "49.99")  # leaves 50+ out
+    assert narrows("10", "20")
+    # The facets' bands are the index's.
+    assert [low for low, _ in PRICE_BANDS[1:]] == list(PRICE_BAND_EDGES)
