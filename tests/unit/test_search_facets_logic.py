@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from services.catalog.facets import PRICE_BANDS, FacetCounts, _facets, scaled_to_total
-from services.catalog.search import PRICE_BAND_EDGES, SearchFilters, _price_narrows
+from services.catalog.search import PRICE_BAND_EDGES, SearchFilters, price_in_whole_bands
 
 
 def sampled() -> FacetCounts:
@@ -87,9 +87,9 @@ def test_a_tie_made_by_scaling_is_ordered_by_value() -> None:
     ]
 
 
-def test_a_price_range_narrows_the_index_only_when_it_leaves_a_band_out() -> None:
-    def narrows(low: str | None, high: str | None) -> bool:
-        return _price_narrows(
+def test_a_price_range_is_an_index_key_only_when_it_is_whole_bands() -> None:
+    def whole(low: str | None, high: str | None) -> bool:
+        return price_in_whole_bands(
             SearchFilters(
                 "x",
                 None,
@@ -101,11 +101,14 @@ def test_a_price_range_narrows_the_index_only_when_it_leaves_a_band_out() -> Non
         )
 
     # Bands <10, 10-20, 20-35, 35-50, 50+ (a price on an edge starts the next band).
-    assert not narrows(None, None)
-    assert not narrows("0", None)
-    assert not narrows("9.99", "50")  # the first band through the last
-    assert narrows("10", None)  # leaves <10 out
-    assert narrows(None, "49.99")  # leaves 50+ out
-    assert narrows("10", "20")
+    assert not whole(None, None)  # no price filter
+    assert whole("10", None)
+    assert whole(None, "9.99")
+    assert whole("10", "19.99")
+    assert whole("20", "49.99")
+    assert not whole("10", "20")  # 20.00 is in the next band
+    assert not whole("10", "25")
+    assert not whole("9.99", None)
+    assert not whole("0", "9.99")  # 0 is no edge: checked on the rows
     # The facets' bands are the index's.
     assert [low for low, _ in PRICE_BANDS[1:]] == list(PRICE_BAND_EDGES)
