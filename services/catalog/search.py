@@ -146,8 +146,10 @@ _QUERY = "(SELECT websearch_to_tsquery('english', $1::text) AS query) q"
 # conditions above, never join them: the planner multiplies the selectivities of
 # conditions it takes for independent, and a key beside its own condition made it put a
 # broad word's 60,000 matches at 16,000 (read at once, 0.7 s, instead of walking the sort
-# order). A price range is a key only when it is whole bands (a band holds prices on both
-# sides of other ends): 10.00-19.99 is, 10.00-25.00 is checked on the rows.
+# order). A price range that is whole bands (10.00-19.99) is a key alone; any other is
+# checked on the rows, with its bands' keys beside it (10.00-25.00: bands 10-20 and 20-35)
+# where the words are not rare (PRICE_BANDS_BESIDE_FROM) and in the statements that read
+# matches only, never in those that estimate them.
 _KEYS = "book_catalog.search_filter_keys(b.category_id, b.price, b.format, b.language_code)"
 # The price bands' lower edges (as the facets' and search_price_keys'): bands 0-4.
 PRICE_BAND_EDGES = (Decimal(10), Decimal(20), Decimal(35), Decimal(50))
@@ -203,22 +205,48 @@ facet_rows AS (
 _BAND_ENDS = tuple(edge - Decimal("0.01") for edge in PRICE_BAND_EDGES)
 
 
-def _key_conditions(filters: SearchFilters, placeholders: dict[str, str]) -> dict[str, str]:
+# From the planner's estimate of this many matches of the words on, a price range that is
+# not whole bands gets its bands' keys beside it. Measured at 1M books: two words of
+# 1,400-3,800 planned matches with a 10.00-25.00 range, 33-52 ms -> 6-9 ms; a rare word
+# (planned 403, the estimate of any word outside the statistics' most common ones)
+# 1.4-1.6 ms -> 2.9-3.2 ms, as skipping through the bands' long posting lists costs more
+# than checking the range on its few matches.
+PRICE_BANDS_BESIDE_FROM = 1_000
+
+
+def _many(words: QueryWords) -> bool:
+    return words.planned >= PRICE_BANDS_BESIDE_FROM
+
+
+def _key_conditions(
+    filters: SearchFilters, placeholders: dict[str, str], *, price_bands_beside: bool
+) -> dict[str, str]:
     """The conditions on the index keys, by the filter names they stand for (placeholders
-    by name)."""
+    by name). With price_bands_beside, a price range that is not whole bands gets its
+    bands' keys under the name "price bands" (its exact conditions stay)."""
     conditions: dict[str, str] = {}
     if "category" in placeholders:
         category_keys = f"book_catalog.search_category_keys({placeholders['category']}::int[])"
         conditions["category"] = f"{_KEYS} && {category_keys}"
+    low = placeholders.get("min_price", "NULL")
+    high = placeholders.get("max_price", "NULL")
+    bands = f"{_KEYS} && book_catalog.search_price_keys({low}::numeric, {high}::numeric)"
     if price_in_whole_bands(filters):
-        low = placeholders.get("min_price", "NULL")
-        high = placeholders.get("max_price", "NULL")
-        keys = f"{_KEYS} && book_catalog.search_price_keys({low}::numeric, {high}::numeric)"
-        conditions["min_price"] = conditions["max_price"] = keys
+        conditions["min_price"] = conditions["max_price"] = bands
+    elif price_bands_beside and _price_leaves_out_a_band(filters):
+        conditions["price bands"] = bands
     for name, prefix in (("format", "f"), ("language", "l")):
         if name in placeholders:
             conditions[name] = f"{_KEYS} @> ARRAY['{prefix}' || {placeholders[name]}::text]"
     return conditions
+
+
+def _price_leaves_out_a_band(filters: SearchFilters) -> bool:
+    """Whether the price range's bands are not all of them (else their keys select every
+    book)."""
+    low = filters.min_price is not None and filters.min_price >= PRICE_BAND_EDGES[0]
+    high = filters.max_price is not None and filters.max_price < PRICE_BAND_EDGES[-1]
+    return low or high
 
 
 def price_in_whole_bands(filters: SearchFilters) -> bool:
@@ -231,12 +259,21 @@ def price_in_whole_bands(filters: SearchFilters) -> bool:
 
 
 def _conditions(
-    filters: SearchFilters, placeholders: dict[str, str], *, filter_indexes: bool = True
+    filters: SearchFilters,
+    placeholders: dict[str, str],
+    *,
+    filter_indexes: bool = True,
+    price_bands_beside: bool = True,
 ) -> list[str]:
-    """The filters' conditions, as index keys where they can be (see _KEYS). Without
-    filter_indexes, written so that no index can serve them (`b.price + 0`)."""
-    keys = _key_conditions(filters, placeholders) if filter_indexes else {}
-    conditions: list[str] = []
+    """The filters' conditions, as index keys where they can be (see _KEYS and
+    _key_conditions). Without filter_indexes, written so that no index can serve them
+    (`b.price + 0`)."""
+    keys = (
+        _key_conditions(filters, placeholders, price_bands_beside=price_bands_beside)
+        if filter_indexes
+        else {}
+    )
+    conditions: list[str] = [keys["price bands"]] if "price bands" in keys else []
     for name, condition, _, _ in _FILTERS:
         if name not in placeholders:
             continue
@@ -255,11 +292,16 @@ def _listed(ids: tuple[int, ...] | None) -> list[int] | None:
 
 
 def _where(
-    filters: SearchFilters, has_terms: bool, *, filter_indexes: bool = True
+    filters: SearchFilters,
+    has_terms: bool,
+    *,
+    filter_indexes: bool = True,
+    price_bands_beside: bool = True,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause and its arguments, numbered from $1 (always the query text).
-    Without filter_indexes, the filters are written so that no index can serve them
-    (`b.price + 0`): for queries that must be driven by another index."""
+    price_bands_beside: see _key_conditions (False for a statement whose plan estimates
+    the matches). Without filter_indexes, the filters are written so that no index can
+    serve them (`b.price + 0`): for queries that must be driven by another index."""
     conditions = ["b.status = 'active'"]
     args: list[Any] = [filters.text]
     if has_terms:
@@ -270,7 +312,9 @@ def _where(
         if value is not None:
             args.append(value)
             placeholders[name] = f"${len(args)}"
-    conditions += _conditions(filters, placeholders, filter_indexes=filter_indexes)
+    conditions += _conditions(
+        filters, placeholders, filter_indexes=filter_indexes, price_bands_beside=price_bands_beside
+    )
     return " AND ".join(conditions), args
 
 
@@ -286,7 +330,7 @@ def match_conditions(filters: SearchFilters, has_terms: bool) -> tuple[str, str,
 
 async def planned_rows(pool: asyncpg.Pool, filters: SearchFilters, has_terms: bool) -> float:
     """The planner's estimate of the matches, from the column statistics (no row read)."""
-    where, args = _where(filters, has_terms)
+    where, args = _where(filters, has_terms, price_bands_beside=False)
     sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM book_catalog.books b, {_QUERY} WHERE {where}"
     plan = await pool.fetchval(sql, *args)  # decoded by the pool's json codec
     return float(plan[0]["Plan"]["Plan Rows"])
@@ -302,7 +346,7 @@ def _fixed_where(filters: SearchFilters, has_terms: bool) -> str:
         for name, _, value_of, position in _FILTERS
         if value_of(filters) is not None
     }
-    conditions += _conditions(filters, placeholders)
+    conditions += _conditions(filters, placeholders, price_bands_beside=False)
     return " AND ".join(conditions)
 
 
@@ -493,7 +537,7 @@ def small_search_sql(
     facet from the same rows). When that is all of them they give the exact total and the
     page; otherwise the total comes back as exact_max + 1 with no book, and the search is
     to be run as a broad one."""
-    where, args = _where(filters, words.searchable)
+    where, args = _where(filters, words.searchable, price_bands_beside=_many(words))
     keys = _order(sort, words.searchable)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
@@ -543,7 +587,7 @@ def broad_search_sql(
     with the words are what this guards against: a category where a common word never
     occurs walks the whole price index otherwise. Without count_total the total is known
     to be large and the page is read in order."""
-    where, args = _where(filters, words.searchable)
+    where, args = _where(filters, words.searchable, price_bands_beside=_many(words))
     keys = _order(sort, words.searchable)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"

@@ -7,7 +7,15 @@ from decimal import Decimal
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from services.catalog.facets import PRICE_BANDS, FacetCounts, _facets, scaled_to_total
-from services.catalog.search import PRICE_BAND_EDGES, SearchFilters, price_in_whole_bands
+from services.catalog.search import (
+    PRICE_BAND_EDGES,
+    PRICE_BANDS_BESIDE_FROM,
+    QueryWords,
+    SearchFilters,
+    _fixed_where,
+    price_in_whole_bands,
+    small_search_sql,
+)
 
 
 def sampled() -> FacetCounts:
@@ -112,3 +120,23 @@ def test_a_price_range_is_an_index_key_only_when_it_is_whole_bands() -> None:
     assert not whole("0", "9.99")  # 0 is no edge: checked on the rows
     # The facets' bands are the index's.
     assert [low for low, _ in PRICE_BANDS[1:]] == list(PRICE_BAND_EDGES)
+
+
+def test_price_band_keys_stand_beside_a_range_only_where_they_pay_and_never_in_estimates() -> None:
+    in_part = SearchFilters("hit respect", None, Decimal(10), Decimal(25), None, None)
+    whole = SearchFilters("hit respect", None, Decimal(10), Decimal("19.99"), None, None)
+    many = QueryWords(searchable=True, planned=PRICE_BANDS_BESIDE_FROM)
+    rare = QueryWords(searchable=True, planned=403)
+
+    def statement(filters: SearchFilters, words: QueryWords) -> str:
+        return small_search_sql(filters, words, "price_asc", 0, 21, 10_000)[0]
+
+    assert "search_price_keys" in statement(in_part, many)
+    assert "b.price >= $" in statement(in_part, many)  # the range itself stays
+    assert "search_price_keys" not in statement(in_part, rare)
+    # Estimates never see a key beside its own condition (it would be counted twice).
+    assert "search_price_keys" not in _fixed_where(in_part, True)
+    # Whole bands: the keys alone, wherever.
+    for text in (statement(whole, rare), _fixed_where(whole, True)):
+        assert "search_price_keys" in text
+        assert "b.price >=" not in text
