@@ -7,6 +7,7 @@ for the runtime's dependency monitor.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -35,10 +36,10 @@ class PostgresProbe:
     broken. It never borrows from the request pool: a pool busy with slow queries is load,
     not an outage, and must not take the pod out of its Service."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(self, settings: Settings, pools: Sequence[asyncpg.Pool]) -> None:
         self.dsn = settings.postgres_dsn
         self.application_name = f"{settings.service}-health"
-        self.pool = pool
+        self.pools = list(pools)
         self.connection: asyncpg.Connection | None = None
 
     async def check(self) -> None:
@@ -57,8 +58,9 @@ class PostgresProbe:
                 | asyncpg.exceptions.ConnectionDoesNotExistError
                 | OSError,
             ):
-                # A restarted server leaves dead connections in the pool too (asyncpg#385).
-                self.pool.expire_connections()
+                # A restarted server leaves dead connections in the pools too (asyncpg#385).
+                for pool in self.pools:
+                    pool.expire_connections()
             raise
 
     def _drop(self) -> None:
@@ -86,18 +88,37 @@ async def open_postgres(
 ) -> tuple[asyncpg.Pool, Dependency]:
     """A connection pool that tolerates PostgreSQL being down at start: connections are made
     on demand, and the health check reports the outage until it is back."""
+    # Full-text queries need plans that see the actual search terms (generic plans after
+    # five executions are catastrophically slow for rare words).
+    pool = await _open_pool(settings, stack, "force_custom_plan", settings.service)
+    return pool, _probe(settings, stack, [pool])
+
+
+async def open_postgres_with_generic_plans(
+    settings: Settings, stack: AsyncExitStack
+) -> tuple[asyncpg.Pool, asyncpg.Pool, Dependency]:
+    """open_postgres's pool, and a second one to the same server whose prepared statements
+    keep one generic plan (plan_cache_mode=force_generic_plan): for statements whose best
+    plan is the same for any argument and costs more to make than to run. plan_cache_mode
+    is a session setting, hence a pool of its own; the one health check covers both."""
+    pool = await _open_pool(settings, stack, "force_custom_plan", settings.service)
+    generic = await _open_pool(settings, stack, "force_generic_plan", f"{settings.service}-generic")
+    return pool, generic, _probe(settings, stack, [pool, generic])
+
+
+async def _open_pool(
+    settings: Settings, stack: AsyncExitStack, plan_cache_mode: str, application_name: str
+) -> asyncpg.Pool:
     pool = asyncpg.create_pool(
         settings.postgres_dsn,
         min_size=settings.postgres_pool_min_size,
         max_size=settings.postgres_pool_max_size,
         init=init_postgres_connection,
-        # Full-text queries need plans that see the actual search terms (generic plans
-        # after five executions are catastrophically slow for rare words). JIT compiles for
-        # 60-80 ms on every large query and saves less than that on ours.
+        # JIT compiles for 60-80 ms on every large query and saves less than that on ours.
         server_settings={
             "jit": "off",
-            "plan_cache_mode": "force_custom_plan",
-            "application_name": settings.service,
+            "plan_cache_mode": plan_cache_mode,
+            "application_name": application_name,
         },
         command_timeout=settings.postgres_command_timeout,
         # Stale connections after a server restart are dropped instead of reused.
@@ -106,9 +127,13 @@ async def open_postgres(
     )
     await pool  # with min_size 0 (the default) no connection is made yet
     stack.push_async_callback(pool.close)
-    probe = PostgresProbe(settings, pool)
+    return pool
+
+
+def _probe(settings: Settings, stack: AsyncExitStack, pools: list[asyncpg.Pool]) -> Dependency:
+    probe = PostgresProbe(settings, pools)
     stack.push_async_callback(probe.close)
-    return pool, Dependency("postgres", probe.check)
+    return Dependency("postgres", probe.check)
 
 
 def _redis_pool(settings: Settings, max_connections: int) -> aioredis.BlockingConnectionPool:

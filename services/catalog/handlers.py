@@ -74,12 +74,16 @@ class CatalogHandlers(catalog_pb2_grpc.CatalogServiceServicer):
         cache: CatalogCache,
         relay: OutboxRelay | None = None,
         invalidations: CacheInvalidations | None = None,
+        *,
+        generic_pool: asyncpg.Pool | None = None,
     ) -> None:
         self.pool = pool
         self.books = BookStore(pool)
         self.taxonomy = TaxonomyStore(pool)
         self.reviews = ReviewStore(pool)
-        self.search = BookSearch(pool, exact_total_max=exact_total_max_from_env())
+        self.search = BookSearch(
+            pool, generic_pool=generic_pool, exact_total_max=exact_total_max_from_env()
+        )
         self.cache = cache
         self.relay = relay
         self.invalidations = invalidations or CacheInvalidations(pool, cache)

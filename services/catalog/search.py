@@ -264,10 +264,11 @@ def _conditions(
     *,
     filter_indexes: bool = True,
     price_bands_beside: bool = True,
+    words_lead: bool = False,
 ) -> list[str]:
     """The filters' conditions, as index keys where they can be (see _KEYS and
     _key_conditions). Without filter_indexes, written so that no index can serve them
-    (`b.price + 0`)."""
+    (`b.price + 0`); with words_lead, only those that are not keys are."""
     keys = (
         _key_conditions(filters, placeholders, price_bands_beside=price_bands_beside)
         if filter_indexes
@@ -281,7 +282,7 @@ def _conditions(
             if keys[name] not in conditions:
                 conditions.append(keys[name])
             continue
-        if not filter_indexes:
+        if not filter_indexes or words_lead:
             condition = _UNINDEXED.sub(r"(\1 + 0)", condition)
         conditions.append(condition.format(placeholders[name]))
     return conditions
@@ -297,11 +298,14 @@ def _where(
     *,
     filter_indexes: bool = True,
     price_bands_beside: bool = True,
+    words_lead: bool = False,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause and its arguments, numbered from $1 (always the query text).
     price_bands_beside: see _key_conditions (False for a statement whose plan estimates
     the matches). Without filter_indexes, the filters are written so that no index can
-    serve them (`b.price + 0`): for queries that must be driven by another index."""
+    serve them (`b.price + 0`): for queries that must be driven by another index. With
+    words_lead, so are the conditions that are not the index's keys (an exact price
+    range): the words' index alone then serves the statement, whatever its plan."""
     conditions = ["b.status = 'active'"]
     args: list[Any] = [filters.text]
     if has_terms:
@@ -313,7 +317,11 @@ def _where(
             args.append(value)
             placeholders[name] = f"${len(args)}"
     conditions += _conditions(
-        filters, placeholders, filter_indexes=filter_indexes, price_bands_beside=price_bands_beside
+        filters,
+        placeholders,
+        filter_indexes=filter_indexes,
+        price_bands_beside=price_bands_beside,
+        words_lead=words_lead,
     )
     return " AND ".join(conditions), args
 
@@ -536,8 +544,11 @@ def small_search_sql(
     once, up to exact_max + 1 of them, with their sort keys (and with facets, counted per
     facet from the same rows). When that is all of them they give the exact total and the
     page; otherwise the total comes back as exact_max + 1 with no book, and the search is
-    to be run as a broad one."""
-    where, args = _where(filters, words.searchable, price_bands_beside=_many(words))
+    to be run as a broad one. With words, the words' index leads whatever the plan: the
+    statement may run with a generic plan (BookSearch.generic_pool)."""
+    where, args = _where(
+        filters, words.searchable, price_bands_beside=_many(words), words_lead=words.searchable
+    )
     keys = _order(sort, words.searchable)
     args += [limit, offset]
     limit_param, offset_param = f"${len(args) - 1}", f"${len(args)}"
@@ -675,7 +686,14 @@ async def search_total(
 
 class BookSearch:
     """Runs searches: what a query's words are (remembered), then one statement for the
-    page and its total."""
+    page and its total.
+
+    `pool` plans each statement for its arguments (plan_cache_mode=force_custom_plan): the
+    broad statements' plans depend on how many books the words and filters match.
+    `generic_pool`, when given, keeps one generic plan per statement: the small
+    statements with words run there, since the words' index leads them whatever the
+    arguments (small_search_sql), and planning them anew cost more than running them
+    (measured at 1M books: a rare word 1.6 -> 1.0 ms, a name 1.3 -> 0.6 ms)."""
 
     # The words of a text depend on the text alone; popular queries repeat, so they are
     # remembered (a round trip saved on every cold search).
@@ -685,10 +703,12 @@ class BookSearch:
         self,
         pool: asyncpg.Pool,
         *,
+        generic_pool: asyncpg.Pool | None = None,
         exact_total_max: int = EXACT_TOTAL_MAX,
         sample_rows: int = SAMPLE_ROWS,
     ) -> None:
         self.pool = pool
+        self.generic_pool = generic_pool or pool
         self.exact_total_max = exact_total_max
         self.sample_rows = sample_rows
         self._words: dict[str, QueryWords] = {}
@@ -748,7 +768,8 @@ class BookSearch:
             sql, args = small_search_sql(
                 filters, words, sort, offset, limit, exact_max, facets=facets
             )
-            rows = await self.pool.fetch(sql, *args)
+            pool = self.generic_pool if words.searchable else self.pool
+            rows = await pool.fetch(sql, *args)
             counted = int(rows[0]["total_count"])
             if counted <= exact_max:
                 total = None if known_total is not None else Total(counted, estimate=False)

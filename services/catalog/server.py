@@ -13,7 +13,7 @@ from cloudshelf.runtime.stores import (
     aws_session,
     open_aws_client,
     open_outbox_relay,
-    open_postgres,
+    open_postgres_with_generic_plans,
     open_redis,
 )
 from services.catalog.cache import CatalogCache
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
-    pool, postgres = await open_postgres(settings, stack)
+    # Searches of few matches keep their plans (BookSearch.generic_pool).
+    pool, generic_pool, postgres = await open_postgres_with_generic_plans(settings, stack)
     # Without Redis the catalog answers from PostgreSQL: degraded, not down.
     redis_client, redis = await open_redis(settings, stack, required=False)
     relay, event_bus = await open_outbox_relay(settings, stack, pool, OUTBOX, EVENT_SOURCE)
@@ -49,7 +50,7 @@ async def setup(settings: Settings, stack: AsyncExitStack) -> ServiceApp:
     return ServiceApp(
         servicers=[
             Servicer(
-                CatalogHandlers(pool, cache, relay, invalidations),
+                CatalogHandlers(pool, cache, relay, invalidations, generic_pool=generic_pool),
                 catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
                 catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
                 CATALOG_POLICY,
