@@ -306,24 +306,21 @@ def _where(
     serve them (`b.price + 0`): for queries that must be driven by another index. With
     words_lead, so are the conditions that are not the index's keys (an exact price
     range): the words' index alone then serves the statement, whatever its plan."""
-    conditions = ["b.status = 'active'"]
     args: list[Any] = [filters.text]
-    if has_terms:
-        conditions.append("b.search_vector @@ q.query")
     placeholders: dict[str, str] = {}
     for name, _, value_of, _ in _FILTERS:
         value = value_of(filters)
         if value is not None:
             args.append(value)
             placeholders[name] = f"${len(args)}"
-    conditions += _conditions(
+    conditions = _conditions(
         filters,
         placeholders,
         filter_indexes=filter_indexes,
         price_bands_beside=price_bands_beside,
         words_lead=words_lead,
     )
-    return " AND ".join(conditions), args
+    return _in_cost_order(has_terms, conditions), args
 
 
 _UNINDEXED = re.compile(r"(b\.(?:category_id|price))\b")
@@ -346,16 +343,25 @@ async def planned_rows(pool: asyncpg.Pool, filters: SearchFilters, has_terms: bo
 
 def _fixed_where(filters: SearchFilters, has_terms: bool) -> str:
     """The same clause with search_total's fixed numbering ($2 categories ... $6 language)."""
-    conditions = ["b.status = 'active'"]
-    if has_terms:
-        conditions.append("b.search_vector @@ q.query")
     placeholders = {
         name: f"${position}"
         for name, _, value_of, position in _FILTERS
         if value_of(filters) is not None
     }
-    conditions += _conditions(filters, placeholders, price_bands_beside=False)
-    return " AND ".join(conditions)
+    return _in_cost_order(has_terms, _conditions(filters, placeholders, price_bands_beside=False))
+
+
+def _in_cost_order(has_terms: bool, filter_conditions: list[str]) -> str:
+    """A WHERE clause, its conditions in the order a row is best checked in. PostgreSQL
+    checks them in the order written when their costs are equal, and every operator here
+    costs 1; but a comparison takes nanoseconds, the words' match reads the book's vector
+    (~2.5 us) and the index keys are built for the row (~3 us). A row read from the index
+    skips all but the comparisons; a sampled row (search_total) does not: 'know' with a
+    price range, 51 -> 23 ms for the 2 % sample."""
+    compared = [c for c in filter_conditions if _KEYS not in c]
+    keyed = [c for c in filter_conditions if _KEYS in c]
+    words = ["b.search_vector @@ q.query"] if has_terms else []
+    return " AND ".join(["b.status = 'active'", *compared, *words, *keyed])
 
 
 def _order(sort: str, has_terms: bool) -> list[tuple[str, str]]:

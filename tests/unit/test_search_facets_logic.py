@@ -143,3 +143,17 @@ def test_price_band_keys_stand_beside_a_range_only_where_they_pay_and_never_in_e
     for text in (statement(whole, rare), _fixed_where(whole, True)):
         assert "search_price_keys" in text
         assert "b.price >=" not in text
+
+
+def test_a_row_is_checked_by_its_cheapest_conditions_first() -> None:
+    """Comparisons, then the words (the book's vector), then the index keys (built per
+    row): the order a sampled row is checked in (PostgreSQL keeps it, costs being equal)."""
+    filters = SearchFilters("know", (62,), Decimal(10), Decimal(25), None, None)
+    words_of_know = QueryWords(searchable=True, lexeme="know", planned=230_000)
+    statement = small_search_sql(filters, words_of_know, "price_asc", 0, 21, 10_000)[0]
+    matched = statement.split("WHERE ", 1)[1].split(" LIMIT", 1)[0]  # the matches' clause
+    for where in (_fixed_where(filters, True), matched):
+        price = where.index("b.price")
+        words = where.index("b.search_vector @@ q.query")
+        keys = where.index("search_category_keys")
+        assert price < words < keys, where
