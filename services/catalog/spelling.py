@@ -17,8 +17,8 @@ corrected query is kept only if it matches an active book through the real tsque
 
 Only the words are rewritten: quotes, OR, -exclusions, stop words, punctuation and
 spacing stay as typed; excluded words are never corrected (a misspelled exclusion
-excludes nothing either way), and the case of the typed word is kept where the search
-folds it (ASCII letters: the search's C-locale stemmer lower-cases those only).
+excludes nothing either way), and the case of the typed word is kept (the search folds
+case as Python's str.lower does: the database's LC_CTYPE is a Unicode one).
 """
 
 from __future__ import annotations
@@ -76,13 +76,10 @@ STOP_WORDS = frozenset(
 # What a stop word weighs against a catalog word: in every book.
 STOP_WORD_BOOKS = 1_000_000
 
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # Letters tried in insertions and substitutions: a-z, and the typed word's own letters
 # (edits1). Accented forms are tried only in place of their base letter ("Beyonce" finds
-# "beyoncé"), and capital ones only first (the search keeps the case of non-ASCII letters:
-# "Über" stays "Über", one substitution from "uber"): each candidate is sent and looked
-# up, so the list stays short (~450 strings for 7 letters, not ~1,300).
+# "beyoncé", "uber" finds "über"): each candidate is sent and looked up, so the list stays
+# short (~450 strings for 7 letters, not ~1,300).
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 ACCENTED = {
     "a": "àáâãäåæ",
@@ -110,9 +107,10 @@ def may_be_misspelt(query: str, matches: int) -> bool:
     return matches <= RARE_BOOKS or _OR.search(query) is not None
 
 
-def ascii_lower(text: str) -> str:
-    """Lower-cases A-Z only, as to_tsvector does under the cluster's C locale."""
-    return text.translate(_ASCII_LOWER)
+def fold_case(text: str) -> str:
+    """Lower-cased as to_tsvector does it under a Unicode LC_CTYPE (C.UTF-8 locally,
+    en_US.UTF-8 on a managed server): "Über" -> "über"."""
+    return text.lower()
 
 
 @dataclass(frozen=True)
@@ -185,9 +183,7 @@ def edits1(word: str, alphabet: str = ALPHABET) -> set[str]:
     transposes = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
     replaces = {a + c + b[1:] for a, b in splits if b for c in letters if c != b[0]}
     inserts = {a + c + b for a, b in splits for c in letters}
-    accents = {a + c + b[1:] for a, b in splits if b for c in ACCENTED.get(b[0].lower(), "")}
-    if word:
-        accents |= {c.upper() + word[1:] for c in ACCENTED.get(word[0].lower(), "")}
+    accents = {a + c + b[1:] for a, b in splits if b for c in ACCENTED.get(b[0], "")}
     return (deletes | transposes | replaces | inserts | accents) - {word}
 
 
@@ -231,7 +227,7 @@ def ranked_candidates(
     books none. One choice per lexeme (its spellings match the same books)."""
     if typed_books > RARE_BOOKS:
         return []
-    folded = ascii_lower(typed)
+    folded = fold_case(typed)
     limit = max_edits(folded) if typed_books == 0 else 1
     scored: list[tuple[float, str, Choice]] = []
     for candidate in candidates:
@@ -278,11 +274,12 @@ def alternatives(choices: Sequence[Sequence[Choice]], limit: int) -> list[tuple[
 
 
 def match_case(typed: str, word: str) -> str:
-    """The correction in the typed word's case (A-Z only: the search folds no other)."""
-    if len(typed) > 1 and typed.translate(_ASCII_LOWER) != typed and typed.upper() == typed:
-        return word.translate(_ASCII_UPPER)
+    """The correction in the typed word's case: all capitals, a capital first, or as the
+    lexicon has it (lower case)."""
+    if len(typed) > 1 and typed.lower() != typed and typed.upper() == typed:
+        return word.upper()
     if typed[:1].isupper():
-        return word[:1].translate(_ASCII_UPPER) + word[1:]
+        return word[:1].upper() + word[1:]
     return word
 
 
@@ -334,7 +331,7 @@ _MATCHES_SQL = "SELECT book_catalog.search_matches_any($1::text)"
 
 
 async def candidates_of(pool: asyncpg.Pool, word: str) -> list[Candidate]:
-    folded = ascii_lower(word)
+    folded = fold_case(word)
     trigram = folded if max_edits(folded) > 1 else None
     edits = edits1(folded)
     rows = await pool.fetch(_CANDIDATES_SQL, sorted(edits), trigram)
@@ -351,7 +348,7 @@ async def correct(pool: asyncpg.Pool, query: str) -> str | None:
     words = correctable_words(query)
     if not words:
         return None
-    rows = await pool.fetch(_FREQUENCIES_SQL, [ascii_lower(w.text) for w in words])
+    rows = await pool.fetch(_FREQUENCIES_SQL, [fold_case(w.text) for w in words])
     suspects: list[tuple[QueryWord, list[Choice]]] = []
     kept_books: list[int] = []  # the books of the words kept as typed (with a lexeme)
     for word, row in zip(words, rows, strict=True):

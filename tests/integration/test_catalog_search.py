@@ -46,6 +46,19 @@ async def test_web_search_syntax(catalog: CatalogServiceAsyncStub) -> None:
     assert response.total_count > 0
 
 
+async def test_words_match_whatever_their_case_accented_letters_too(
+    catalog: CatalogServiceAsyncStub,
+) -> None:
+    """Case is folded beyond ASCII (the database's LC_CTYPE decides: C would index
+    'Émile' as it is written, and 'émile' would find nothing)."""
+    tag = word()
+    emile = await create(catalog, title=f"Émile {tag}")
+    school = await create(catalog, title=f"L'ÉCOLE DES FEMMES {tag}")
+    assert await search_ids(catalog, f"émile {tag}") == [emile.id]
+    assert await search_ids(catalog, f"ÉMILE {tag}") == [emile.id]
+    assert await search_ids(catalog, f"école {tag}") == [school.id]
+
+
 async def test_only_active_books_are_found(catalog: CatalogServiceAsyncStub) -> None:
     tag = word()
     shown = await create(catalog, title=f"Shown {tag}")
