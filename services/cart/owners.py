@@ -24,7 +24,7 @@ from cloudshelf.runtime.errors import InvalidArgument, PermissionDenied, Unauthe
 from cloudshelf.runtime.idempotency import current_principal
 from cloudshelf.runtime.rpc import ServicerContext
 from services.cart.sessions import SessionStore, secret_hash
-from services.cart.store import session_owner_key, user_owner_key
+from services.cart.store import SESSION_SIGNED_IN, session_owner_key, user_owner_key
 
 # Ours are 22 characters (token_urlsafe of 16 bytes); anything else cannot exist.
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -33,7 +33,6 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")
 # ErrorInfo reasons.
 SESSION_CREDENTIAL_MISSING = "SESSION_CREDENTIAL_MISSING"
 SESSION_CREDENTIAL_INVALID = "SESSION_CREDENTIAL_INVALID"
-SESSION_SIGNED_IN = "SESSION_SIGNED_IN"
 NOT_SESSION_HOLDER = "NOT_SESSION_HOLDER"
 SESSION_BOUND_TO_ANOTHER_USER = "SESSION_BOUND_TO_ANOTHER_USER"
 

@@ -14,7 +14,8 @@ still hold; the stored response of a request_id must be the cart the write produ
 write with neither is conditioned only on what it changes (the line, its caps), so that
 concurrent adds to one cart all land without retries. The merge of a session's cart into a
 user's (`merge`) is one TransactWriteItems: the user's cart updated from the version read,
-the session's cart deleted at the version read, and the session bound to the user.
+the session's cart replaced at the version read by a tombstone (tables.MERGED_INTO) that
+every later write to it fails on, and the session bound to the user.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from opentelemetry import metrics, propagate
 
 from cloudshelf.cart.v1 import cart_pb2
 from cloudshelf.common.v1 import common_pb2
-from cloudshelf.runtime.errors import Aborted, FailedPrecondition, NotFound
+from cloudshelf.runtime.errors import Aborted, FailedPrecondition, NotFound, Unauthenticated
 from cloudshelf.runtime.idempotency import (
     DynamoDBIdempotencyKeys,
     IdempotentCall,
@@ -47,6 +48,7 @@ from services.cart.tables import (
     CURRENT_CART,
     LAST_MERGE,
     LAST_OPERATION,
+    MERGED_INTO,
     SESSION_OWNER_PREFIX,
     STOCK_SEEN,
     TRACEPARENT,
@@ -68,6 +70,11 @@ CART_TTL = timedelta(days=90)
 MAX_ATTEMPTS = 64
 # Counts each write attempt that a concurrent write made fail and that is run again.
 WRITE_CONFLICTS_METRIC = "cloudshelf.cart.write_conflicts"
+# How long a merged session's tombstone stays (tables.MERGED_INTO): longer than any call
+# that resolved the session before the merge can still be running.
+MERGED_TOMBSTONE_TTL = timedelta(hours=1)
+# ErrorInfo reason: the session is bound to a signed-in user (services/cart/owners.py).
+SESSION_SIGNED_IN = "SESSION_SIGNED_IN"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -250,6 +257,8 @@ class CartStore:
                     created.update += ", sessionId = :session"
                     created.values[":session"] = owner.session_id
                     after["sessionId"] = owner.session_id
+                    # In place of a merged session's expired tombstone, if one is left.
+                    created.update += f" REMOVE {MERGED_INTO}"
                 return created
             assert item is not None
             if str(item.get("currency", DEFAULT_CURRENCY)) != book.currency:
@@ -402,10 +411,12 @@ class CartStore:
         TransactWriteItems with the session's binding (`binding(now)`: its entry, or None
         when the session is already bound to this user; it raises when the caller may not
         bind it). Quantities are summed and capped at MAX_QUANTITY; more than MAX_LINES
-        lines is refused, nothing written. The anonymous cart is deleted in the same
-        transaction, conditioned on the version read, so that a line added to it meanwhile
-        is never lost (the merge runs again). A retry finds no anonymous cart and the
-        session bound: nothing is written. Bytes: a retried request_id's stored answer."""
+        lines is refused, nothing written. The anonymous cart is replaced by a tombstone in
+        the same transaction, conditioned on the version read, so that a line added to it
+        meanwhile is never lost (the merge runs again), and one added after it is refused
+        (UNAUTHENTICATED: the caller now needs the user's token). A retry finds the
+        tombstone and the session bound: nothing is written. Bytes: a retried request_id's
+        stored answer."""
         session_key = session_owner_key(session_id)
         for _ in range(MAX_ATTEMPTS):
             if call is not None:
@@ -421,31 +432,37 @@ class CartStore:
                     "the cart changed since it was read (etag mismatch): read it again",
                     reason="ETAG_MISMATCH",
                 )
-            moved = anonymous if is_live(anonymous, now) else None
+            tombstoned = is_live(anonymous, now) and MERGED_INTO in (anonymous or {})
+            moved = anonymous if is_live(anonymous, now) and not tombstoned else None
             stamp = datetime.fromtimestamp(now, UTC).isoformat()
             transaction: list[dict[str, Any]] = []
             after = user
-            session_cart = {"userId": {"S": session_key}, "cartId": {"S": CURRENT_CART}}
             if moved is not None:
                 if moved.get("items"):
                     change = _merge_change(live, user, moved, key, session_id, now, stamp)
                     transaction.append({"Update": self._update_entry(key, change, now, stamp)})
                     after = change.after
+                # At the version read: a line added to it meanwhile is merged on the next
+                # round.
+                version = int(moved.get("version", 0))
                 transaction.append(
-                    {
-                        "Delete": {
-                            "TableName": self.table,
-                            "Key": session_cart,
-                            "ConditionExpression": "version = :read_version",
-                            "ExpressionAttributeValues": {
-                                ":read_version": _serializer.serialize(int(moved.get("version", 0)))
-                            },
-                        }
-                    }
+                    self._tombstone(
+                        session_key, key, version + 1, now, stamp, "version = :read", version
+                    )
                 )
-            else:
-                # Nothing to move; none may appear before the binding commits.
-                transaction.append(_absent_check(self.table, session_cart, now))
+            elif not tombstoned:
+                # Nothing to move; none may appear once the session is bound.
+                transaction.append(
+                    self._tombstone(
+                        session_key,
+                        key,
+                        1,
+                        now,
+                        stamp,
+                        "attribute_not_exists(userId) OR expiresAt <= :read",
+                        now,
+                    )
+                )
             if not any("Update" in entry for entry in transaction) and (etag or call):
                 # The answer is the user's cart as read: it must still be that one.
                 transaction.append(self._unchanged_check(key, live, now))
@@ -464,6 +481,36 @@ class CartStore:
             "the carts kept changing under this merge: retry",
             reason="CONCURRENT_CHANGE",
         )
+
+    def _tombstone(
+        self,
+        session_key: str,
+        merged_into: str,
+        version: int,
+        now: int,
+        stamp: str,
+        condition: str,
+        read: int,
+    ) -> dict[str, Any]:
+        """A merged session's tombstone in place of its cart (tables.MERGED_INTO), put
+        under `condition` (`:read` standing for `read`)."""
+        item = {
+            "userId": session_key,
+            "cartId": CURRENT_CART,
+            MERGED_INTO: merged_into,
+            "version": version,
+            "lastModified": stamp,
+            "expiresAt": now + int(MERGED_TOMBSTONE_TTL.total_seconds()),
+            LAST_OPERATION: "MergeCarts",
+        }
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": {name: _serializer.serialize(value) for name, value in item.items()},
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": {":read": _serializer.serialize(read)},
+            }
+        }
 
     async def _commit(self, transaction: list[dict[str, Any]], rpc: str) -> bool:
         """Runs a TransactWriteItems; False when one of its conditions failed (a concurrent
@@ -542,6 +589,8 @@ class CartStore:
                     return stored
             item = await self._read(key)
             now = int(time.time())
+            if is_live(item, now) and item is not None and MERGED_INTO in item:
+                raise _signed_in_meanwhile(owner)
             live = item if is_live(item, now) else None
             if etag and cart_etag(live) != etag:
                 raise Aborted(
@@ -552,7 +601,12 @@ class CartStore:
             change = plan(item, now, stamp)
             if change is None:
                 return cart_from_item(owner, item)
-            condition = change.condition
+            # Never a merged session's tombstone (tables.MERGED_INTO), whatever was read
+            # (one that has expired reads as no cart, and a new cart replaces it).
+            condition = (
+                f"({change.condition}) AND (attribute_not_exists({MERGED_INTO}) "
+                "OR expiresAt <= :now)"
+            )
             traceparent, tracestate = trace_context_values()
             values = {
                 **change.values,
@@ -692,6 +746,15 @@ def _removal(after: dict[str, Any], line_id: str) -> Change:
         {"#items": "items", "#book": line_id},
         {":one": 1, ":minus_one": -1},
         after,
+    )
+
+
+def _signed_in_meanwhile(owner: cart_pb2.CartOwner) -> Unauthenticated:
+    return Unauthenticated(
+        f"session {owner.session_id} was signed in while this call ran: its cart is now "
+        "the user's; send that user's token",
+        reason=SESSION_SIGNED_IN,
+        metadata={"session_id": owner.session_id},
     )
 
 

@@ -27,8 +27,9 @@ Decisions on what publishes what:
   the threshold in stock also publishes inventory.low.
 - Lines of an expired cart replaced by a new one are not "removed": the cart had already
   expired (it read as empty).
-- REMOVE publishes nothing: a cart item is deleted by TTL (the cart had already expired) or
-  by a merge (reported by cart.merged on the user's cart, which names the session).
+- REMOVE publishes nothing: a cart item is deleted by TTL (the cart had already expired).
+  Nor does a merged session's tombstone (tables.MERGED_INTO) in place of its cart: the
+  merge is cart.merged on the user's cart, which names the session.
 - The book-holders index follows every record: each line the write added or changed is
   put (every line of the cart when its expiry moves to a later day: a row's expiresAt is
   the cart's rounded up to a day), each line gone is deleted.
@@ -73,6 +74,7 @@ from services.cart.store import STOCK_CHECK_ABOVE
 from services.cart.tables import (
     LAST_MERGE,
     LAST_OPERATION,
+    MERGED_INTO,
     SESSION_OWNER_PREFIX,
     STOCK_SEEN,
     TRACEPARENT,
@@ -223,7 +225,7 @@ def record_outcome(
     if owner is None:
         return RecordOutcome(sequence, [], [])
     old_lines = _lines(old)
-    if new is None:  # REMOVE: TTL or a merge's delete (see the module's docstring)
+    if new is None or MERGED_INTO in new:  # REMOVE (TTL), or a merge's tombstone
         gone = [HolderChange(book, key, None) for book in sorted(old_lines)]
         return RecordOutcome(sequence, [], gone)
 

@@ -24,10 +24,16 @@ TRACESTATE = "tracestate"
 LAST_OPERATION = "lastOperation"
 # The merge of a session's cart into a user's cart (AuthenticateSession, MergeCarts) SETs on
 # the user's cart `lastMerge` = {"sessionId": <the session id>, "mergeId": <a UUID, new for
-# every merge>} in its TransactWriteItems, beside the Delete of the session's cart: a record
+# every merge>} in its TransactWriteItems, beside the session cart's tombstone: a record
 # of a cart whose lastMerge differs between its old and new image is a merge (one
-# cart.merged event, no per-line events); the session cart's REMOVE publishes nothing.
+# cart.merged event, no per-line events).
 LAST_MERGE = "lastMerge"
+# The same transaction replaces the session's cart (or its absence) with a tombstone: no
+# lines, `mergedInto` = the user's owner key, expiring after MERGED_TOMBSTONE_TTL. A write
+# to the session's cart that was let in before the merge bound the session (its owner
+# resolved, its cart read) then fails its condition instead of making a cart nobody will
+# merge; the tombstone's record publishes nothing (cart.merged on the user's cart says it).
+MERGED_INTO = "mergedInto"
 # On a line: the catalog's stock the write saw (AddItem always; UpdateItemQuantity when it
 # checks the stock, removed otherwise), for the inventory.low event.
 STOCK_SEEN = "stockSeen"

@@ -502,8 +502,11 @@ async def test_authenticate_session_merges_the_anonymous_cart_once(
     # Summed, and capped at the per-line limit of 100.
     assert _quantities(cart) == {a: 5, b: 100, c: 1}
     assert cart.total_amount == usd(5 * 1000 + 100 * 250 + 99)
-    # The anonymous cart is gone (deleted in the same transaction).
-    assert _cart_item(dynamodb, tables[0], f"session#{session.session_id}") is None
+    # The anonymous cart is gone: a tombstone naming the user's cart in its place (put in
+    # the same transaction), no lines.
+    tombstone = _cart_item(dynamodb, tables[0], f"session#{session.session_id}")
+    assert tombstone is not None and "items" not in tombstone
+    assert tombstone["mergedInto"] == {"S": f"user#{user.subject}"}
 
     # A retry changes nothing more: same session, same cart.
     again = (
@@ -588,7 +591,8 @@ async def test_merge_carts_takes_the_etag_and_a_request_id(
     await carts.AddItem(cart_pb2.AddItemRequest(book_id=b, quantity=1))
     stale = cart_pb2.MergeCartsRequest(session_id=session.session_id, etag=before.etag)
     assert await _refused(carts.MergeCarts(stale, metadata=held)) == "ABORTED ETAG_MISMATCH"
-    assert _cart_item(dynamodb, tables[0], f"session#{session.session_id}") is not None
+    kept = _cart_item(dynamodb, tables[0], f"session#{session.session_id}")
+    assert kept is not None and "items" in kept and "mergedInto" not in kept
     unbound = await _sessions(channel_to, None).GetSession(
         cart_pb2.GetSessionRequest(session_id=session.session_id), metadata=held
     )
@@ -602,7 +606,8 @@ async def test_merge_carts_takes_the_etag_and_a_request_id(
     assert merged.owner.user_id == user.subject
     assert _quantities(merged) == {a: 5, b: 3}
     assert (await carts.GetCart(cart_pb2.GetCartRequest())).cart == merged
-    assert _cart_item(dynamodb, tables[0], f"session#{session.session_id}") is None
+    tombstone = _cart_item(dynamodb, tables[0], f"session#{session.session_id}")
+    assert tombstone is not None and "items" not in tombstone and "mergedInto" in tombstone
     # The same request again: its first answer, applied once (its etag is stale now).
     assert (await carts.MergeCarts(merge, metadata=held)).cart == merged
     # The same request_id with another request is refused.
