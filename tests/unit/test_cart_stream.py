@@ -174,6 +174,11 @@ def test_remove_records_publish_nothing_and_drop_the_index_rows() -> None:
     session = record_outcome(record(cart(line(3, 1)), None, owner="session#abc"), ARN, 5)
     assert session.events == []
     assert session.holders == [HolderChange(3, "session#abc", None)]
+    # Nor does a merged session's tombstone in place of its cart (cart.merged says it).
+    tombstone = {"mergedInto": OWNER, "version": 2, "expiresAt": int(NOW.timestamp()) + 60}
+    merged = record_outcome(record(cart(line(3, 1)), tombstone, owner="session#abc"), ARN, 5)
+    assert merged.events == []
+    assert merged.holders == [HolderChange(3, "session#abc", None)]
 
 
 def test_lines_of_an_expired_cart_are_not_removed_by_the_next_write() -> None:
