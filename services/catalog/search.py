@@ -638,6 +638,15 @@ def broad_search_sql(
             "late": f" AND NOT {small} AND NOT (SELECT estimated FROM total)",
         },
     )
+    # Many matches: the page is read in its order (from the rank levels for one word).
+    estimated = " AND (SELECT estimated FROM total)"
+    if ranked_lexeme is not None:
+        ordered_page = _ranked_by_levels(
+            filters, ranked_lexeme, args, limit_param, offset_param, estimated
+        )
+    else:
+        ordered = _ranked_ids(where + estimated, keys, limit_param, offset_param)
+        ordered_page = f"ordered_page AS ({ordered})"
     ctes = [
         f"planned AS (SELECT {_planned_call(filters, words, args)} AS rows)",
         early,
@@ -648,20 +657,7 @@ def broad_search_sql(
             SELECT * FROM {call} WHERE NOT {counted_small})""",
         late,  # reads `total`: after it
         matches_page,
-        _ranked_by_levels(
-            filters,
-            ranked_lexeme,
-            args,
-            limit_param,
-            offset_param,
-            " AND (SELECT estimated FROM total)",
-        )
-        if ranked_lexeme is not None
-        else f"""ordered_page AS ({
-            _ranked_ids(
-                where + " AND (SELECT estimated FROM total)", keys, limit_param, offset_param
-            )
-        })""",
+        ordered_page,
         """page AS (
             SELECT * FROM matches_page WHERE NOT (SELECT estimated FROM total)
             UNION ALL SELECT * FROM ordered_page)""",
