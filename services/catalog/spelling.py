@@ -13,7 +13,10 @@ for two edits, and the stop words one edit away. They are ranked by Damerau-Leve
 against frequency (each edit is worth a factor EDIT_WEIGHT in books); a rare real word
 only gives way to one a single edit away in KNOWN_WORD_RATIO times more books. The
 corrected query is kept only if it matches an active book through the real tsquery
-(looked up when a word is rare enough for that to be in doubt: CHECK_MATCHES_BELOW).
+(looked up when a word is rare enough for that to be in doubt: CHECK_MATCHES_BELOW); of
+plain words typed side by side, a correction whose words also stand side by side in a
+book goes first ("Cahl Kilroy" -> the author "Cahal Kilroy", not "Call Kilroy"; migration
+202511451). The candidate corrections are looked up in one round trip.
 
 Only the words are rewritten: quotes, OR, -exclusions, stop words, punctuation and
 spacing stay as typed; excluded words are never corrected (a misspelled exclusion
@@ -327,7 +330,7 @@ _CANDIDATES_SQL = f"""
     )
     SELECT c.word, c.lexeme, {_BOOKS.format("c.lexeme")} AS books FROM c"""
 
-_MATCHES_SQL = "SELECT book_catalog.search_matches_any($1::text)"
+_BEST_SQL = "SELECT book_catalog.search_best_correction($1::text[], $2::bool)"
 
 
 async def candidates_of(pool: asyncpg.Pool, word: str) -> list[Candidate]:
@@ -364,15 +367,38 @@ async def correct(pool: asyncpg.Pool, query: str) -> str | None:
             kept_books.append(row["books"])
     if not suspects:
         return None
+    # The corrections in order, up to the first whose words are all common enough to be
+    # taken to meet (it needs no look-up); the others are looked up at once.
+    checked: list[str] = []
     for combination in alternatives([ranked for _, ranked in suspects], MAX_MATCH_CHECKS):
         books = kept_books + [c.books for c in combination if c.word not in STOP_WORDS]
         if not books:
-            return None  # the best reading leaves only stop words: the whole catalog
+            break  # this reading leaves only stop words: the whole catalog
         replacements = zip(suspects, combination, strict=True)
         corrected = rewrite(query, [(w, match_case(w.text, c.word)) for (w, _), c in replacements])
-        if min(books) > CHECK_MATCHES_BELOW or await pool.fetchval(_MATCHES_SQL, corrected):
-            return corrected
-    return None
+        if min(books) > CHECK_MATCHES_BELOW:
+            return await _best_of(pool, checked, query) or corrected
+        checked.append(corrected)
+    return await _best_of(pool, checked, query)
+
+
+async def _best_of(pool: asyncpg.Pool, corrections: list[str], query: str) -> str | None:
+    """The first of the corrections whose words stand together in a book, as the query
+    has them side by side (a name, a title: see search_best_correction), else the first
+    that matches a book; None when none does."""
+    if not corrections:
+        return None
+    best = await pool.fetchval(_BEST_SQL, corrections, reads_as_a_phrase(query))
+    return None if best is None else corrections[best - 1]
+
+
+def reads_as_a_phrase(query: str) -> bool:
+    """Whether the query is plain words (two or more, no quotes, OR or exclusions), whose
+    correction is best when its words also stand together in a book."""
+    if '"' in query or _OR.search(query) is not None:
+        return False
+    words = query.split()
+    return len(words) > 1 and not any(word.startswith("-") for word in words)
 
 
 async def fold_spelling_changes(pool: asyncpg.Pool) -> int:

@@ -44,6 +44,7 @@ CATALOG_VERSIONS = [
     202511441,
     202511442,
     202511443,
+    202511451,
 ]
 STOREFRONT_VERSIONS = [202511201]
 # Issue 19: the consumer, sinks and ingest streams each add theirs (202511301-329).
@@ -112,6 +113,7 @@ async def test_catalog_migrations_go_down_and_up_again(scratch_dsn: str) -> None
     assert "book_catalog.inventory_requests" not in await tables(scratch_dsn)
     assert await runner.up() == []  # idempotent
 
+    assert await runner.down() == ["down 202511451 spelling phrase corrections"]
     assert "book_catalog.idx_books_price_desc" in await indexes(scratch_dsn)
     assert await runner.down() == ["down 202511443 search price desc index"]
     assert "book_catalog.idx_books_price_desc" not in await indexes(scratch_dsn)

@@ -287,3 +287,25 @@ async def test_the_lexicon_equals_a_rebuild_from_the_books(
         assert await conn.fetchval(vocabulary, keep) == 1
     finally:
         await conn.close()
+
+
+async def test_words_typed_together_prefer_a_spelling_that_stands_together_in_a_book(
+    catalog: CatalogServiceAsyncStub,
+) -> None:
+    """'Cahl Kilroy' is the author 'Cahal Kilroy', not 'Call Kilroy' because some book has
+    'call' and 'Kilroy' apart: among spellings as close, one whose words are side by side
+    in a book, as typed, goes first, however rare."""
+    surname = word()
+    name = word()
+    typo = name[:3] + name[4:]  # a letter missing
+    common = typo[:-1] + ("a" if typo[-1] != "a" else "b")  # one substitution from the typo
+    author = await new_book(catalog, f"The {word()} years", description=f"By {name} {surname}.")
+    for _ in range(3):  # the common spelling is in more books, one of them beside the surname
+        await new_book(catalog, f"{common} {word()}", description=f"Of {surname} and others.")
+
+    response = await search(catalog, f"{typo.capitalize()} {surname.capitalize()}")
+    assert response.corrected_query == f"{name.capitalize()} {surname.capitalize()}"
+    assert ids(response) == {author.id}
+    # Apart, or with web-search syntax, the words are not read as a phrase: the most
+    # frequent close spelling that meets the other word in a book, as before.
+    assert (await search(catalog, f'{typo} "{surname}"')).corrected_query == f'{common} "{surname}"'

@@ -18,6 +18,7 @@ from services.catalog.spelling import (
     match_case,
     may_be_misspelt,
     ranked_candidates,
+    reads_as_a_phrase,
     rewrite,
 )
 
@@ -160,3 +161,12 @@ def test_only_a_search_with_few_matches_or_an_or_may_be_misspelt() -> None:
     # "or" inside a word is no operator.
     assert not may_be_misspelt("order of the phoenix", 5_000)
     assert not may_be_misspelt("doctor who", 5_000)
+
+
+def test_plain_words_read_as_a_phrase() -> None:
+    assert reads_as_a_phrase("Cahl Kilroy")
+    assert reads_as_a_phrase("histroy of war")
+    assert not reads_as_a_phrase("histroy")  # one word: nothing to stand beside
+    assert not reads_as_a_phrase('"Cahl" Kilroy')
+    assert not reads_as_a_phrase("Cahl or Kilroy")
+    assert not reads_as_a_phrase("Cahl -Kilroy")
