@@ -54,6 +54,11 @@ TRIGRAM_CANDIDATES = 50
 # (each check is one GIN lookup, bounded by the rarest word: a few ms).
 CHOICES_PER_WORD = 3
 MAX_MATCH_CHECKS = 4
+# Words typed side by side also try the further spellings as close as the best one, as one
+# of them may stand beside the other words in a book (a name: "Cahl Kilroy" -> "Cahal", the
+# 4th spelling one edit away, after "call", "carl" and "cal").
+PHRASE_CHOICES_PER_WORD = 8
+PHRASE_MATCH_CHECKS = 8
 # Whether the corrected words meet in one book is looked up (through the GIN index, at a
 # cost that follows the rarest word's books) only when some word is in at most so many
 # books: words each in more books than this are taken to meet (looking would read posting
@@ -351,6 +356,7 @@ async def correct(pool: asyncpg.Pool, query: str) -> str | None:
     words = correctable_words(query)
     if not words:
         return None
+    phrase = reads_as_a_phrase(query)
     rows = await pool.fetch(_FREQUENCIES_SQL, [fold_case(w.text) for w in words])
     suspects: list[tuple[QueryWord, list[Choice]]] = []
     kept_books: list[int] = []  # the books of the words kept as typed (with a lexeme)
@@ -362,7 +368,7 @@ async def correct(pool: asyncpg.Pool, query: str) -> str | None:
             candidates = await candidates_of(pool, word.text)
             ranked = ranked_candidates(word.text, row["lexeme"], row["books"], candidates)
         if ranked:
-            suspects.append((word, ranked[:CHOICES_PER_WORD]))
+            suspects.append((word, _tried(ranked, phrase)))
         else:
             kept_books.append(row["books"])
     if not suspects:
@@ -370,25 +376,36 @@ async def correct(pool: asyncpg.Pool, query: str) -> str | None:
     # The corrections in order, up to the first whose words are all common enough to be
     # taken to meet (it needs no look-up); the others are looked up at once.
     checked: list[str] = []
-    for combination in alternatives([ranked for _, ranked in suspects], MAX_MATCH_CHECKS):
+    checks = PHRASE_MATCH_CHECKS if phrase else MAX_MATCH_CHECKS
+    for combination in alternatives([ranked for _, ranked in suspects], checks):
         books = kept_books + [c.books for c in combination if c.word not in STOP_WORDS]
         if not books:
             break  # this reading leaves only stop words: the whole catalog
         replacements = zip(suspects, combination, strict=True)
         corrected = rewrite(query, [(w, match_case(w.text, c.word)) for (w, _), c in replacements])
         if min(books) > CHECK_MATCHES_BELOW:
-            return await _best_of(pool, checked, query) or corrected
+            return await _best_of(pool, checked, phrase) or corrected
         checked.append(corrected)
-    return await _best_of(pool, checked, query)
+    return await _best_of(pool, checked, phrase)
 
 
-async def _best_of(pool: asyncpg.Pool, corrections: list[str], query: str) -> str | None:
-    """The first of the corrections whose words stand together in a book, as the query
-    has them side by side (a name, a title: see search_best_correction), else the first
-    that matches a book; None when none does."""
+def _tried(ranked: list[Choice], phrase: bool) -> list[Choice]:
+    """The spellings tried for one word: the CHOICES_PER_WORD best; for words typed as a
+    phrase, also those as close as the best, up to PHRASE_CHOICES_PER_WORD."""
+    tried = ranked[:CHOICES_PER_WORD]
+    if phrase:
+        closest = [c for c in ranked[CHOICES_PER_WORD:] if c.edits == ranked[0].edits]
+        tried += closest[: PHRASE_CHOICES_PER_WORD - len(tried)]
+    return tried
+
+
+async def _best_of(pool: asyncpg.Pool, corrections: list[str], phrase: bool) -> str | None:
+    """With `phrase`, the first of the corrections whose words stand together in a book
+    (a name, a title: see search_best_correction), else the first that matches a book;
+    None when none does."""
     if not corrections:
         return None
-    best = await pool.fetchval(_BEST_SQL, corrections, reads_as_a_phrase(query))
+    best = await pool.fetchval(_BEST_SQL, corrections, phrase)
     return None if best is None else corrections[best - 1]
 
 
