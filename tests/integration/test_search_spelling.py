@@ -11,6 +11,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from cloudshelf.catalog.v1 import catalog_pb2 as pb
 from cloudshelf.devstack.stack import Stack
+from services.catalog.demo import seed_catalog
 from services.catalog.spelling import STOP_WORDS
 from tests.conftest import run_cli
 from tests.factories import book, word
@@ -309,3 +310,31 @@ async def test_words_typed_together_prefer_a_spelling_that_stands_together_in_a_
     # Apart, or with web-search syntax, the words are not read as a phrase: the most
     # frequent close spelling that meets the other word in a book, as before.
     assert (await search(catalog, f'{typo} "{surname}"')).corrected_query == f'{common} "{surname}"'
+
+
+async def test_a_seeded_catalog_has_its_lexicon(catalog_dsn: str) -> None:
+    """The demo loader writes with the books' triggers off: it fills the lexicon itself,
+    so `make up`'s catalog corrects typos too (its counts are ts_stat's, its words those
+    of the titles, descriptions and author names)."""
+    await seed_catalog(catalog_dsn, 300, seed=5, progress=False)
+    conn = await asyncpg.connect(catalog_dsn)
+    try:
+        rebuilt = """
+            SELECT word AS lexeme, ndoc AS books FROM ts_stat(
+                'SELECT search_vector FROM book_catalog.books WHERE status = ''active''')"""
+        counted = "SELECT lexeme, books FROM book_catalog.spelling_lexemes"
+        assert await conn.fetch(f"({counted}) EXCEPT ({rebuilt})") == []
+        assert await conn.fetch(f"({rebuilt}) EXCEPT ({counted})") == []
+        assert await conn.fetchval("SELECT count(*) FROM book_catalog.spelling_lexeme_changes") == 0
+        title, author = await conn.fetchrow(
+            "SELECT b.title, a.last_name FROM book_catalog.books b"
+            " JOIN book_catalog.book_authors ba ON ba.book_id = b.id"
+            " JOIN book_catalog.authors a ON a.id = ba.author_id"
+            " WHERE b.status = 'active' ORDER BY b.id LIMIT 1"
+        )
+        shown = "SELECT count(*) FROM book_catalog.spelling_words WHERE word = lower($1)"
+        longest = max(title.split(), key=len).strip(".,:;!?'\"")
+        assert await conn.fetchval(shown, longest) == 1, longest
+        assert await conn.fetchval(shown, author) == 1, author
+    finally:
+        await conn.close()
