@@ -437,32 +437,12 @@ class CartStore:
             stamp = datetime.fromtimestamp(now, UTC).isoformat()
             transaction: list[dict[str, Any]] = []
             after = user
-            if moved is not None:
-                if moved.get("items"):
-                    change = _merge_change(live, user, moved, key, session_id, now, stamp)
-                    transaction.append({"Update": self._update_entry(key, change, now, stamp)})
-                    after = change.after
-                # At the version read: a line added to it meanwhile is merged on the next
-                # round.
-                version = int(moved.get("version", 0))
-                transaction.append(
-                    self._tombstone(
-                        session_key, key, version + 1, now, stamp, "version = :read", version
-                    )
-                )
-            elif not tombstoned:
-                # Nothing to move; none may appear once the session is bound.
-                transaction.append(
-                    self._tombstone(
-                        session_key,
-                        key,
-                        1,
-                        now,
-                        stamp,
-                        "attribute_not_exists(userId) OR expiresAt <= :read",
-                        now,
-                    )
-                )
+            if moved is not None and moved.get("items"):
+                change = _merge_change(live, user, moved, key, session_id, now, stamp)
+                transaction.append({"Update": self._update_entry(key, change, now, stamp)})
+                after = change.after
+            if not tombstoned:
+                transaction.append(self._tombstone(session_key, key, moved, now, stamp))
             if not any("Update" in entry for entry in transaction) and (etag or call):
                 # The answer is the user's cart as read: it must still be that one.
                 transaction.append(self._unchanged_check(key, live, now))
@@ -486,19 +466,24 @@ class CartStore:
         self,
         session_key: str,
         merged_into: str,
-        version: int,
+        replaced: dict[str, Any] | None,
         now: int,
         stamp: str,
-        condition: str,
-        read: int,
     ) -> dict[str, Any]:
-        """A merged session's tombstone in place of its cart (tables.MERGED_INTO), put
-        under `condition` (`:read` standing for `read`)."""
+        """A merged session's tombstone (tables.MERGED_INTO) in place of its cart as read
+        (at that version: a line added to it meanwhile is merged on the next round), or of
+        its absence (none may appear once the session is bound)."""
+        if replaced is not None:
+            version = int(replaced.get("version", 0))
+            condition, read = "version = :read", version
+        else:
+            version = 0
+            condition, read = "attribute_not_exists(userId) OR expiresAt <= :read", now
         item = {
             "userId": session_key,
             "cartId": CURRENT_CART,
             MERGED_INTO: merged_into,
-            "version": version,
+            "version": version + 1,
             "lastModified": stamp,
             "expiresAt": now + int(MERGED_TOMBSTONE_TTL.total_seconds()),
             LAST_OPERATION: "MergeCarts",
